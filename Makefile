@@ -1,0 +1,29 @@
+# vmamba-mm: `make test` sets up .venv with the pinned stack and runs the test suite.
+PYTHON_SYS ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install test bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cfg tools/install/build_mmcv.sh
+	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -r requirements-build.txt
+	PYTHON=$(PY) bash tools/install/build_mmcv.sh
+	$(PIP) install -q -r requirements.txt -r requirements-test.txt
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	$(PY) -c "import vmamba_mm, vmamba_kernels, mmcv.ops, mmpretrain, mmdet, mmseg; print('vmamba-mm environment ready')"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest tests -q
+
+bench: install
+	$(PY) tools/analysis_tools/benchmark.py configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin --batch-size 1 --shape 224 224 --device cpu
+
+clean-venv:
+	rm -rf $(VENV)

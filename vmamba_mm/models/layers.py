@@ -1,0 +1,154 @@
+"""Small building blocks of VSSM, in both memory layouts.
+
+channel_first=True keeps maps as (B, C, H, W) (the official ``ln2d`` models); False keeps them as
+(B, H, W, C) (``ln``). The parameters are the same in both: a Linear's weight is (out, in) and is
+applied as a 1x1 convolution in the channel-first layout, like the official ``Linear2d``.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, H, W) map."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class PointwiseLinear(nn.Linear):
+    """nn.Linear on the channel dim of a (B, C, H, W) map (a 1x1 conv with a Linear's weight)."""
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+
+
+class ToChannelsLast(nn.Module):
+
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1)
+
+
+class ToChannelsFirst(nn.Module):
+
+    def forward(self, x):
+        return x.permute(0, 3, 1, 2)
+
+
+def norm_layer(channels, channel_first):
+    return LayerNorm2d(channels) if channel_first else nn.LayerNorm(channels)
+
+
+def linear_layer(in_features, out_features, bias, channel_first):
+    cls = PointwiseLinear if channel_first else nn.Linear
+    return cls(in_features, out_features, bias=bias)
+
+
+def channel_dim(channel_first):
+    return 1 if channel_first else -1
+
+
+def layout_after_conv(channel_first):
+    """What follows a conv in a Sequential: nothing, or the move to channels-last."""
+    return nn.Identity() if channel_first else ToChannelsLast()
+
+
+def layout_before_conv(channel_first):
+    return nn.Identity() if channel_first else ToChannelsFirst()
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample."""
+
+    def __init__(self, drop_prob=0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self):
+        return f'drop_prob={self.drop_prob}'
+
+
+class Mlp(nn.Module):
+
+    def __init__(self, channels, hidden, channel_first, drop=0.0):
+        super().__init__()
+        self.fc1 = linear_layer(channels, hidden, True, channel_first)
+        self.act = nn.GELU()
+        self.fc2 = linear_layer(hidden, channels, True, channel_first)
+        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
+
+    def forward(self, x):
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def patch_embed(version, in_channels, channels, patch_size, channel_first):
+    """Official patch embeddings; Sequential indices match the official state-dict keys."""
+    if version == 'v1':
+        return nn.Sequential(
+            nn.Conv2d(in_channels, channels, kernel_size=patch_size, stride=patch_size),
+            layout_after_conv(channel_first),
+            norm_layer(channels, channel_first),
+        )
+    if version == 'v2':
+        if patch_size != 4:
+            raise ValueError(f'patchembed_version v2 is two stride-2 convs: patch_size must be 4, '
+                             f'got {patch_size}.')
+        half = channels // 2
+        return nn.Sequential(
+            nn.Conv2d(in_channels, half, kernel_size=3, stride=2, padding=1),
+            layout_after_conv(channel_first),
+            norm_layer(half, channel_first),
+            layout_before_conv(channel_first),
+            nn.GELU(),
+            nn.Conv2d(half, channels, kernel_size=3, stride=2, padding=1),
+            layout_after_conv(channel_first),
+            norm_layer(channels, channel_first),
+        )
+    raise ValueError(f"Unknown patchembed_version {version!r}; choose 'v1' or 'v2'.")
+
+
+class PatchMerging(nn.Module):
+    """Swin-style 2x downsampling: concatenate each 2x2 neighbourhood, LayerNorm, 4C -> out."""
+
+    def __init__(self, channels, out_channels, channel_first):
+        super().__init__()
+        self.channel_first = channel_first
+        self.norm = nn.LayerNorm(4 * channels)
+        self.reduction = nn.Linear(4 * channels, out_channels, bias=False)
+
+    def forward(self, x):
+        if self.channel_first:
+            x = x.permute(0, 2, 3, 1)
+        height, width = x.shape[1:3]
+        if height % 2 or width % 2:
+            x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
+        # Order (row, col) = (0,0), (1,0), (0,1), (1,1): the official weight layout.
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]],
+                      dim=-1)
+        x = self.reduction(self.norm(x))
+        return x.permute(0, 3, 1, 2) if self.channel_first else x
+
+
+def downsample(version, channels, out_channels, channel_first):
+    """Official downsampling layers; Sequential indices match the official keys."""
+    if version == 'v1':
+        return PatchMerging(channels, out_channels, channel_first)
+    if version in ('v2', 'v3'):
+        conv = (nn.Conv2d(channels, out_channels, kernel_size=2, stride=2) if version == 'v2' else
+                nn.Conv2d(channels, out_channels, kernel_size=3, stride=2, padding=1))
+        return nn.Sequential(
+            layout_before_conv(channel_first),
+            conv,
+            layout_after_conv(channel_first),
+            norm_layer(out_channels, channel_first),
+        )
+    raise ValueError(f"Unknown downsample_version {version!r}; choose 'v1', 'v2' or 'v3'.")

@@ -1,0 +1,111 @@
+"""SS2D: the 2D selective-scan mixer of a VSS block.
+
+Parameter names follow the official release (``in_proj``, ``conv2d``, ``x_proj_weight``,
+``dt_projs_weight``, ``dt_projs_bias``, ``A_logs``, ``Ds``, ``out_norm``, ``out_proj``) so that
+released checkpoints load as they are.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vmamba_kernels import NUM_ROUTES, cross_merge, cross_scan, selective_scan
+
+from .layers import channel_dim, linear_layer, norm_layer
+
+
+def _inverse_softplus(x):
+    return x + torch.log(-torch.expm1(-x))
+
+
+class SS2D(nn.Module):
+    """Selective scan over four routes of a 2D map.
+
+    Args:
+        channels: block width (d_model).
+        state_size: SSM state size N (official ``ssm_d_state``).
+        expand_ratio: inner width over block width (``ssm_ratio``).
+        dt_rank: rank of the delta projection, or 'auto' = ceil(channels / 16).
+        conv_size: depthwise conv kernel before the scan; 1 or less means no conv (``ssm_conv``).
+        conv_bias: whether that conv has a bias (``ssm_conv_bias``).
+        gated: multiply the output by SiLU(z) from a second half of in_proj (official forward
+            types without the ``_noz`` suffix).
+        scan_order: 'cross', 'bidirectional' or 'unidirectional' (see ``vmamba_kernels``).
+        channel_first: memory layout of the maps this module receives and returns.
+        scan_backend: selective-scan backend name, or None for the automatic choice.
+    """
+
+    def __init__(self, channels, state_size=16, expand_ratio=2.0, dt_rank='auto', conv_size=3,
+                 conv_bias=True, gated=True, scan_order='cross', channel_first=False,
+                 scan_backend=None, dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4):
+        super().__init__()
+        inner = int(expand_ratio * channels)
+        self.dt_rank = math.ceil(channels / 16) if dt_rank == 'auto' else int(dt_rank)
+        self.state_size = state_size
+        self.gated = gated
+        self.scan_order = scan_order
+        self.channel_first = channel_first
+        self.scan_backend = scan_backend
+
+        self.in_proj = linear_layer(channels, inner * (2 if gated else 1), False, channel_first)
+        self.act = nn.SiLU()
+        self.conv2d = (nn.Conv2d(inner, inner, conv_size, padding=(conv_size - 1) // 2,
+                                 groups=inner, bias=conv_bias) if conv_size > 1 else None)
+        routes = NUM_ROUTES
+        self.x_proj_weight = nn.Parameter(
+            torch.empty(routes, self.dt_rank + 2 * state_size, inner).uniform_(
+                -inner**-0.5, inner**-0.5))
+        dt_std = self.dt_rank**-0.5
+        self.dt_projs_weight = nn.Parameter(
+            torch.empty(routes, inner, self.dt_rank).uniform_(-dt_std, dt_std))
+        # Initial step sizes log-uniform in [dt_min, dt_max], stored through softplus^-1.
+        dt = torch.exp(
+            torch.rand(routes, inner) * (math.log(dt_max) - math.log(dt_min)) +
+            math.log(dt_min)).clamp(min=dt_init_floor)
+        self.dt_projs_bias = nn.Parameter(_inverse_softplus(dt))
+        # A = -exp(A_logs) with A_n = -n (S4D-real init), one row per route and channel.
+        self.A_logs = nn.Parameter(
+            torch.log(torch.arange(1, state_size + 1, dtype=torch.float32)).repeat(
+                routes * inner, 1))
+        self.Ds = nn.Parameter(torch.ones(routes * inner))
+        self.out_norm = norm_layer(inner, channel_first)
+        self.out_proj = linear_layer(inner, channels, False, channel_first)
+
+    def forward(self, x):
+        x = self.in_proj(x)
+        if self.gated:
+            x, z = x.chunk(2, dim=channel_dim(self.channel_first))
+        if not self.channel_first:
+            x = x.permute(0, 3, 1, 2)
+        if self.conv2d is not None:
+            x = self.conv2d(x)
+        y = self.scan(self.act(x))
+        y = self.out_norm(y)
+        if self.gated:
+            y = y * self.act(z)
+        return self.out_proj(y)
+
+    def scan(self, x):
+        """(B, D, H, W) -> merged scan output in this module's layout."""
+        batch, inner, height, width = x.shape
+        length = height * width
+        routes = cross_scan(x, self.scan_order, channel_first=True)  # (B, K, D, L)
+        projected = torch.einsum('bkdl,kcd->bkcl', routes, self.x_proj_weight)
+        dts, Bs, Cs = projected.split([self.dt_rank, self.state_size, self.state_size], dim=2)
+        dts = torch.einsum('bkrl,kdr->bkdl', dts, self.dt_projs_weight)
+        ys = selective_scan(
+            routes.reshape(batch, -1, length),
+            dts.reshape(batch, -1, length),
+            -torch.exp(self.A_logs.float()),
+            Bs,
+            Cs,
+            D=self.Ds.float(),
+            delta_bias=self.dt_projs_bias.reshape(-1).float(),
+            delta_softplus=True,
+            out_dtype=torch.float32,
+            backend=self.scan_backend,
+        )
+        y = cross_merge(ys.view(batch, NUM_ROUTES, inner, length), height, width,
+                        self.scan_order, channel_first=self.channel_first)
+        return y.to(x.dtype)

@@ -1,0 +1,262 @@
+"""VSSM: the VMamba backbone, one definition for classification, detection and segmentation.
+
+State-dict keys are the official ones (``patch_embed.*``, ``layers.{i}.blocks.{j}.*``,
+``layers.{i}.downsample.*``) plus one norm per output stage, ``outnorm{i}``, as in the official
+detection backbone. In a classifier, ``outnorm3`` is the official ``classifier.norm``.
+"""
+import copy
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .layers import DropPath, Mlp, downsample, norm_layer, patch_embed
+from .ss2d import SS2D
+
+# The nine released architectures, in the official constructor's keyword names.
+_VANILLA = dict(ssm_d_state=16, ssm_ratio=2.0, ssm_conv_bias=True, forward_type='v0',
+                mlp_ratio=0.0, downsample_version='v1', patchembed_version='v1', norm_layer='ln')
+_V2 = dict(ssm_d_state=1, ssm_conv_bias=False, forward_type='v05_noz', mlp_ratio=4.0,
+           downsample_version='v3', patchembed_version='v2', norm_layer='ln2d')
+ARCH_SETTINGS = {
+    'vanilla-tiny': dict(_VANILLA, depths=[2, 2, 9, 2], dims=96, drop_path_rate=0.2),
+    'vanilla-small': dict(_VANILLA, depths=[2, 2, 27, 2], dims=96, drop_path_rate=0.3),
+    'vanilla-base': dict(_VANILLA, depths=[2, 2, 27, 2], dims=128, drop_path_rate=0.6),
+    'tiny-s2l5': dict(_V2, depths=[2, 2, 5, 2], dims=96, ssm_ratio=2.0, drop_path_rate=0.2),
+    'small-s2l15': dict(_V2, depths=[2, 2, 15, 2], dims=96, ssm_ratio=2.0, drop_path_rate=0.3),
+    'base-s2l15': dict(_V2, depths=[2, 2, 15, 2], dims=128, ssm_ratio=2.0, drop_path_rate=0.6),
+    'tiny-s1l8': dict(_V2, depths=[2, 2, 8, 2], dims=96, ssm_ratio=1.0, drop_path_rate=0.2),
+    'small-s1l20': dict(_V2, depths=[2, 2, 20, 2], dims=96, ssm_ratio=1.0, drop_path_rate=0.3),
+    'base-s1l20': dict(_V2, depths=[2, 2, 20, 2], dims=128, ssm_ratio=1.0, drop_path_rate=0.5),
+}
+ARCH_DEFAULTS = dict(patch_size=4, ssm_dt_rank='auto', ssm_conv=3, drop_path_rate=0.0,
+                     gated=None, scan_order=None)
+
+# Official forward_type strings -> our options. All compute the same function; they differ in
+# the official code only in which kernel runs it and whether the SiLU(z) gate exists.
+FORWARD_TYPES = {
+    'v0': dict(gated=True, scan_order='cross'),
+    'v2': dict(gated=True, scan_order='cross'),
+    'v05': dict(gated=True, scan_order='cross'),
+    'v05_noz': dict(gated=False, scan_order='cross'),
+    'v3': dict(gated=True, scan_order='cross'),
+    'v3_noz': dict(gated=False, scan_order='cross'),
+    'v051d': dict(gated=True, scan_order='unidirectional'),
+    'v051d_noz': dict(gated=False, scan_order='unidirectional'),
+    'v052d': dict(gated=True, scan_order='bidirectional'),
+    'v052d_noz': dict(gated=False, scan_order='bidirectional'),
+}
+NORM_LAYOUTS = {'ln': False, 'ln2d': True}  # official norm_layer -> channel_first
+
+
+def resolve_arch(arch):
+    """An arch name or dict -> a complete settings dict, with every key checked."""
+    if isinstance(arch, str):
+        if arch not in ARCH_SETTINGS:
+            raise KeyError(f'Unknown VSSM arch {arch!r}; choose one of {sorted(ARCH_SETTINGS)} '
+                           f'or pass a dict of settings.')
+        arch = ARCH_SETTINGS[arch]
+    elif not isinstance(arch, dict):
+        raise TypeError(f'VSSM arch must be a name or a dict, got {type(arch).__name__}.')
+    allowed = set(ARCH_SETTINGS['tiny-s1l8']) | set(ARCH_DEFAULTS)
+    unknown = sorted(set(arch) - allowed)
+    if unknown:
+        raise KeyError(f'Unknown VSSM arch key(s) {unknown}; allowed keys: {sorted(allowed)}.')
+    missing = sorted({'depths', 'dims'} - set(arch))
+    if missing:
+        raise KeyError(f'VSSM arch dict lacks required key(s) {missing}.')
+    settings = dict(ARCH_DEFAULTS)
+    settings.update(ARCH_SETTINGS['tiny-s1l8'])  # defaults for the optional keys
+    settings.update(arch)
+    if settings['forward_type'] not in FORWARD_TYPES:
+        raise ValueError(f"Unknown forward_type {settings['forward_type']!r}; supported: "
+                         f'{sorted(FORWARD_TYPES)}.')
+    if settings['norm_layer'] not in NORM_LAYOUTS:
+        raise ValueError(f"Unknown norm_layer {settings['norm_layer']!r}; choose 'ln' or 'ln2d'.")
+    for option, value in FORWARD_TYPES[settings['forward_type']].items():
+        if settings[option] is None:
+            settings[option] = value
+    dims = settings['dims']
+    depths = list(settings['depths'])
+    settings['depths'] = depths
+    settings['dims'] = ([int(dims) * 2**i for i in range(len(depths))] if isinstance(dims, int)
+                        else list(dims))
+    if len(settings['dims']) != len(depths):
+        raise ValueError(f"VSSM arch: dims {settings['dims']} and depths {depths} differ in "
+                         f'length.')
+    return settings
+
+
+class VSSBlock(nn.Module):
+    """x + DropPath(SS2D(LN(x))), then x + DropPath(MLP(LN(x))) when mlp_ratio > 0."""
+
+    def __init__(self, channels, drop_path, settings, channel_first, scan_backend):
+        super().__init__()
+        self.norm = norm_layer(channels, channel_first)
+        self.op = SS2D(channels, state_size=settings['ssm_d_state'],
+                       expand_ratio=settings['ssm_ratio'], dt_rank=settings['ssm_dt_rank'],
+                       conv_size=settings['ssm_conv'], conv_bias=settings['ssm_conv_bias'],
+                       gated=settings['gated'], scan_order=settings['scan_order'],
+                       channel_first=channel_first, scan_backend=scan_backend)
+        self.drop_path = DropPath(drop_path)
+        if settings['mlp_ratio'] > 0:
+            self.norm2 = norm_layer(channels, channel_first)
+            self.mlp = Mlp(channels, int(channels * settings['mlp_ratio']), channel_first)
+        else:
+            self.mlp = None
+
+    def forward(self, x):
+        x = x + self.drop_path(self.op(self.norm(x)))
+        if self.mlp is not None:
+            x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x
+
+
+class VSSStage(nn.Module):
+
+    def __init__(self, blocks, downsample_layer):
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+        self.downsample = downsample_layer
+
+
+class VSSM(BaseModule):
+    """VMamba backbone.
+
+    Args:
+        arch: a released architecture name (see ``ARCH_SETTINGS``) or a dict of settings in the
+            official constructor's keyword names (``depths``, ``dims``, ``ssm_d_state``,
+            ``ssm_ratio``, ``ssm_dt_rank``, ``ssm_conv``, ``ssm_conv_bias``, ``forward_type``,
+            ``mlp_ratio``, ``downsample_version``, ``patchembed_version``, ``norm_layer``,
+            ``patch_size``), optionally with our ``gated`` / ``scan_order`` in place of
+            ``forward_type``.
+        in_channels: image channels.
+        out_indices: stages whose (normalised, NCHW) features are returned, taken before each
+            stage's downsample.
+        frozen_stages: freeze the patch embedding (0) and stages ``0 .. frozen_stages-1``;
+            -1 freezes nothing.
+        norm_eval: keep BatchNorm layers in eval mode while training (VSSM itself has none;
+            accepted for a uniform backbone API).
+        drop_path_rate: stochastic depth rate at the last block (linear from 0). Default: the
+            arch's published rate.
+        with_cp: gradient checkpointing per block.
+        channel_first: memory layout; default from the arch's ``norm_layer`` ('ln2d' = True).
+            The parameters and results are the same either way.
+        scan_backend: selective-scan backend for this model ('torch', 'reference', ...); None
+            chooses by device.
+    """
+
+    def __init__(self, arch='tiny-s1l8', in_channels=3, out_indices=(3, ), frozen_stages=-1,
+                 norm_eval=False, drop_path_rate=None, with_cp=False, channel_first=None,
+                 scan_backend=None, init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        settings = resolve_arch(arch)
+        self.arch_settings = copy.deepcopy(settings)
+        depths, dims = settings['depths'], settings['dims']
+        self.num_stages = len(depths)
+        out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+        for i, index in enumerate(out_indices):
+            if index < 0:
+                out_indices[i] = index = index + self.num_stages
+            if not 0 <= index < self.num_stages:
+                raise ValueError(f'out_indices {out_indices} must name stages 0..'
+                                 f'{self.num_stages - 1} (or negatives from the end).')
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages={frozen_stages} must be in -1..{self.num_stages}.')
+        self.out_indices = tuple(out_indices)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.in_channels = in_channels
+        self.patch_size = settings['patch_size']
+        self.channel_first = (NORM_LAYOUTS[settings['norm_layer']]
+                              if channel_first is None else bool(channel_first))
+        self.dims = dims
+        self.out_channels = [dims[i] for i in self.out_indices]
+        if drop_path_rate is None:
+            drop_path_rate = settings['drop_path_rate']
+
+        self.patch_embed = patch_embed(settings['patchembed_version'], in_channels, dims[0],
+                                       self.patch_size, self.channel_first)
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            first = sum(depths[:i])
+            blocks = [
+                VSSBlock(dims[i], rates[first + j], settings, self.channel_first, scan_backend)
+                for j in range(depth)
+            ]
+            down = (downsample(settings['downsample_version'], dims[i], dims[i + 1],
+                               self.channel_first) if i + 1 < self.num_stages else nn.Identity())
+            self.layers.append(VSSStage(blocks, down))
+        for i in self.out_indices:
+            self.add_module(f'outnorm{i}', norm_layer(dims[i], self.channel_first))
+        self._init_linear_layers()
+        self._freeze_stages()
+
+    def _init_linear_layers(self):
+        # The official init: truncated-normal Linear weights, zero biases, unit LayerNorms.
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _freeze_stages(self):
+        frozen = []
+        if self.frozen_stages >= 0:
+            frozen.append(self.patch_embed)
+        for i in range(max(self.frozen_stages, 0)):
+            frozen.append(self.layers[i])
+            if i in self.out_indices:
+                frozen.append(getattr(self, f'outnorm{i}'))
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def _check_input(self, x):
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'VSSM expects images of shape (B, {self.in_channels}, H, W), got '
+                             f'{tuple(x.shape)}.')
+        height, width = x.shape[-2:]
+        if height < self.patch_size or width < self.patch_size:
+            raise ValueError(f'VSSM input of {height}x{width} is smaller than one '
+                             f'{self.patch_size}x{self.patch_size} patch; the minimum is '
+                             f'{self.patch_size}x{self.patch_size}.')
+
+    def _run_blocks(self, blocks, x):
+        for block in blocks:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+    def forward(self, x):
+        self._check_input(x)
+        x = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.layers):
+            x = self._run_blocks(stage.blocks, x)
+            if i in self.out_indices:
+                out = getattr(self, f'outnorm{i}')(x)
+                if not self.channel_first:
+                    out = out.permute(0, 3, 1, 2)
+                outs.append(out.contiguous())
+            x = stage.downsample(x)
+        return tuple(outs)
