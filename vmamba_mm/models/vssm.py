@@ -134,7 +134,7 @@ class VSSM(BaseModule):
             ``forward_type``.
         in_channels: image channels.
         out_indices: stages whose (normalised, NCHW) features are returned, taken before each
-            stage's downsample.
+            stage's downsample; negative counts from the end. Default: the last stage.
         frozen_stages: freeze the patch embedding (0) and stages ``0 .. frozen_stages-1``;
             -1 freezes nothing.
         norm_eval: keep BatchNorm layers in eval mode while training (VSSM itself has none;
@@ -148,7 +148,7 @@ class VSSM(BaseModule):
             chooses by device.
     """
 
-    def __init__(self, arch='tiny-s1l8', in_channels=3, out_indices=(3, ), frozen_stages=-1,
+    def __init__(self, arch='tiny-s1l8', in_channels=3, out_indices=(-1, ), frozen_stages=-1,
                  norm_eval=False, drop_path_rate=None, with_cp=False, channel_first=None,
                  scan_backend=None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)

@@ -1,0 +1,53 @@
+"""Cross-scan/merge against hand-written index maps, round trips and adjointness."""
+import pytest
+import torch
+
+from vmamba_kernels import SCAN_ORDERS, cross_merge, cross_scan
+
+
+def expected_routes(x, order):
+    # Route k visits the pixels of a (C, H, W) map in this order of (row, col).
+    _, _, height, width = x.shape
+    rows = [(r, c) for r in range(height) for c in range(width)]
+    cols = [(r, c) for c in range(width) for r in range(height)]
+    paths = {
+        'cross': [rows, cols, rows[::-1], cols[::-1]],
+        'bidirectional': [rows, rows, rows[::-1], rows[::-1]],
+        'unidirectional': [rows] * 4,
+    }[order]
+    return torch.stack([torch.stack([x[:, :, r, c] for r, c in path], dim=-1) for path in paths],
+                       dim=1)
+
+
+@pytest.mark.parametrize('order', SCAN_ORDERS)
+@pytest.mark.parametrize('height, width', [(1, 1), (3, 5), (4, 4), (7, 2)])
+@pytest.mark.parametrize('channel_first', [True, False])
+def test_scan_matches_index_maps_and_merge_is_adjoint(order, height, width, channel_first):
+    x = torch.randn(2, 3, height, width, dtype=torch.float64)
+    layout = x if channel_first else x.permute(0, 2, 3, 1)
+    routes = cross_scan(layout, order, channel_first=channel_first)
+    torch.testing.assert_close(routes, expected_routes(x, order))
+
+    # <scan(x), y> == <x, merge(y)>: merge is scan's adjoint, hence its backward.
+    y = torch.randn_like(routes)
+    merged = cross_merge(y, height, width, order, channel_first=channel_first)
+    assert merged.shape == layout.shape
+    torch.testing.assert_close((routes * y).sum(), (layout * merged).sum())
+
+    # Merging the routes of x sums four visits of every pixel.
+    torch.testing.assert_close(cross_merge(routes, height, width, order, channel_first), 4 * layout)
+
+
+@pytest.mark.parametrize('order', SCAN_ORDERS)
+def test_gradients(order):
+    x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: cross_scan(t, order), (x, ))
+    y = torch.randn(1, 4, 2, 12, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: cross_merge(t, 3, 4, order), (y, ))
+
+
+def test_bad_order_and_shape_are_named():
+    with pytest.raises(ValueError, match="'diagonal'"):
+        cross_scan(torch.zeros(1, 1, 2, 2), 'diagonal')
+    with pytest.raises(ValueError, match=r'\(B, 4, C, 6\)'):
+        cross_merge(torch.zeros(1, 4, 2, 5), 2, 3)
