@@ -1,0 +1,12 @@
+# VMamba vanilla-tiny (official: vanilla_vmamba_tiny), ImageNet-1k, 8 GPUs x 128 images.
+# Official top-1: 82.2.
+_base_ = [
+    '../_base_/models/vmamba.py',
+    '../_base_/datasets/imagenet_bs128_vmamba.py',
+    '../_base_/schedules/imagenet_bs1024_adamw_vmamba.py',
+    '../_base_/default_runtime.py',
+]
+
+model = dict(
+    backbone=dict(arch='vanilla-tiny', drop_path_rate=0.2),
+)

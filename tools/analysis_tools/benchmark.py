@@ -1,0 +1,211 @@
+# Copyright (c) vmamba-mm contributors. Licensed under the Apache License 2.0.
+"""Inference throughput of one or more model configs, optionally against Swin-T.
+
+Each config's model is built through mmengine (``Config.fromfile`` ->
+``init_default_scope(cfg.default_scope)`` -> the scope's ``MODELS.build``),
+put in eval mode and fed a random ``(B, 3, H, W)`` tensor under
+``torch.inference_mode()`` with ``mode='tensor'`` (backbone + neck + head; the
+data preprocessor's normalisation is not part of the timing).
+
+All models are warmed up first; the timed iterations are then interleaved
+round-robin (``--rounds`` rounds of ``--iters`` iterations per model), so
+that background load hits every model alike. The reported ms/iter is the
+median over rounds of each round's mean; img/s = batch / that.
+
+Example::
+
+    python tools/analysis_tools/benchmark.py \\
+        configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin \\
+        --batch-size 1 --shape 224 224 --device cpu
+"""
+import argparse
+import importlib
+import os.path as osp
+import statistics
+import sys
+import time
+
+import torch
+
+SWIN_T_CONFIG = 'swin_transformer/swin-tiny_16xb64_in1k.py'
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Benchmark the inference throughput of model configs')
+    parser.add_argument('configs', nargs='+', help='config file path(s)')
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument(
+        '--shape', type=int, nargs=2, default=[224, 224], metavar=('H', 'W'))
+    parser.add_argument(
+        '--device',
+        choices=['cpu', 'cuda'],
+        default=None,
+        help='defaults to cuda when available, else cpu')
+    parser.add_argument(
+        '--warmup', type=int, default=3, help='warm-up iterations per model')
+    parser.add_argument(
+        '--iters',
+        type=int,
+        default=10,
+        help='timed iterations per model in each round')
+    parser.add_argument(
+        '--rounds',
+        type=int,
+        default=5,
+        help='round-robin rounds; the median round is reported')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help='torch intra-op threads (default: torch\'s own choice)')
+    parser.add_argument(
+        '--compare',
+        choices=['swin'],
+        default=None,
+        help='also measure mmpretrain\'s Swin-T (swin-tiny_16xb64_in1k) in '
+        'the same run and print each model\'s throughput relative to it')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=None,
+        metavar='KEY=VALUE',
+        help='override settings of the given configs (not of Swin-T), '
+        'e.g. model.backbone.scan_backend=torch')
+    args = parser.parse_args(argv)
+    for name in ('batch_size', 'iters', 'rounds'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be >= 1')
+    if args.warmup < 0:
+        parser.error('--warmup must be >= 0')
+    return args
+
+
+def resolve_swin_config():
+    """Path of mmpretrain's own Swin-T ImageNet config."""
+    try:
+        import mmpretrain
+    except ImportError as e:
+        raise SystemExit(f'error: --compare swin needs mmpretrain ({e})')
+    path = osp.join(
+        osp.dirname(mmpretrain.__file__), '.mim', 'configs', SWIN_T_CONFIG)
+    if osp.isfile(path):
+        return path
+    # mmpretrain installed from a source checkout keeps configs at the root
+    path = osp.join(
+        osp.dirname(osp.dirname(mmpretrain.__file__)), 'configs',
+        SWIN_T_CONFIG)
+    if osp.isfile(path):
+        return path
+    raise SystemExit('error: cannot find mmpretrain config '
+                     f'mmpretrain::{SWIN_T_CONFIG}')
+
+
+def build_model(config_path, cfg_options=None):
+    from mmengine.config import Config, DictAction
+    from mmengine.registry import init_default_scope
+
+    cfg = Config.fromfile(config_path)
+    if cfg_options:
+        opts = {}
+        for item in cfg_options:
+            key, sep, value = item.partition('=')
+            if not sep:
+                raise SystemExit(
+                    f'error: --cfg-options expects KEY=VALUE, got {item!r}')
+            opts[key] = DictAction._parse_iterable(value)
+        cfg.merge_from_dict(opts)
+    scope = cfg.get('default_scope', None) or 'mmengine'
+    init_default_scope(scope)
+    try:
+        registry = importlib.import_module(f'{scope}.registry')
+        models = registry.MODELS
+    except (ImportError, AttributeError):
+        from mmengine.registry import MODELS as models
+    model = models.build(cfg.model)
+    model.eval()
+    return model
+
+
+def run_iters(model, inputs, n, device):
+    if device == 'cuda':
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(n):
+        model(inputs, mode='tensor')
+    if device == 'cuda':
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    missing = [c for c in args.configs if not osp.isfile(c)]
+    if missing:
+        for c in missing:
+            print(f'error: config file not found: {c}', file=sys.stderr)
+        return 2
+
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    if device == 'cuda' and not torch.cuda.is_available():
+        print('error: --device cuda requested but CUDA is not available',
+              file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+
+    entries = []  # (name, config path, cfg_options)
+    for c in args.configs:
+        entries.append((osp.splitext(osp.basename(c))[0], c,
+                        args.cfg_options))
+    if args.compare == 'swin':
+        swin = resolve_swin_config()
+        entries.append(('swin-tiny_16xb64_in1k (mmpretrain)', swin, None))
+
+    h, w = args.shape
+    print(f'torch {torch.__version__}, device {device}'
+          + (f' ({torch.cuda.get_device_name()})' if device == 'cuda' else '')
+          + f', threads {threads}, batch {args.batch_size}, shape {h}x{w}, '
+          f'warmup {args.warmup}, {args.rounds} rounds x {args.iters} iters '
+          '(round-robin, median round)', flush=True)
+
+    models = []
+    for name, path, opts in entries:
+        model = build_model(path, opts).to(device)
+        n_params = sum(p.numel() for p in model.parameters())
+        models.append(dict(name=name, model=model, params=n_params, times=[]))
+
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.randn(
+        args.batch_size, 3, h, w, generator=gen).to(device)
+
+    with torch.inference_mode():
+        for m in models:
+            if args.warmup:
+                run_iters(m['model'], inputs, args.warmup, device)
+        for _ in range(args.rounds):
+            for m in models:
+                elapsed = run_iters(m['model'], inputs, args.iters, device)
+                m['times'].append(elapsed / args.iters)
+
+    for m in models:
+        m['ms'] = statistics.median(m['times']) * 1000
+        m['ips'] = args.batch_size * 1000 / m['ms']
+    ref = models[-1] if args.compare == 'swin' else None
+
+    width = max(len(m['name']) for m in models)
+    for m in models:
+        line = (f'{m["name"]:<{width}}  params {m["params"]:>12,}  '
+                f'batch {args.batch_size}  shape {h}x{w}  device {device}  '
+                f'threads {threads}  {m["ips"]:9.2f} img/s  '
+                f'{m["ms"]:9.2f} ms/iter')
+        if ref is not None:
+            line += f'  x{m["ips"] / ref["ips"]:.2f} of Swin-T img/s'
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
