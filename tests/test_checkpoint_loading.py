@@ -156,6 +156,7 @@ def _runner(work_dir, max_epochs, load_from=None, resume=False):
         load_from=str(load_from) if load_from else None,
         resume=resume,
         randomness=dict(seed=0),
+        experiment_name=f'toy_{os.path.basename(str(work_dir))}_{os.getpid()}',
         default_scope=None,
         log_level='WARNING')
 

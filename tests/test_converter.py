@@ -482,6 +482,9 @@ def test_converted_checkpoint_loads_strictly_into_mmpretrain_model(official_file
 
     cfg = mmengine_config.Config.fromfile(cfg_path)
     model_cfg = cfg.model
+    if 'data_preprocessor' in cfg and 'data_preprocessor' not in model_cfg:
+        # what mmengine's Runner does: the top-level data_preprocessor goes into the model
+        model_cfg.data_preprocessor = cfg.data_preprocessor
     model_cfg.pop('init_cfg', None)
     if isinstance(model_cfg.get('backbone'), dict):
         model_cfg.backbone.pop('init_cfg', None)
