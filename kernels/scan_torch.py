@@ -76,7 +76,8 @@ def linear_recurrence(log_decay, drive):
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
-                           out_dtype=torch.float32):
+                           out_dtype=torch.float32, recurrence=linear_recurrence):
+    """The ``torch`` backend; ``recurrence`` swaps in another solver (the ``cpp`` backend)."""
     batch, dim, length = u.shape
     groups, state = B.shape[1], A.shape[1]
     per_group = dim // groups
@@ -86,9 +87,22 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, delta_bias=None, delta_sof
     log_decay = delta5 * A.float().view(1, groups, per_group, state, 1)
     drive = (delta5 * u.float().view(batch, groups, per_group, 1, length)) * \
         B.float().unsqueeze(2)
-    h = linear_recurrence(log_decay, drive)
+    h = recurrence(log_decay, drive)
     if state == 1:
         y = h.squeeze(3) * C.float()
     else:
         y = (h * C.float().unsqueeze(2)).sum(3)
     return add_skip(y.reshape(batch, dim, length), u, D, out_dtype)
+
+
+def selective_scan_compiled(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
+                            out_dtype=torch.float32):
+    """The ``cpp`` backend (CPU): one fused C++ pass when no gradient is needed; under autograd,
+    this module's vectorised prologue with the recurrence in C++."""
+    from .cpu_recurrence import fused_forward, linear_recurrence_compiled
+    inputs = (u, delta, A, B, C, D, delta_bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        return selective_scan_chunked(u, delta, A, B, C, D=D, delta_bias=delta_bias,
+                                      delta_softplus=delta_softplus, out_dtype=out_dtype,
+                                      recurrence=linear_recurrence_compiled)
+    return fused_forward(u, delta, A, B, C, D, delta_bias, delta_softplus).to(out_dtype)

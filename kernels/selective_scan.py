@@ -12,12 +12,14 @@ Contract (mamba_ssm ``selective_scan_ref`` semantics)::
 
 Everything is computed in float32; the result has ``out_dtype`` (default: the dtype of ``u``).
 """
-from . import scan_reference, scan_torch
+from . import cpu_recurrence, scan_reference, scan_torch
 from .dispatch import log_choice_once, register_backend, resolve_backend
 
 register_backend('reference', scan_reference.selective_scan_reference, devices=('cpu', 'cuda'),
                  priority=None)
 register_backend('torch', scan_torch.selective_scan_chunked, devices=('cpu', 'cuda'), priority=0)
+register_backend('cpp', scan_torch.selective_scan_compiled, devices=('cpu', ), priority=1,
+                 unavailable_reason=cpu_recurrence.unavailable_reason)
 
 
 def _shape_error(name, tensor, expected):

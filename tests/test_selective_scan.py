@@ -8,6 +8,7 @@ import vmamba_kernels
 from vmamba_kernels import dispatch, selective_scan
 
 FAST_BACKENDS = [b for b in vmamba_kernels.available_backends() if b != 'reference']
+AUTO_CPU = 'cpp' if 'cpp' in FAST_BACKENDS else 'torch'
 # (batch, dim, L, N, groups): grouped B/C, L = 1, odd L, a long L, VMamba's N = 1 and 16.
 SHAPES = [
     (2, 8, 1, 1, 1),
@@ -68,6 +69,17 @@ def test_forward_and_gradients_match_reference(backend, shape, softplus):
     out.backward(grad)
     for name in inputs:
         assert_close_scaled(leaves[name].grad, ref_leaves[name].grad, rtol=2e-4)
+
+
+@pytest.mark.parametrize('backend', FAST_BACKENDS)
+@pytest.mark.parametrize('shape', SHAPES, ids=lambda s: 'b{}d{}L{}N{}G{}'.format(*s))
+def test_inference_path_matches_reference(backend, shape):
+    # Without autograd the 'cpp' backend takes its fused single-pass kernel.
+    inputs = make_inputs(*shape)
+    with torch.no_grad():
+        ref, _ = run(inputs, 'reference', delta_softplus=True)
+        out, _ = run(inputs, backend, delta_softplus=True)
+    assert_close_scaled(out, ref)
 
 
 @pytest.mark.parametrize('backend', FAST_BACKENDS)
@@ -147,7 +159,7 @@ def test_override_order_and_single_log(monkeypatch, caplog):
         run(inputs, None)
         run(inputs, None)
     messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 1 and "'torch' backend: automatic choice for cpu" in messages[0]
+    assert len(messages) == 1 and f"'{AUTO_CPU}' backend: automatic choice for cpu" in messages[0]
 
     monkeypatch.setenv(dispatch.ENV_VAR, 'reference')
     assert dispatch.resolve_backend('cpu')[0].name == 'reference'
@@ -158,6 +170,11 @@ def test_override_order_and_single_log(monkeypatch, caplog):
     vmamba_kernels.set_default_backend(None)
     with pytest.raises(ValueError, match='VMAMBA_SCAN_BACKEND'):
         dispatch.resolve_backend('cpu')
+
+
+def test_compiled_cpu_kernel_is_built_here():
+    # The install builds it; a machine where it cannot be built still runs, on 'torch'.
+    assert 'cpp' in FAST_BACKENDS, vmamba_kernels.dispatch._BACKENDS['cpp'].unavailable_reason()
 
 
 def test_automatic_choice_never_picks_the_reference_loop():

@@ -1,0 +1,89 @@
+"""The compiled CPU scan kernels (csrc/selective_scan_cpu.cpp).
+
+Built on first use with torch.utils.cpp_extension (about 30 s on 2 cores, cached by torch in
+``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``; ``make install`` builds it
+ahead). If the build fails, the ``cpp`` backend reports why and the dispatch logs the reason
+when it picks the pure-PyTorch ``torch`` backend instead.
+"""
+import os
+
+import torch
+
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc',
+                       'selective_scan_cpu.cpp')
+_extension = None
+_failure = None
+
+
+def _compile_flags():
+    # -fopenmp: at::parallel_for is an OpenMP pragma in a header. -ffast-math: glibc declares its
+    # vector exp/log1p only under __FAST_MATH__; the kernel has no NaN/inf-dependent logic.
+    flags = ['-O3', '-std=c++20', '-fopenmp', '-ffast-math']
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu_flags = f.read()
+    except OSError:
+        cpu_flags = ''
+    if ' avx2' in cpu_flags and ' fma' in cpu_flags:
+        flags += ['-mavx2', '-mfma']  # lets the compiler vectorise exp/log1p (glibc libmvec)
+    return flags
+
+
+def load_extension():
+    """The compiled module; raises RuntimeError with the build error if it cannot be built."""
+    global _extension, _failure
+    if _extension is None and _failure is None:
+        try:
+            from torch.utils import cpp_extension
+            _extension = cpp_extension.load(name='vmamba_cpu_scan', sources=[_SOURCE],
+                                            extra_cflags=_compile_flags(),
+                                            extra_ldflags=['-fopenmp'], verbose=False)
+        except Exception as exc:  # any build or import failure makes the backend unavailable
+            _failure = f'could not build {_SOURCE}: {type(exc).__name__}: {exc}'.strip()
+    if _failure is not None:
+        raise RuntimeError(_failure)
+    return _extension
+
+
+def unavailable_reason():
+    try:
+        load_extension()
+    except RuntimeError as exc:
+        return str(exc).splitlines()[0][:500]
+    return None
+
+
+class _Recurrence(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, a, b):
+        h = load_extension().linear_recurrence(a, b, False)
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        a, h = ctx.saved_tensors
+        # grad_b_t = grad_h_t + a_{t+1} grad_b_{t+1}: the same recurrence, run backwards.
+        next_a = torch.nn.functional.pad(a[:, 1:], (0, 1))
+        grad_b = load_extension().linear_recurrence(next_a, grad_h.contiguous(), True)
+        grad_a = grad_b * torch.nn.functional.pad(h[:, :-1], (1, 0))
+        return grad_a, grad_b
+
+
+def linear_recurrence_compiled(log_decay, drive):
+    """Same contract as ``scan_torch.linear_recurrence``, on the compiled kernel."""
+    shape = drive.shape
+    a = torch.exp(log_decay).expand(shape).reshape(-1, shape[-1]).contiguous()
+    b = drive.reshape(-1, shape[-1]).contiguous()
+    return _Recurrence.apply(a, b).view(shape)
+
+
+def fused_forward(u, delta, A, B, C, D, delta_bias, delta_softplus):
+    """The whole selective scan in one C++ pass (no autograd); float32 (batch, dim, L) out."""
+
+    def f32(t):
+        return t.float().contiguous() if t is not None else u.new_empty(0, dtype=torch.float32)
+
+    return load_extension().selective_scan_forward(f32(u), f32(delta), f32(A), f32(B), f32(C),
+                                                   f32(D), f32(delta_bias), delta_softplus)
