@@ -79,11 +79,20 @@ def linear_recurrence_compiled(log_decay, drive):
     return _Recurrence.apply(a, b).view(shape)
 
 
+def _float32(t, like):
+    return t.float().contiguous() if t is not None else like.new_empty(0, dtype=torch.float32)
+
+
 def fused_forward(u, delta, A, B, C, D, delta_bias, delta_softplus):
     """The whole selective scan in one C++ pass (no autograd); float32 (batch, dim, L) out."""
+    args = [_float32(t, u) for t in (u, delta, A, B, C, D, delta_bias)]
+    return load_extension().selective_scan_forward(*args, delta_softplus)
 
-    def f32(t):
-        return t.float().contiguous() if t is not None else u.new_empty(0, dtype=torch.float32)
 
-    return load_extension().selective_scan_forward(f32(u), f32(delta), f32(A), f32(B), f32(C),
-                                                   f32(D), f32(delta_bias), delta_softplus)
+_ORDER_CODES = {'cross': 0, 'unidirectional': 1, 'bidirectional': 2}
+
+
+def fused_cross_forward(x, delta, A, B, C, D, delta_bias, order):
+    """SS2D's four routes scanned in place (no autograd); see cross_selective_scan.py."""
+    args = [_float32(t, x) for t in (x, delta, A, B, C, D, delta_bias)]
+    return load_extension().cross_selective_scan_forward(*args, True, _ORDER_CODES[order])

@@ -30,6 +30,8 @@ class Backend:
     priority: Optional[int]
     # Returns None when usable, else the reason it is not (shown to the user).
     unavailable_reason: Callable[[], Optional[str]]
+    # Optional inference kernel for SS2D's whole four-route scan (see cross_selective_scan.py).
+    fused_cross_scan: Optional[Callable] = None
 
 
 _BACKENDS = {}
@@ -37,9 +39,11 @@ _default_backend = None
 _logged = set()
 
 
-def register_backend(name, fn, devices, priority=None, unavailable_reason=lambda: None):
+def register_backend(name, fn, devices, priority=None, unavailable_reason=lambda: None,
+                     fused_cross_scan=None):
     """Make ``fn`` selectable as ``backend=name``; later issues register Triton and CUDA here."""
-    _BACKENDS[name] = Backend(name, fn, tuple(devices), priority, unavailable_reason)
+    _BACKENDS[name] = Backend(name, fn, tuple(devices), priority, unavailable_reason,
+                              fused_cross_scan)
 
 
 def available_backends():

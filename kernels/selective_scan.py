@@ -19,7 +19,8 @@ register_backend('reference', scan_reference.selective_scan_reference, devices=(
                  priority=None)
 register_backend('torch', scan_torch.selective_scan_chunked, devices=('cpu', 'cuda'), priority=0)
 register_backend('cpp', scan_torch.selective_scan_compiled, devices=('cpu', ), priority=1,
-                 unavailable_reason=cpu_recurrence.unavailable_reason)
+                 unavailable_reason=cpu_recurrence.unavailable_reason,
+                 fused_cross_scan=cpu_recurrence.fused_cross_forward)
 
 
 def _shape_error(name, tensor, expected):

@@ -4,6 +4,7 @@
 // token-by-token dependency that PyTorch has no single op for (used with autograd).
 //
 // selective_scan_forward: the whole scan of one (batch, channel) row in one pass, for inference.
+// cross_selective_scan_forward: the same, walking SS2D's four routes of a 2D map in place.
 // Tokens are processed in tiles: first the independent per-token work (softplus, exp, products)
 // over a tile in loops the compiler vectorises, then the recurrence over the tile in L1.
 #include <torch/extension.h>
@@ -133,7 +134,121 @@ torch::Tensor selective_scan_forward(const torch::Tensor& u, const torch::Tensor
   return y;
 }
 
+namespace {
+
+// Pixel visited at step t of route `route` of an H x W map, for the scan orders of cross_scan.py
+// (0 cross, 1 unidirectional, 2 bidirectional).
+inline int64_t route_pixel(int order, int64_t route, int64_t t, int64_t height, int64_t width) {
+  const int64_t length = height * width;
+  const bool reversed = order != 1 && route >= 2;
+  const bool columns = order == 0 && route % 2 == 1;
+  if (reversed) t = length - 1 - t;
+  return columns ? (t % height) * width + t / height : t;
+}
+
+}  // namespace
+
+// The four-route scan of SS2D in one pass per channel, for inference: reads u and the per-route
+// projections in pixel order, walks each route through them and sums the routes' outputs back in
+// place, so neither the routes nor their merge are materialised.
+//   x: (batch, dim, H, W); delta: (batch, 4, dim, L); A: (4 * dim, N); B, C: (batch, 4, N, L);
+//   D, delta_bias: (4 * dim,) or empty. Returns (batch, dim, L).
+torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::Tensor& delta,
+                                           const torch::Tensor& A, const torch::Tensor& B,
+                                           const torch::Tensor& C, const torch::Tensor& D,
+                                           const torch::Tensor& delta_bias, bool delta_softplus,
+                                           int64_t order) {
+  check(x, "x", 4);
+  check(delta, "delta", 4);
+  check(A, "A", 2);
+  check(B, "B", 4);
+  check(C, "C", 4);
+  const int64_t batch = x.size(0), dim = x.size(1), height = x.size(2), width = x.size(3);
+  const int64_t length = height * width, routes = delta.size(1), state = A.size(1);
+  TORCH_CHECK(routes == 4 && delta.size(2) == dim && delta.size(3) == length,
+              "delta must be (batch, 4, dim, H*W)");
+  const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
+  if (has_d) check(D, "D", 1);
+  if (has_bias) check(delta_bias, "delta_bias", 1);
+  auto y = torch::zeros({batch, dim, length}, x.options());
+  const float *px = x.data_ptr<float>(), *pdelta = delta.data_ptr<float>();
+  const float *pA = A.data_ptr<float>(), *pB = B.data_ptr<float>(), *pC = C.data_ptr<float>();
+  const float* pD = has_d ? D.data_ptr<float>() : nullptr;
+  const float* pbias = has_bias ? delta_bias.data_ptr<float>() : nullptr;
+  float* py = y.data_ptr<float>();
+  // Route index tables, shared by all channels: integer division per token would dominate.
+  std::vector<int64_t> pixels(routes * length);
+  for (int64_t k = 0; k < routes; ++k)
+    for (int64_t t = 0; t < length; ++t)
+      pixels[k * length + t] = route_pixel(static_cast<int>(order), k, t, height, width);
+
+  at::parallel_for(0, batch * dim, 4, [&](int64_t begin, int64_t end) {
+    std::vector<float> step(kTile), value(kTile), drive(kTile), decay(kTile * state), h(state);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / dim, d = row % dim;
+      const float* ur = px + row * length;
+      float* yr = py + row * length;
+      for (int64_t k = 0; k < routes; ++k) {
+        const int64_t channel = k * dim + d;
+        const float* dr = pdelta + ((b * routes + k) * dim + d) * length;
+        const float* Bk = pB + (b * routes + k) * state * length;
+        const float* Ck = pC + (b * routes + k) * state * length;
+        const float* Ad = pA + channel * state;
+        const float bias = has_bias ? pbias[channel] : 0.f, skip = has_d ? pD[channel] : 0.f;
+        std::fill(h.begin(), h.end(), 0.f);
+        for (int64_t t0 = 0; t0 < length; t0 += kTile) {
+          const int64_t n_t = std::min(kTile, length - t0);
+          const int64_t* pixel = pixels.data() + k * length + t0;
+          for (int64_t t = 0; t < n_t; ++t) {
+            const int64_t p = pixel[t];
+            step[t] = dr[p];
+            value[t] = ur[p];
+          }
+          float* st = step.data();
+          float* dv = drive.data();
+          const float* vl = value.data();
+          for (int64_t t = 0; t < n_t; ++t) {
+            float s = st[t] + bias;
+            if (delta_softplus) s = s > 20.f ? s : std::log1p(std::exp(s));
+            st[t] = s;
+            dv[t] = s * vl[t];
+          }
+          for (int64_t n = 0; n < state; ++n) {
+            float* dc = decay.data() + n * kTile;
+            const float a = Ad[n];
+            for (int64_t t = 0; t < n_t; ++t) dc[t] = std::exp(st[t] * a);
+          }
+          if (state == 1) {  // VMamba v2's N = 1: keep the state in a register
+            const float* dc = decay.data();
+            float hs = h[0];
+            for (int64_t t = 0; t < n_t; ++t) {
+              const int64_t p = pixel[t];
+              hs = dc[t] * hs + dv[t] * Bk[p];
+              yr[p] += hs * Ck[p] + skip * vl[t];
+            }
+            h[0] = hs;
+            continue;
+          }
+          for (int64_t t = 0; t < n_t; ++t) {
+            const int64_t p = pixel[t];
+            float acc = 0.f;
+            for (int64_t n = 0; n < state; ++n) {
+              const float hn = decay[n * kTile + t] * h[n] + dv[t] * Bk[n * length + p];
+              h[n] = hn;
+              acc += hn * Ck[n * length + p];
+            }
+            yr[p] += acc + skip * vl[t];
+          }
+        }
+      }
+    }
+  });
+  return y;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear_recurrence", &linear_recurrence, "h_t = a_t h_{t-1} + b_t over rows (CPU)");
   m.def("selective_scan_forward", &selective_scan_forward, "fused selective scan, no grad (CPU)");
+  m.def("cross_selective_scan_forward", &cross_selective_scan_forward,
+        "SS2D four-route scan with cross-scan and cross-merge fused, no grad (CPU)");
 }

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vmamba_kernels import NUM_ROUTES, cross_merge, cross_scan, selective_scan
+from vmamba_kernels import NUM_ROUTES, cross_selective_scan
 
 from .layers import channel_dim, linear_layer, norm_layer
 
@@ -88,24 +88,8 @@ class SS2D(nn.Module):
 
     def scan(self, x):
         """(B, D, H, W) -> merged scan output in this module's layout."""
-        batch, inner, height, width = x.shape
-        length = height * width
-        routes = cross_scan(x, self.scan_order, channel_first=True)  # (B, K, D, L)
-        projected = torch.einsum('bkdl,kcd->bkcl', routes, self.x_proj_weight)
-        dts, Bs, Cs = projected.split([self.dt_rank, self.state_size, self.state_size], dim=2)
-        dts = torch.einsum('bkrl,kdr->bkdl', dts, self.dt_projs_weight)
-        ys = selective_scan(
-            routes.reshape(batch, -1, length),
-            dts.reshape(batch, -1, length),
-            -torch.exp(self.A_logs.float()),
-            Bs,
-            Cs,
-            D=self.Ds.float(),
-            delta_bias=self.dt_projs_bias.reshape(-1).float(),
-            delta_softplus=True,
-            out_dtype=torch.float32,
-            backend=self.scan_backend,
-        )
-        y = cross_merge(ys.view(batch, NUM_ROUTES, inner, length), height, width,
-                        self.scan_order, channel_first=self.channel_first)
+        y = cross_selective_scan(x, self.x_proj_weight, self.dt_projs_weight,
+                                 -torch.exp(self.A_logs.float()), self.Ds.float(),
+                                 self.dt_projs_bias.reshape(-1).float(), order=self.scan_order,
+                                 channel_first=self.channel_first, backend=self.scan_backend)
         return y.to(x.dtype)
