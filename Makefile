@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cfg tools/install/build_mmcv.sh
+$(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cfg tools/install/build_mmcv.sh kernels/csrc/selective_scan_cpu.cpp
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -r requirements-build.txt
@@ -17,6 +17,7 @@ $(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cf
 	$(PIP) install -q -r requirements.txt -r requirements-test.txt
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	$(PY) -c "import vmamba_mm, vmamba_kernels, mmcv.ops, mmpretrain, mmdet, mmseg; print('vmamba-mm environment ready')"
+	$(PY) -c "from vmamba_kernels import cpu_extension as e; r = e.unavailable_reason(); print('CPU scan kernel:', r or 'built (cached in ~/.cache/torch_extensions)')"
 	touch $(STAMP)
 
 test: install

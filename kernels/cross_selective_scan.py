@@ -9,7 +9,7 @@ import torch
 
 from .cross_scan import NUM_ROUTES, cross_merge, cross_scan
 from .dispatch import log_choice_once, resolve_backend
-from .selective_scan import selective_scan
+from .selective_scan import scan_with
 
 
 def cross_selective_scan(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, order='cross',
@@ -35,12 +35,13 @@ def cross_selective_scan(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, or
         y = chosen.fused_cross_scan(x, dts, A, Bs, Cs, D, delta_bias, order)
         y = y.view(batch, channels, height, width)
         return y if channel_first else y.permute(0, 2, 3, 1)
+    log_choice_once(chosen, reason, x.device.type)
     routes = cross_scan(x, order, channel_first=True)  # (B, 4, C, L)
     projected = torch.einsum('bkdl,kcd->bkcl', routes, x_proj_weight)
     dts, Bs, Cs = projected.split([rank, state, state], dim=2)
     dts = torch.einsum('bkrl,kdr->bkdl', dts, dt_projs_weight)
-    ys = selective_scan(routes.reshape(batch, -1, length), dts.reshape(batch, -1, length), A, Bs,
-                        Cs, D=D, delta_bias=delta_bias, delta_softplus=True,
-                        out_dtype=torch.float32, backend=chosen.name)
+    ys = scan_with(chosen, routes.reshape(batch, -1, length), dts.reshape(batch, -1, length), A,
+                   Bs, Cs, D=D, delta_bias=delta_bias, delta_softplus=True,
+                   out_dtype=torch.float32)
     return cross_merge(ys.view(batch, NUM_ROUTES, channels, length), height, width, order,
                        channel_first=channel_first)

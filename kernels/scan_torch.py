@@ -99,7 +99,7 @@ def selective_scan_compiled(u, delta, A, B, C, D=None, delta_bias=None, delta_so
                             out_dtype=torch.float32):
     """The ``cpp`` backend (CPU): one fused C++ pass when no gradient is needed; under autograd,
     this module's vectorised prologue with the recurrence in C++."""
-    from .cpu_recurrence import fused_forward, linear_recurrence_compiled
+    from .cpu_extension import fused_forward, linear_recurrence_compiled
     inputs = (u, delta, A, B, C, D, delta_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
         return selective_scan_chunked(u, delta, A, B, C, D=D, delta_bias=delta_bias,

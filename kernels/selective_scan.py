@@ -12,15 +12,15 @@ Contract (mamba_ssm ``selective_scan_ref`` semantics)::
 
 Everything is computed in float32; the result has ``out_dtype`` (default: the dtype of ``u``).
 """
-from . import cpu_recurrence, scan_reference, scan_torch
+from . import cpu_extension, scan_reference, scan_torch
 from .dispatch import log_choice_once, register_backend, resolve_backend
 
 register_backend('reference', scan_reference.selective_scan_reference, devices=('cpu', 'cuda'),
                  priority=None)
 register_backend('torch', scan_torch.selective_scan_chunked, devices=('cpu', 'cuda'), priority=0)
 register_backend('cpp', scan_torch.selective_scan_compiled, devices=('cpu', ), priority=1,
-                 unavailable_reason=cpu_recurrence.unavailable_reason,
-                 fused_cross_scan=cpu_recurrence.fused_cross_forward)
+                 unavailable_reason=cpu_extension.unavailable_reason,
+                 fused_cross_scan=cpu_extension.fused_cross_forward)
 
 
 def _shape_error(name, tensor, expected):
@@ -63,12 +63,18 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=Fa
                    out_dtype=None, backend=None):
     """Run the selective scan; see the module docstring for shapes and semantics.
 
-    ``backend`` names a registered backend ('reference', 'torch', ...) or None for the automatic
-    choice (see ``vmamba_kernels.dispatch``).
+    ``backend`` names a registered backend ('reference', 'torch', 'cpp', ...) or None for the
+    automatic choice (see ``vmamba_kernels.dispatch``).
     """
-    B, C = check_inputs(u, delta, A, B, C, D, delta_bias)
     chosen, reason = resolve_backend(u.device.type, backend)
     log_choice_once(chosen, reason, u.device.type)
+    return scan_with(chosen, u, delta, A, B, C, D, delta_bias, delta_softplus, out_dtype)
+
+
+def scan_with(chosen, u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
+              out_dtype=None):
+    """``selective_scan`` on an already resolved backend."""
+    B, C = check_inputs(u, delta, A, B, C, D, delta_bias)
     return chosen.fn(u, delta, A, B, C, D=D, delta_bias=delta_bias,
                      delta_softplus=delta_softplus,
                      out_dtype=u.dtype if out_dtype is None else out_dtype)

@@ -181,3 +181,19 @@ def test_automatic_choice_never_picks_the_reference_loop():
     # Only backends registered with a priority take part; the reference has none.
     assert dispatch._BACKENDS['reference'].priority is None
     assert dispatch.resolve_backend('cpu')[0].name != 'reference'
+
+
+def test_unavailable_backend_is_skipped_with_its_reason(monkeypatch):
+    backends = dict(dispatch._BACKENDS)
+    monkeypatch.setattr(dispatch, '_BACKENDS', backends)
+    monkeypatch.setattr(dispatch, '_default_backend', None)
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    dispatch.register_backend('gpu-only', lambda *a, **k: None, devices=('cpu', ), priority=9,
+                              unavailable_reason=lambda: 'nvcc not found')
+    chosen, reason = dispatch.resolve_backend('cpu')
+    assert chosen.name == AUTO_CPU and 'skipped gpu-only: nvcc not found' in reason
+    with pytest.raises(RuntimeError, match="'gpu-only'.*not available: nvcc not found"):
+        dispatch.resolve_backend('cpu', 'gpu-only')
+    # A device with no kernel at all is an error that says what to do, not a silent slow loop.
+    with pytest.raises(RuntimeError, match="No selective-scan kernel for xla.*backend='reference'"):
+        dispatch.resolve_backend('xla')
