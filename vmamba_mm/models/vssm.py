@@ -13,6 +13,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .layers import DropPath, Mlp, downsample, norm_layer, patch_embed
+from .pretrained import load_pretrained_backbone
 from .ss2d import SS2D
 
 # The nine released architectures, in the official constructor's keyword names.
@@ -154,6 +155,7 @@ class VSSM(BaseModule):
                  scan_backend=None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         settings = resolve_arch(arch)
+        self.arch_name = arch if isinstance(arch, str) else 'custom arch'
         self.arch_settings = copy.deepcopy(settings)
         depths, dims = settings['depths'], settings['dims']
         self.num_stages = len(depths)
@@ -210,6 +212,16 @@ class VSSM(BaseModule):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def init_weights(self):
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            # mmengine's own Pretrained init loads non-strictly and only warns; a backbone
+            # that silently keeps random weights is worse than a stopped run.
+            load_pretrained_backbone(self, self.init_cfg['checkpoint'],
+                                     prefix=self.init_cfg.get('prefix'))
+            self._is_init = True
+            return
+        super().init_weights()
 
     def _store_conv_weights_channels_last(self):
         # The convs here read channels-last maps; with weights in the same memory format oneDNN
