@@ -92,7 +92,7 @@ def fused_forward(u, delta, A, B, C, D, delta_bias, delta_softplus):
 _ORDER_CODES = {'cross': 0, 'unidirectional': 1, 'bidirectional': 2}
 
 
-def fused_cross_forward(x, delta, A, B, C, D, delta_bias, order):
+def fused_cross_forward(x, dt_low, dt_weight, A, B, C, D, delta_bias, order):
     """SS2D's four routes scanned in place (no autograd); see cross_selective_scan.py."""
-    args = [_float32(t, x) for t in (x, delta, A, B, C, D, delta_bias)]
+    args = [_float32(t, x) for t in (x, dt_low, dt_weight, A, B, C, D, delta_bias)]
     return load_extension().cross_selective_scan_forward(*args, True, _ORDER_CODES[order])

@@ -30,9 +30,8 @@ def cross_selective_scan(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, or
         log_choice_once(chosen, reason + ', fused with cross-scan/merge', x.device.type)
         x = x.contiguous()  # one copy if x came channels-last from a conv; the kernel reuses it
         projected = torch.einsum('kcd,bdl->bkcl', x_proj_weight, x.flatten(2))
-        dts, Bs, Cs = projected.split([rank, state, state], dim=2)
-        dts = torch.einsum('kdr,bkrl->bkdl', dt_projs_weight, dts)
-        y = chosen.fused_cross_scan(x, dts, A, Bs, Cs, D, delta_bias, order)
+        dt_low, Bs, Cs = projected.split([rank, state, state], dim=2)
+        y = chosen.fused_cross_scan(x, dt_low, dt_projs_weight, A, Bs, Cs, D, delta_bias, order)
         y = y.view(batch, channels, height, width)
         return y if channel_first else y.permute(0, 2, 3, 1)
     log_choice_once(chosen, reason, x.device.type)

@@ -150,28 +150,34 @@ inline int64_t route_pixel(int order, int64_t route, int64_t t, int64_t height, 
 
 // The four-route scan of SS2D in one pass per channel, for inference: reads u and the per-route
 // projections in pixel order, walks each route through them and sums the routes' outputs back in
-// place, so neither the routes nor their merge are materialised.
-//   x: (batch, dim, H, W); delta: (batch, 4, dim, L); A: (4 * dim, N); B, C: (batch, 4, N, L);
-//   D, delta_bias: (4 * dim,) or empty. Returns (batch, dim, L).
-torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::Tensor& delta,
+// place, so neither the routes nor their merge are materialised. delta is formed here from its
+// low-rank projection (dt_low: rank R per route) one channel at a time, in L1.
+//   x: (batch, dim, H, W); dt_low: (batch, 4, R, L); dt_weight: (4, dim, R); A: (4 * dim, N);
+//   B, C: (batch, 4, N, L); D, delta_bias: (4 * dim,) or empty. Returns (batch, dim, L).
+torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::Tensor& dt_low,
+                                           const torch::Tensor& dt_weight,
                                            const torch::Tensor& A, const torch::Tensor& B,
                                            const torch::Tensor& C, const torch::Tensor& D,
                                            const torch::Tensor& delta_bias, bool delta_softplus,
                                            int64_t order) {
   check(x, "x", 4);
-  check(delta, "delta", 4);
+  check(dt_low, "dt_low", 4);
+  check(dt_weight, "dt_weight", 3);
   check(A, "A", 2);
   check(B, "B", 4);
   check(C, "C", 4);
   const int64_t batch = x.size(0), dim = x.size(1), height = x.size(2), width = x.size(3);
-  const int64_t length = height * width, routes = delta.size(1), state = A.size(1);
-  TORCH_CHECK(routes == 4 && delta.size(2) == dim && delta.size(3) == length,
-              "delta must be (batch, 4, dim, H*W)");
+  const int64_t length = height * width, routes = dt_low.size(1), rank = dt_low.size(2);
+  const int64_t state = A.size(1);
+  TORCH_CHECK(routes == 4 && dt_low.size(3) == length, "dt_low must be (batch, 4, R, H*W)");
+  TORCH_CHECK(dt_weight.size(0) == 4 && dt_weight.size(1) == dim && dt_weight.size(2) == rank,
+              "dt_weight must be (4, dim, R)");
   const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
   if (has_d) check(D, "D", 1);
   if (has_bias) check(delta_bias, "delta_bias", 1);
   auto y = torch::zeros({batch, dim, length}, x.options());
-  const float *px = x.data_ptr<float>(), *pdelta = delta.data_ptr<float>();
+  const float *px = x.data_ptr<float>(), *plow = dt_low.data_ptr<float>();
+  const float* pw = dt_weight.data_ptr<float>();
   const float *pA = A.data_ptr<float>(), *pB = B.data_ptr<float>(), *pC = C.data_ptr<float>();
   const float* pD = has_d ? D.data_ptr<float>() : nullptr;
   const float* pbias = has_bias ? delta_bias.data_ptr<float>() : nullptr;
@@ -184,13 +190,23 @@ torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::
 
   at::parallel_for(0, batch * dim, 4, [&](int64_t begin, int64_t end) {
     std::vector<float> step(kTile), value(kTile), drive(kTile), decay(kTile * state), h(state);
+    std::vector<float> delta_row(length);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / dim, d = row % dim;
       const float* ur = px + row * length;
       float* yr = py + row * length;
       for (int64_t k = 0; k < routes; ++k) {
         const int64_t channel = k * dim + d;
-        const float* dr = pdelta + ((b * routes + k) * dim + d) * length;
+        // delta of this channel and route, in pixel order: sum_r W[k, d, r] * dt_low[b, k, r].
+        float* dr = delta_row.data();
+        const float* wk = pw + (k * dim + d) * rank;
+        const float* lowk = plow + (b * routes + k) * rank * length;
+        std::fill(delta_row.begin(), delta_row.end(), 0.f);
+        for (int64_t r = 0; r < rank; ++r) {
+          const float w = wk[r];
+          const float* lr = lowk + r * length;
+          for (int64_t p = 0; p < length; ++p) dr[p] += w * lr[p];
+        }
         const float* Bk = pB + (b * routes + k) * state * length;
         const float* Ck = pC + (b * routes + k) * state * length;
         const float* Ad = pA + channel * state;
