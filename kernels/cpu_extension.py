@@ -9,6 +9,9 @@ import os
 
 import torch
 
+from .scan_common import needs_grad
+from .scan_torch import selective_scan_chunked
+
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc',
                        'selective_scan_cpu.cpp')
 _extension = None
@@ -96,3 +99,14 @@ def fused_cross_forward(x, dt_low, dt_weight, A, B, C, D, delta_bias, order):
     """SS2D's four routes scanned in place (no autograd); see cross_selective_scan.py."""
     args = [_float32(t, x) for t in (x, dt_low, dt_weight, A, B, C, D, delta_bias)]
     return load_extension().cross_selective_scan_forward(*args, True, _ORDER_CODES[order])
+
+
+def selective_scan_compiled(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
+                            out_dtype=torch.float32):
+    """The ``cpp`` backend (CPU): one fused C++ pass when no gradient is needed; under autograd,
+    the ``torch`` backend's vectorised prologue with the recurrence in C++."""
+    if needs_grad(u, delta, A, B, C, D, delta_bias):
+        return selective_scan_chunked(u, delta, A, B, C, D=D, delta_bias=delta_bias,
+                                      delta_softplus=delta_softplus, out_dtype=out_dtype,
+                                      recurrence=linear_recurrence_compiled)
+    return fused_forward(u, delta, A, B, C, D, delta_bias, delta_softplus).to(out_dtype)

@@ -9,6 +9,7 @@ import torch
 
 from .cross_scan import NUM_ROUTES, cross_merge, cross_scan
 from .dispatch import log_choice_once, resolve_backend
+from .scan_common import needs_grad
 from .selective_scan import scan_with
 
 
@@ -23,10 +24,8 @@ def cross_selective_scan(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, or
     length = height * width
     rank, state = dt_projs_weight.shape[-1], A.shape[1]
     chosen, reason = resolve_backend(x.device.type, backend)
-    leaves = (x, x_proj_weight, dt_projs_weight, A, D, delta_bias)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                                 for t in leaves)
-    if chosen.fused_cross_scan is not None and not needs_grad:
+    if chosen.fused_cross_scan is not None and not needs_grad(x, x_proj_weight, dt_projs_weight,
+                                                               A, D, delta_bias):
         log_choice_once(chosen, reason + ', fused with cross-scan/merge', x.device.type)
         x = x.contiguous()  # one copy if x came channels-last from a conv; the kernel reuses it
         projected = torch.einsum('kcd,bdl->bkcl', x_proj_weight, x.flatten(2))

@@ -1,4 +1,5 @@
 """Prologue and epilogue shared by the scan backends."""
+import torch
 import torch.nn.functional as F
 
 
@@ -16,3 +17,8 @@ def add_skip(y, u, D, out_dtype):
     if D is not None:
         y = y + u.float() * D.float().unsqueeze(-1)
     return y.to(out_dtype)
+
+
+def needs_grad(*tensors):
+    """Whether autograd will want gradients through an op on these tensors (None allowed)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

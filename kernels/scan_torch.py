@@ -5,12 +5,13 @@ chunks of T tokens. Inside a chunk, with the running log-decay c_t = g_1 + ... +
 
     h_t = exp(c_t) * sum_{s<=t} exp(-c_s) b_s   (+ exp(c_t) * carry from earlier chunks),
 
-i.e. two cumsums and a few elementwise passes instead of a loop over tokens. exp(-c_s) grows as the
-chunk decays, so T is chosen per call so that no chunk decays by more than exp(-MAX_CHUNK_DECAY);
-if even two steps decay more than that, single steps are floored at exp(-MAX_STEP_DECAY) (about
-1e-13: below float32 resolution of the state it multiplies). The carries between chunks form the same recurrence, one element per chunk,
-and are solved by the same function, recursively. No in-place updates, so autograd and tracing
-work; the only data-dependent branch is the chunk length.
+i.e. two cumsums and a few elementwise passes instead of a loop over tokens. exp(-c_s) grows as
+the chunk decays, so T is chosen per call so that no chunk decays by more than
+exp(-MAX_CHUNK_DECAY); if even two steps decay more than that, single steps are floored at
+exp(-MAX_STEP_DECAY) (about 1e-13: below float32 resolution of the state it multiplies). The
+carries between chunks form the same recurrence, one element per chunk, and are solved by the same
+function, recursively. No in-place updates, so autograd and tracing work; the only data-dependent
+branch is the chunk length.
 """
 import torch
 import torch.nn.functional as F
@@ -94,15 +95,3 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, delta_bias=None, delta_sof
         y = (h * C.float().unsqueeze(2)).sum(3)
     return add_skip(y.reshape(batch, dim, length), u, D, out_dtype)
 
-
-def selective_scan_compiled(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
-                            out_dtype=torch.float32):
-    """The ``cpp`` backend (CPU): one fused C++ pass when no gradient is needed; under autograd,
-    this module's vectorised prologue with the recurrence in C++."""
-    from .cpu_extension import fused_forward, linear_recurrence_compiled
-    inputs = (u, delta, A, B, C, D, delta_bias)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        return selective_scan_chunked(u, delta, A, B, C, D=D, delta_bias=delta_bias,
-                                      delta_softplus=delta_softplus, out_dtype=out_dtype,
-                                      recurrence=linear_recurrence_compiled)
-    return fused_forward(u, delta, A, B, C, D, delta_bias, delta_softplus).to(out_dtype)

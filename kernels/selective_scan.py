@@ -18,7 +18,7 @@ from .dispatch import log_choice_once, register_backend, resolve_backend
 register_backend('reference', scan_reference.selective_scan_reference, devices=('cpu', 'cuda'),
                  priority=None)
 register_backend('torch', scan_torch.selective_scan_chunked, devices=('cpu', 'cuda'), priority=0)
-register_backend('cpp', scan_torch.selective_scan_compiled, devices=('cpu', ), priority=1,
+register_backend('cpp', cpu_extension.selective_scan_compiled, devices=('cpu', ), priority=1,
                  unavailable_reason=cpu_extension.unavailable_reason,
                  fused_cross_scan=cpu_extension.fused_cross_forward)
 

@@ -156,6 +156,10 @@ def test_arch_dict_and_forward_types():
     outs = backbone(torch.randn(1, 3, 16, 16))
     assert [o.shape for o in outs] == [(1, 16, 4, 4), (1, 32, 2, 2)]
     assert VSSM(dict(custom, forward_type='v3_noz')).layers[0].blocks[0].op.gated is False
+    # Keys left out take the official constructor's defaults (N = 16, forward_type 'v2', 'LN').
+    defaults = VSSM(dict(depths=[1, 1], dims=8, norm_layer='LN')).arch_settings
+    assert (defaults['ssm_d_state'], defaults['forward_type'], defaults['gated'],
+            defaults['norm_layer'], defaults['downsample_version']) == (16, 'v2', True, 'ln', 'v2')
     assert VSSM(dict(custom, scan_order='unidirectional')).layers[0].blocks[0].op.scan_order == \
         'unidirectional'
 

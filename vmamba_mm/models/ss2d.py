@@ -8,7 +8,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from vmamba_kernels import NUM_ROUTES, cross_selective_scan
 

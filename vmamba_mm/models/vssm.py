@@ -32,8 +32,11 @@ ARCH_SETTINGS = {
     'small-s1l20': dict(_V2, depths=[2, 2, 20, 2], dims=96, ssm_ratio=1.0, drop_path_rate=0.3),
     'base-s1l20': dict(_V2, depths=[2, 2, 20, 2], dims=128, ssm_ratio=1.0, drop_path_rate=0.5),
 }
-ARCH_DEFAULTS = dict(patch_size=4, ssm_dt_rank='auto', ssm_conv=3, drop_path_rate=0.0,
-                     gated=None, scan_order=None)
+# What an arch dict gets for the keys it leaves out: the official VSSM constructor's defaults.
+ARCH_DEFAULTS = dict(patch_size=4, ssm_d_state=16, ssm_ratio=2.0, ssm_dt_rank='auto', ssm_conv=3,
+                     ssm_conv_bias=True, forward_type='v2', mlp_ratio=4.0,
+                     downsample_version='v2', patchembed_version='v1', norm_layer='ln',
+                     drop_path_rate=0.1, gated=None, scan_order=None)
 
 # Official forward_type strings -> our options. All compute the same function; they differ in
 # the official code only in which kernel runs it and whether the SiLU(z) gate exists.
@@ -61,7 +64,7 @@ def resolve_arch(arch):
         arch = ARCH_SETTINGS[arch]
     elif not isinstance(arch, dict):
         raise TypeError(f'VSSM arch must be a name or a dict, got {type(arch).__name__}.')
-    allowed = set(ARCH_SETTINGS['tiny-s1l8']) | set(ARCH_DEFAULTS)
+    allowed = {'depths', 'dims'} | set(ARCH_DEFAULTS)
     unknown = sorted(set(arch) - allowed)
     if unknown:
         raise KeyError(f'Unknown VSSM arch key(s) {unknown}; allowed keys: {sorted(allowed)}.')
@@ -69,8 +72,8 @@ def resolve_arch(arch):
     if missing:
         raise KeyError(f'VSSM arch dict lacks required key(s) {missing}.')
     settings = dict(ARCH_DEFAULTS)
-    settings.update(ARCH_SETTINGS['tiny-s1l8'])  # defaults for the optional keys
     settings.update(arch)
+    settings['norm_layer'] = str(settings['norm_layer']).lower()  # the official code says 'LN'
     if settings['forward_type'] not in FORWARD_TYPES:
         raise ValueError(f"Unknown forward_type {settings['forward_type']!r}; supported: "
                          f'{sorted(FORWARD_TYPES)}.')
