@@ -12,7 +12,9 @@ Contract (mamba_ssm ``selective_scan_ref`` semantics)::
 
 Everything is computed in float32; the result has ``out_dtype`` (default: the dtype of ``u``).
 """
-from . import cpu_extension, scan_reference, scan_torch
+import os
+
+from . import cpu_extension, scan_reference, scan_torch, scan_triton
 from .dispatch import log_choice_once, register_backend, resolve_backend
 
 register_backend('reference', scan_reference.selective_scan_reference, devices=('cpu', 'cuda'),
@@ -21,6 +23,10 @@ register_backend('torch', scan_torch.selective_scan_chunked, devices=('cpu', 'cu
 register_backend('cpp', cpu_extension.selective_scan_compiled, devices=('cpu', ), priority=1,
                  unavailable_reason=cpu_extension.unavailable_reason,
                  fused_cross_scan=cpu_extension.fused_cross_forward)
+# Under TRITON_INTERPRET=1 Triton runs on CPU tensors (slowly): that is how the CPU tests reach it.
+register_backend('triton', scan_triton.selective_scan_triton,
+                 devices=('cuda', 'cpu') if os.environ.get('TRITON_INTERPRET') == '1' else
+                 ('cuda', ), priority=2, unavailable_reason=scan_triton.unavailable_reason)
 
 
 def _shape_error(name, tensor, expected):

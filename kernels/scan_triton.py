@@ -1,0 +1,263 @@
+"""Selective scan in Triton (CUDA GPUs; on the CPU under TRITON_INTERPRET=1 for tests).
+
+One program owns a block of channels of one batch element and walks L in chunks. Inside a chunk
+the recurrence h_t = a_t h_{t-1} + x_t is an associative scan over (a, x) pairs, held in
+registers as (channels, N, chunk) tiles; the state is carried between chunks. Nothing of shape
+(batch, dim, N, L) reaches memory: the forward stores only the chunk-start states
+(batch, dim, N, L / chunk), from which the backward recomputes each chunk while it walks the
+chunks in reverse with the adjoint recurrence dh_t = C_t dy_t + a_{t+1} dh_{t+1}.
+Gradients of B and C are summed over the channels of a block in the kernel and over blocks by a
+plain reduction afterwards: no atomics, so the backward is deterministic.
+"""
+import math
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the backend reports itself unavailable
+    triton = None
+
+
+def unavailable_reason():
+    if triton is None:
+        return 'Triton is not installed (pip install triton)'
+    if not torch.cuda.is_available() and os.environ.get('TRITON_INTERPRET') != '1':
+        return 'no CUDA device (set TRITON_INTERPRET=1 to run the Triton kernels on the CPU)'
+    return None
+
+
+def _launch_config(per_group, state):
+    state_pad = max(1, triton.next_power_of_2(state))
+    chunk = 128 if state_pad <= 4 else 64 if state_pad <= 16 else 32
+    block_d = 1
+    while block_d < 32 and per_group % (block_d * 2) == 0 and \
+            block_d * 2 * state_pad * chunk <= 8192:
+        block_d *= 2
+    return state_pad, chunk, block_d
+
+
+if triton is not None:
+
+    @triton.jit
+    def _pair_combine(a1, x1, a2, x2):
+        return a1 * a2, a2 * x1 + x2
+
+    @triton.jit
+    def _load_step(delta_ptr, bias, t, t_ok, rows, row_ok, A, SOFTPLUS: tl.constexpr,
+                   HAS_BIAS: tl.constexpr):
+        """delta (after bias and softplus) at positions t, and exp(delta * A)."""
+        mask = row_ok[:, None] & t_ok[None, :]
+        raw = tl.load(delta_ptr + rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            raw = raw + bias[:, None]
+        step = raw
+        if SOFTPLUS:
+            step = tl.where(raw > 20.0, raw, tl.log(1.0 + tl.exp(raw)))
+        decay = tl.exp(step[:, None, :] * A[:, :, None])
+        return raw, step, decay
+
+    @triton.jit
+    def _selective_scan_fwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr,
+                            states_ptr, dim, length, groups, state, num_chunks, per_group,
+                            HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                            SOFTPLUS: tl.constexpr, NP: tl.constexpr, CHUNK: tl.constexpr,
+                            BLOCK_D: tl.constexpr):
+        b = tl.program_id(0)
+        d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        n = tl.arange(0, NP)
+        row_ok = d < dim
+        n_ok = n < state
+        g = (tl.program_id(1) * BLOCK_D) // per_group
+        rows = (b * dim + d) * length
+        A = tl.load(A_ptr + d[:, None] * state + n[None, :], mask=row_ok[:, None] & n_ok[None, :],
+                    other=0.0)
+        bias = tl.load(bias_ptr + d, mask=row_ok, other=0.0) if HAS_BIAS else 0.0
+        skip = tl.load(D_ptr + d, mask=row_ok, other=0.0) if HAS_D else 0.0
+        bc_rows = ((b * groups + g) * state + n) * length
+        h = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
+        for c in range(num_chunks):
+            t = c * CHUNK + tl.arange(0, CHUNK)
+            t_ok = t < length
+            mask = row_ok[:, None] & t_ok[None, :]
+            bc_mask = n_ok[:, None] & t_ok[None, :]
+            # The state entering this chunk, for the backward's recomputation.
+            tl.store(states_ptr + ((b * dim + d[:, None]) * NP + n[None, :]) * num_chunks + c, h,
+                     mask=row_ok[:, None])
+            u = tl.load(u_ptr + rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            _, step, decay = _load_step(delta_ptr, bias, t, t_ok, rows, row_ok, A, SOFTPLUS,
+                                        HAS_BIAS)
+            Bt = tl.load(B_ptr + bc_rows[:, None] + t[None, :], mask=bc_mask, other=0.0)
+            Ct = tl.load(C_ptr + bc_rows[:, None] + t[None, :], mask=bc_mask, other=0.0)
+            x = (step * u)[:, None, :] * Bt.to(tl.float32)[None, :, :]
+            valid = t_ok[None, None, :]
+            decay = tl.where(valid, decay, 1.0)
+            x = tl.where(valid, x, 0.0)
+            a_run, x_run = tl.associative_scan((decay, x), 2, _pair_combine)
+            hs = x_run + a_run * h[:, :, None]
+            y = tl.sum(hs * Ct.to(tl.float32)[None, :, :], axis=1)
+            if HAS_D:
+                y += skip[:, None] * u
+            tl.store(y_ptr + rows[:, None] + t[None, :], y, mask=mask)
+            last = tl.arange(0, CHUNK)[None, None, :] == CHUNK - 1
+            h = tl.sum(tl.where(last, hs, 0.0), axis=2)
+
+    @triton.jit
+    def _selective_scan_bwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr,
+                            states_ptr, du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr,
+                            dbias_ptr, dim, length, groups, state, num_chunks, per_group,
+                            num_dblocks, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                            SOFTPLUS: tl.constexpr, NP: tl.constexpr, CHUNK: tl.constexpr,
+                            BLOCK_D: tl.constexpr):
+        b = tl.program_id(0)
+        block = tl.program_id(1)
+        d = block * BLOCK_D + tl.arange(0, BLOCK_D)
+        n = tl.arange(0, NP)
+        row_ok = d < dim
+        n_ok = n < state
+        g = (block * BLOCK_D) // per_group
+        rows = (b * dim + d) * length
+        A = tl.load(A_ptr + d[:, None] * state + n[None, :], mask=row_ok[:, None] & n_ok[None, :],
+                    other=0.0)
+        bias = tl.load(bias_ptr + d, mask=row_ok, other=0.0) if HAS_BIAS else 0.0
+        skip = tl.load(D_ptr + d, mask=row_ok, other=0.0) if HAS_D else 0.0
+        bc_rows = ((b * groups + g) * state + n) * length
+        part_rows = ((b * num_dblocks + block) * state + n) * length
+        carry = tl.zeros((BLOCK_D, NP), dtype=tl.float32)  # dh at the next chunk's first step
+        dA_acc = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
+        dD_acc = tl.zeros((BLOCK_D, ), dtype=tl.float32)
+        dbias_acc = tl.zeros((BLOCK_D, ), dtype=tl.float32)
+        first = tl.arange(0, CHUNK)[None, None, :] == 0
+        for i in range(num_chunks):
+            c = num_chunks - 1 - i
+            t = c * CHUNK + tl.arange(0, CHUNK)
+            t_ok = t < length
+            mask = row_ok[:, None] & t_ok[None, :]
+            bc_mask = n_ok[:, None] & t_ok[None, :]
+            valid = t_ok[None, None, :]
+            h0 = tl.load(states_ptr + ((b * dim + d[:, None]) * NP + n[None, :]) * num_chunks + c,
+                         mask=row_ok[:, None], other=0.0)
+            u = tl.load(u_ptr + rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            raw, step, decay = _load_step(delta_ptr, bias, t, t_ok, rows, row_ok, A, SOFTPLUS,
+                                          HAS_BIAS)
+            Bt = tl.load(B_ptr + bc_rows[:, None] + t[None, :], mask=bc_mask,
+                         other=0.0).to(tl.float32)
+            Ct = tl.load(C_ptr + bc_rows[:, None] + t[None, :], mask=bc_mask,
+                         other=0.0).to(tl.float32)
+            # h_{t-1}: the same scan over the inputs shifted by one step (identity at the start).
+            tp = t - 1
+            tp_ok = (tp >= c * CHUNK) & (tp < length)
+            u_p = tl.load(u_ptr + rows[:, None] + tp[None, :],
+                          mask=row_ok[:, None] & tp_ok[None, :], other=0.0).to(tl.float32)
+            _, step_p, decay_p = _load_step(delta_ptr, bias, tp, tp_ok, rows, row_ok, A,
+                                            SOFTPLUS, HAS_BIAS)
+            B_p = tl.load(B_ptr + bc_rows[:, None] + tp[None, :],
+                          mask=n_ok[:, None] & tp_ok[None, :], other=0.0).to(tl.float32)
+            valid_p = tp_ok[None, None, :]
+            decay_p = tl.where(valid_p, decay_p, 1.0)
+            x_p = tl.where(valid_p, (step_p * u_p)[:, None, :] * B_p[None, :, :], 0.0)
+            a_run, x_run = tl.associative_scan((decay_p, x_p), 2, _pair_combine)
+            h_prev = x_run + a_run * h0[:, :, None]
+            # dh_t = C_t dy_t + a_{t+1} dh_{t+1}, scanned from the chunk's end.
+            tn = t + 1
+            tn_ok = tn < length
+            _, _, decay_n = _load_step(delta_ptr, bias, tn, tn_ok, rows, row_ok, A, SOFTPLUS,
+                                       HAS_BIAS)
+            decay_n = tl.where(tn_ok[None, None, :], decay_n, 0.0)
+            grad_h = tl.where(valid, Ct[None, :, :] * dy[:, None, :], 0.0)
+            a_rev, g_rev = tl.associative_scan((tl.flip(decay_n, 2), tl.flip(grad_h, 2)), 2,
+                                               _pair_combine)
+            dh = tl.flip(g_rev, 2) + tl.flip(a_rev, 2) * carry[:, :, None]
+            dh = tl.where(valid, dh, 0.0)
+            carry = tl.sum(tl.where(first, dh, 0.0), axis=2)
+            hs = decay * h_prev + (step * u)[:, None, :] * Bt[None, :, :]
+            du = tl.sum(dh * Bt[None, :, :], axis=1) * step
+            if HAS_D:
+                du += dy * skip[:, None]
+                dD_acc += tl.sum(dy * u, axis=1)
+            dstep = tl.sum(dh * (u[:, None, :] * Bt[None, :, :] +
+                                 h_prev * decay * A[:, :, None]), axis=1)
+            dA_acc += tl.sum(dh * h_prev * decay * step[:, None, :], axis=2)
+            if SOFTPLUS:
+                dstep = dstep * tl.where(raw > 20.0, 1.0, 1.0 / (1.0 + tl.exp(-raw)))
+            dstep = tl.where(mask, dstep, 0.0)
+            dbias_acc += tl.sum(dstep, axis=1)
+            tl.store(du_ptr + rows[:, None] + t[None, :], du, mask=mask)
+            tl.store(ddelta_ptr + rows[:, None] + t[None, :], dstep, mask=mask)
+            dB = tl.sum(dh * (step * u)[:, None, :], axis=0)
+            dC = tl.sum(hs * dy[:, None, :], axis=0)
+            tl.store(dB_ptr + part_rows[:, None] + t[None, :], dB, mask=bc_mask)
+            tl.store(dC_ptr + part_rows[:, None] + t[None, :], dC, mask=bc_mask)
+        tl.store(dA_ptr + (b * dim + d[:, None]) * state + n[None, :], dA_acc,
+                 mask=row_ok[:, None] & n_ok[None, :])
+        if HAS_D:
+            tl.store(dD_ptr + b * dim + d, dD_acc, mask=row_ok)
+        if HAS_BIAS:
+            tl.store(dbias_ptr + b * dim + d, dbias_acc, mask=row_ok)
+
+
+class _TritonSelectiveScan(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_dtype):
+        batch, dim, length = u.shape
+        groups, state = B.shape[1], A.shape[1]
+        per_group = dim // groups
+        state_pad, chunk, block_d = _launch_config(per_group, state)
+        num_chunks = max(1, math.ceil(length / chunk))
+        u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
+        A = A.float().contiguous()
+        D = D.float().contiguous() if D is not None else None
+        delta_bias = delta_bias.float().contiguous() if delta_bias is not None else None
+        y = torch.empty(batch, dim, length, device=u.device, dtype=torch.float32)
+        states = torch.empty(batch, dim, state_pad, num_chunks, device=u.device,
+                             dtype=torch.float32)
+        grid = (batch, triton.cdiv(dim, block_d))
+        _selective_scan_fwd[grid](u, delta, A, B, C, D if D is not None else A,
+                                  delta_bias if delta_bias is not None else A, y, states, dim,
+                                  length, groups, state, num_chunks, per_group,
+                                  HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
+                                  SOFTPLUS=bool(delta_softplus), NP=state_pad, CHUNK=chunk,
+                                  BLOCK_D=block_d)
+        ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, states)
+        ctx.config = (delta_softplus, state_pad, chunk, block_d, num_chunks, per_group)
+        return y.to(out_dtype)
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, delta, A, B, C, D, delta_bias, states = ctx.saved_tensors
+        delta_softplus, state_pad, chunk, block_d, num_chunks, per_group = ctx.config
+        batch, dim, length = u.shape
+        groups, state = B.shape[1], A.shape[1]
+        num_dblocks = triton.cdiv(dim, block_d)
+        dy = dy.float().contiguous()
+        du = torch.empty(batch, dim, length, device=u.device, dtype=torch.float32)
+        ddelta = torch.empty_like(du)
+        dA = torch.empty(batch, dim, state, device=u.device, dtype=torch.float32)
+        dB_part = torch.empty(batch, num_dblocks, state, length, device=u.device,
+                              dtype=torch.float32)
+        dC_part = torch.empty_like(dB_part)
+        dD = torch.empty(batch, dim, device=u.device, dtype=torch.float32)
+        dbias = torch.empty_like(dD)
+        _selective_scan_bwd[(batch, num_dblocks)](
+            u, delta, A, B, C, D if D is not None else A,
+            delta_bias if delta_bias is not None else A, dy, states, du, ddelta, dA, dB_part,
+            dC_part, dD, dbias, dim, length, groups, state, num_chunks, per_group, num_dblocks,
+            HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=bool(delta_softplus), NP=state_pad, CHUNK=chunk, BLOCK_D=block_d)
+        # Blocks never straddle a group (block_d divides per_group): sum them group by group.
+        blocks_per_group = num_dblocks // groups
+        dB = dB_part.view(batch, groups, blocks_per_group, state, length).sum(2)
+        dC = dC_part.view(batch, groups, blocks_per_group, state, length).sum(2)
+        return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0), dB.to(B.dtype),
+                dC.to(C.dtype), dD.sum(0) if D is not None else None,
+                dbias.sum(0) if delta_bias is not None else None, None, None)
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
+                          out_dtype=torch.float32):
+    return _TritonSelectiveScan.apply(u, delta, A, B, C, D, delta_bias, delta_softplus,
+                                      out_dtype)
