@@ -168,9 +168,8 @@ if triton is not None:
                                        HAS_BIAS)
             decay_n = tl.where(tn_ok[None, None, :], decay_n, 0.0)
             grad_h = tl.where(valid, Ct[None, :, :] * dy[:, None, :], 0.0)
-            a_rev, g_rev = tl.associative_scan((tl.flip(decay_n, 2), tl.flip(grad_h, 2)), 2,
-                                               _pair_combine)
-            dh = tl.flip(g_rev, 2) + tl.flip(a_rev, 2) * carry[:, :, None]
+            a_rev, g_rev = tl.associative_scan((decay_n, grad_h), 2, _pair_combine, reverse=True)
+            dh = g_rev + a_rev * carry[:, :, None]
             dh = tl.where(valid, dh, 0.0)
             carry = tl.sum(tl.where(first, dh, 0.0), axis=2)
             hs = decay * h_prev + (step * u)[:, None, :] * Bt[None, :, :]

@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""Time each selective-scan backend (and cross-scan) on given shapes; print ms and GB/s.
+
+GB/s counts the bytes a kernel must move at the least: its inputs read once and its outputs
+written once (forward: u, delta, B, C in, y out; forward+backward adds dy in and du, ddelta, dB,
+dC out, with the forward's inputs read again). On a GPU the figure is also shown as a share of the
+device's memory bandwidth (--bandwidth-gbs, default: H100 SXM's 3350).
+
+Example (VMamba-T stage 1 at batch 128)::
+
+    python tools/analysis_tools/bench_scan.py --batch 128 --dim 384 --length 3136 --state 1 \\
+        --groups 4 --device cuda --dtype bfloat16
+"""
+import argparse
+import os.path as osp
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+
+import vmamba_kernels  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--batch', type=int, default=128)
+    parser.add_argument('--dim', type=int, default=384, help='channels (4 routes x d_inner)')
+    parser.add_argument('--length', type=int, default=3136)
+    parser.add_argument('--state', type=int, default=1)
+    parser.add_argument('--groups', type=int, default=4)
+    parser.add_argument('--dtype', default='float32',
+                        choices=['float32', 'float16', 'bfloat16'])
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--backends', nargs='+', default=None,
+                        help='default: every available backend but the reference')
+    parser.add_argument('--iters', type=int, default=20)
+    parser.add_argument('--bandwidth-gbs', type=float, default=3350.0)
+    return parser.parse_args(argv)
+
+
+def timed(fn, iters, device):
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(iters):
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    dev = args.device
+    b, d, length, n, g = args.batch, args.dim, args.length, args.state, args.groups
+    u = torch.randn(b, d, length, device=dev, dtype=dtype)
+    delta = (torch.randn(b, d, length, device=dev) * 0.5).to(dtype)
+    A = -torch.rand(d, n, device=dev) - 0.1
+    B = torch.randn(b, g, n, length, device=dev, dtype=dtype)
+    C = torch.randn(b, g, n, length, device=dev, dtype=dtype)
+    D = torch.randn(d, device=dev)
+    bias = torch.randn(d, device=dev) * 0.5
+    size = u.element_size()
+    seq = b * d * length * size
+    bc = b * g * n * length * size
+    fwd_bytes = 2 * seq + 2 * bc + b * d * length * 4
+    bwd_bytes = fwd_bytes + b * d * length * 4 + 2 * seq + 2 * bc + 2 * bc * 4 // size
+    backends = args.backends or [x for x in vmamba_kernels.available_backends()
+                                 if x != 'reference']
+    print(f'selective_scan batch {b} dim {d} L {length} N {n} groups {g} {args.dtype} on {dev}')
+    for name in backends:
+        try:
+            vmamba_kernels.dispatch.resolve_backend(dev, name)
+        except (RuntimeError, ValueError) as exc:
+            print(f'  {name:9s} skipped: {exc}')
+            continue
+
+        def forward():
+            with torch.no_grad():
+                vmamba_kernels.selective_scan(u, delta, A, B, C, D, bias, True,
+                                              out_dtype=torch.float32, backend=name)
+
+        leaves = [t.clone().requires_grad_() for t in (u, delta, B, C)]
+
+        def train_step():
+            y = vmamba_kernels.selective_scan(leaves[0], leaves[1], A, leaves[2], leaves[3], D,
+                                              bias, True, out_dtype=torch.float32, backend=name)
+            y.backward(torch.ones_like(y))
+
+        for label, fn, nbytes in (('fwd', forward, fwd_bytes), ('fwd+bwd', train_step,
+                                                                 bwd_bytes)):
+            sec = timed(fn, args.iters, dev)
+            gbs = nbytes / sec / 1e9
+            share = f'  {100 * gbs / args.bandwidth_gbs:5.1f}% of {args.bandwidth_gbs:.0f} GB/s' \
+                if dev == 'cuda' else ''
+            print(f'  {name:9s} {label:8s} {sec * 1e3:9.3f} ms  {gbs:8.1f} GB/s{share}')
+    x = torch.randn(b, d // 4, int(length**0.5), length // int(length**0.5), device=dev,
+                    dtype=dtype)
+    sec = timed(lambda: vmamba_kernels.cross_scan(x), args.iters, dev)
+    nbytes = x.numel() * size * 5
+    print(f'  cross_scan {tuple(x.shape)}: {sec * 1e3:.3f} ms  {nbytes / sec / 1e9:.1f} GB/s')
+
+
+if __name__ == '__main__':
+    main()
