@@ -3,7 +3,7 @@
 Precedence: the ``backend=`` argument of a call, then ``set_default_backend`` (what a config's
 ``scan_backend`` sets), then the ``VMAMBA_SCAN_BACKEND`` environment variable, then the automatic
 choice by device. The automatic choice takes the highest-priority backend that is available for
-the tensor's device; it never picks the sequential reference.
+the tensor's device; it never picks the sequential reference, nor on a GPU the PyTorch path.
 """
 import logging
 import os
@@ -28,6 +28,8 @@ class Backend:
     devices: Tuple[str, ...]
     # Higher wins in the automatic choice; None means "only when asked for by name".
     priority: Optional[int]
+    # Devices where the automatic choice may take it (default: all of ``devices``).
+    auto_devices: Tuple[str, ...]
     # Returns None when usable, else the reason it is not (shown to the user).
     unavailable_reason: Callable[[], Optional[str]]
     # Optional inference kernel for SS2D's whole four-route scan (see cross_selective_scan.py).
@@ -40,9 +42,10 @@ _logged = set()
 
 
 def register_backend(name, fn, devices, priority=None, unavailable_reason=lambda: None,
-                     fused_cross_scan=None):
-    """Make ``fn`` selectable as ``backend=name``; later issues register Triton and CUDA here."""
-    _BACKENDS[name] = Backend(name, fn, tuple(devices), priority, unavailable_reason,
+                     fused_cross_scan=None, auto_devices=None):
+    """Make ``fn`` selectable as ``backend=name`` (and automatically, given a priority)."""
+    auto = tuple(devices) if auto_devices is None else tuple(auto_devices)
+    _BACKENDS[name] = Backend(name, fn, tuple(devices), priority, auto, unavailable_reason,
                               fused_cross_scan)
 
 
@@ -88,7 +91,7 @@ def resolve_backend(device_type, requested=None):
         return _named(os.environ[ENV_VAR], f'the {ENV_VAR} environment variable', device_type)
     candidates, skipped = [], []
     for backend in _BACKENDS.values():
-        if backend.priority is None or device_type not in backend.devices:
+        if backend.priority is None or device_type not in backend.auto_devices:
             continue
         reason = backend.unavailable_reason()
         if reason is None:
@@ -99,7 +102,9 @@ def resolve_backend(device_type, requested=None):
         raise RuntimeError(
             f'No selective-scan kernel for {device_type} tensors. ' +
             ('; '.join(skipped) + '. ' if skipped else '') +
-            "Pass backend='reference' to run the slow sequential loop on purpose.")
+            'Install Triton (pip install triton) or build the CUDA extension (see README, '
+            "'Scan backends'); or pass backend='torch' (vectorised PyTorch, slow on a GPU) or "
+            "backend='reference' (a loop over tokens) to run a slow path on purpose.")
     best = max(candidates, key=lambda b: b.priority)
     why = f'automatic choice for {device_type}'
     if skipped:

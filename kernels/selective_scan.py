@@ -19,14 +19,17 @@ from .dispatch import log_choice_once, register_backend, resolve_backend
 
 register_backend('reference', scan_reference.selective_scan_reference, devices=('cpu', 'cuda'),
                  priority=None)
-register_backend('torch', scan_torch.selective_scan_chunked, devices=('cpu', 'cuda'), priority=0)
+# On a GPU the vectorised PyTorch path is 20-100x slower than a kernel: by name only there.
+register_backend('torch', scan_torch.selective_scan_chunked, devices=('cpu', 'cuda'), priority=0,
+                 auto_devices=('cpu', ))
 register_backend('cpp', cpu_extension.selective_scan_compiled, devices=('cpu', ), priority=1,
                  unavailable_reason=cpu_extension.unavailable_reason,
                  fused_cross_scan=cpu_extension.fused_cross_forward)
 # Under TRITON_INTERPRET=1 Triton runs on CPU tensors (slowly): that is how the CPU tests reach it.
 register_backend('triton', scan_triton.selective_scan_triton,
                  devices=('cuda', 'cpu') if os.environ.get('TRITON_INTERPRET') == '1' else
-                 ('cuda', ), priority=2, unavailable_reason=scan_triton.unavailable_reason)
+                 ('cuda', ), priority=2, auto_devices=('cuda', ),
+                 unavailable_reason=scan_triton.unavailable_reason)
 
 
 def _shape_error(name, tensor, expected):
