@@ -1,5 +1,5 @@
 # Copyright (c) vmamba-mm contributors. Licensed under the Apache License 2.0.
-"""Inference throughput of one or more model configs, optionally against Swin-T.
+"""Inference (or --train) throughput of model configs, optionally against Swin-T.
 
 Each config's model is built through mmengine (``Config.fromfile`` ->
 ``init_default_scope(cfg.default_scope)`` -> the scope's ``MODELS.build``),
@@ -72,6 +72,17 @@ def parse_args(argv=None):
         metavar='KEY=VALUE',
         help='override settings of the given configs (not of Swin-T), '
         'e.g. model.backbone.scan_backend=torch')
+    parser.add_argument(
+        '--train',
+        action='store_true',
+        help='time training steps instead of inference: AMP forward, backward '
+        'and an AdamW step (mean of the logits as the loss)')
+    parser.add_argument(
+        '--amp-dtype',
+        choices=['float16', 'bfloat16'],
+        default=None,
+        help='autocast dtype for --train (default: float16 on cuda with a '
+        'GradScaler, bfloat16 on cpu)')
     args = parser.parse_args(argv)
     for name in ('batch_size', 'iters', 'rounds'):
         if getattr(args, name) < 1:
@@ -127,12 +138,37 @@ def build_model(config_path, cfg_options=None):
     return model
 
 
-def run_iters(model, inputs, n, device):
+def inference_step(model):
+    def step(inputs):
+        with torch.inference_mode():
+            model(inputs, mode='tensor')
+    return step
+
+
+def train_step(model, device, amp_dtype):
+    """One AMP training step: forward under autocast, backward, AdamW step."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device, enabled=amp_dtype == torch.float16)
+
+    def step(inputs):
+        with torch.autocast(device, dtype=amp_dtype):
+            out = model(inputs, mode='tensor')
+            out = out[-1] if isinstance(out, (tuple, list)) else out
+            loss = out.float().mean()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def run_iters(step, inputs, n, device):
     if device == 'cuda':
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(n):
-        model(inputs, mode='tensor')
+        step(inputs)
     if device == 'cuda':
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -165,7 +201,11 @@ def main(argv=None):
         entries.append(('swin-tiny_16xb64_in1k (mmpretrain)', swin, None))
 
     h, w = args.shape
-    print(f'torch {torch.__version__}, device {device}'
+    amp_dtype = getattr(torch, args.amp_dtype or
+                        ('float16' if device == 'cuda' else 'bfloat16'))
+    mode = (f'train (AMP {str(amp_dtype).split(".")[-1]} forward + backward + '
+            'AdamW step)' if args.train else 'inference')
+    print(f'{mode}; torch {torch.__version__}, device {device}'
           + (f' ({torch.cuda.get_device_name()})' if device == 'cuda' else '')
           + f', threads {threads}, batch {args.batch_size}, shape {h}x{w}, '
           f'warmup {args.warmup}, {args.rounds} rounds x {args.iters} iters '
@@ -175,20 +215,26 @@ def main(argv=None):
     for name, path, opts in entries:
         model = build_model(path, opts).to(device)
         n_params = sum(p.numel() for p in model.parameters())
-        models.append(dict(name=name, model=model, params=n_params, times=[]))
+        step = (train_step(model, device, amp_dtype) if args.train else
+                inference_step(model))
+        models.append(dict(name=name, step=step, params=n_params, times=[],
+                           peak=0))
 
     gen = torch.Generator().manual_seed(0)
     inputs = torch.randn(
         args.batch_size, 3, h, w, generator=gen).to(device)
 
-    with torch.inference_mode():
+    for m in models:
+        if args.warmup:
+            run_iters(m['step'], inputs, args.warmup, device)
+    for _ in range(args.rounds):
         for m in models:
-            if args.warmup:
-                run_iters(m['model'], inputs, args.warmup, device)
-        for _ in range(args.rounds):
-            for m in models:
-                elapsed = run_iters(m['model'], inputs, args.iters, device)
-                m['times'].append(elapsed / args.iters)
+            if device == 'cuda':
+                torch.cuda.reset_peak_memory_stats()
+            elapsed = run_iters(m['step'], inputs, args.iters, device)
+            m['times'].append(elapsed / args.iters)
+            if device == 'cuda':
+                m['peak'] = max(m['peak'], torch.cuda.max_memory_allocated())
 
     for m in models:
         m['ms'] = statistics.median(m['times']) * 1000
@@ -201,6 +247,8 @@ def main(argv=None):
                 f'batch {args.batch_size}  shape {h}x{w}  device {device}  '
                 f'threads {threads}  {m["ips"]:9.2f} img/s  '
                 f'{m["ms"]:9.2f} ms/iter')
+        if device == 'cuda':
+            line += f'  peak {m["peak"] / 2**30:6.2f} GiB'
         if ref is not None:
             line += f'  x{m["ips"] / ref["ips"]:.2f} of Swin-T img/s'
         print(line, flush=True)
