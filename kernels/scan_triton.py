@@ -275,3 +275,95 @@ def selective_scan_triton(u, delta, A, B, C, D=None, delta_bias=None, delta_soft
                           out_dtype=torch.float32):
     return _TritonSelectiveScan.apply(u, delta, A, B, C, D, delta_bias, delta_softplus,
                                       out_dtype)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _route_pixels(t, route: tl.constexpr, ORDER: tl.constexpr, height, width, length):
+        """Pixel (row-major index) at step t of a route; see cross_scan.py for the orders."""
+        if ORDER != 1 and route >= 2:  # reversed routes
+            t = length - 1 - t
+        if ORDER == 0 and route % 2 == 1:  # column-major routes of the cross order
+            t = (t % height) * width + t // height
+        return t
+
+    @triton.jit
+    def _cross_scan_fwd(x_ptr, low_ptr, w_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr,
+                        dim, height, width, state, rank, HAS_D: tl.constexpr,
+                        HAS_BIAS: tl.constexpr, ORDER: tl.constexpr, NP: tl.constexpr,
+                        CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
+        b = tl.program_id(0)
+        d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        n = tl.arange(0, NP)
+        row_ok = d < dim
+        n_ok = n < state
+        length = height * width
+        for route in tl.static_range(4):
+            channel = route * dim + d
+            A = tl.load(A_ptr + channel[:, None] * state + n[None, :],
+                        mask=row_ok[:, None] & n_ok[None, :], other=0.0)
+            bias = tl.load(bias_ptr + channel, mask=row_ok, other=0.0) if HAS_BIAS else 0.0
+            skip = tl.load(D_ptr + channel, mask=row_ok, other=0.0) if HAS_D else 0.0
+            low_rows = (b * 4 + route) * rank * length
+            bc_rows = ((b * 4 + route) * state + n) * length
+            h = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
+            for c in range(tl.cdiv(length, CHUNK)):
+                t = c * CHUNK + tl.arange(0, CHUNK)
+                t_ok = t < length
+                p = _route_pixels(t, route, ORDER, height, width, length)
+                mask = row_ok[:, None] & t_ok[None, :]
+                u = tl.load(x_ptr + (b * dim + d[:, None]) * length + p[None, :], mask=mask,
+                            other=0.0).to(tl.float32)
+                raw = tl.zeros((BLOCK_D, CHUNK), dtype=tl.float32)
+                for r in range(rank):
+                    w = tl.load(w_ptr + (route * dim + d) * rank + r, mask=row_ok, other=0.0)
+                    lo = tl.load(low_ptr + low_rows + r * length + p, mask=t_ok, other=0.0)
+                    raw += w.to(tl.float32)[:, None] * lo.to(tl.float32)[None, :]
+                if HAS_BIAS:
+                    raw += bias[:, None]
+                step = tl.where(raw > 20.0, raw, tl.log(1.0 + tl.exp(raw)))
+                decay = tl.exp(step[:, None, :] * A[:, :, None])
+                bc_mask = n_ok[:, None] & t_ok[None, :]
+                Bt = tl.load(B_ptr + bc_rows[:, None] + p[None, :], mask=bc_mask,
+                             other=0.0).to(tl.float32)
+                Ct = tl.load(C_ptr + bc_rows[:, None] + p[None, :], mask=bc_mask,
+                             other=0.0).to(tl.float32)
+                valid = t_ok[None, None, :]
+                decay = tl.where(valid, decay, 1.0)
+                x = tl.where(valid, (step * u)[:, None, :] * Bt[None, :, :], 0.0)
+                a_run, x_run = tl.associative_scan((decay, x), 2, _pair_combine)
+                hs = x_run + a_run * h[:, :, None]
+                y = tl.sum(hs * Ct[None, :, :], axis=1)
+                if HAS_D:
+                    y += skip[:, None] * u
+                out_rows = ((b * 4 + route) * dim + d) * length
+                tl.store(y_ptr + out_rows[:, None] + p[None, :], y, mask=mask)
+                last = tl.arange(0, CHUNK)[None, None, :] == CHUNK - 1
+                h = tl.sum(tl.where(last, hs, 0.0), axis=2)
+
+
+_ORDER_CODES = {'cross': 0, 'unidirectional': 1, 'bidirectional': 2}
+
+
+def cross_scan_forward_triton(x, dt_low, dt_weight, A, B, C, D, delta_bias, order):
+    """SS2D's four routes scanned in place on the GPU, for inference (no autograd).
+
+    Each route's output is written back in pixel order (B, 4, C, L) and the routes are summed by
+    one reduction: no route copies of the input, no (B, 4, C, L) delta, no flips or transposes.
+    """
+    batch, dim, height, width = x.shape
+    length = height * width
+    state, rank = A.shape[1], dt_low.shape[2]
+    state_pad, chunk = _chunk_config(state)
+    block_d = _block_channels(dim, state_pad, chunk, FORWARD_TILE)
+    x, dt_low, B, C = (t.contiguous() for t in (x, dt_low, B, C))
+    A = A.float().contiguous()
+    y = torch.empty(batch, 4, dim, length, device=x.device, dtype=torch.float32)
+    _cross_scan_fwd[(batch, triton.cdiv(dim, block_d))](
+        x, dt_low, dt_weight.contiguous(), A, B, C,
+        D.float().contiguous() if D is not None else A,
+        delta_bias.float().contiguous() if delta_bias is not None else A, y, dim, height, width,
+        state, rank, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
+        ORDER=_ORDER_CODES[order], NP=state_pad, CHUNK=chunk, BLOCK_D=block_d)
+    return y.sum(1)

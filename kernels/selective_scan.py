@@ -29,7 +29,8 @@ register_backend('cpp', cpu_extension.selective_scan_compiled, devices=('cpu', )
 register_backend('triton', scan_triton.selective_scan_triton,
                  devices=('cuda', 'cpu') if os.environ.get('TRITON_INTERPRET') == '1' else
                  ('cuda', ), priority=2, auto_devices=('cuda', ),
-                 unavailable_reason=scan_triton.unavailable_reason)
+                 unavailable_reason=scan_triton.unavailable_reason,
+                 fused_cross_scan=scan_triton.cross_scan_forward_triton)
 
 
 def _shape_error(name, tensor, expected):

@@ -71,6 +71,22 @@ def test_long_sequences_and_deterministic_backward(backend):
     assert all(torch.equal(a, b) for a, b in zip(grads, grads_again))
 
 
+@pytest.mark.parametrize('order', ['cross', 'bidirectional', 'unidirectional'])
+def test_fused_cross_scan_on_cuda(order):
+    gen = torch.Generator().manual_seed(0)
+    channels, rank, state = 32, 2, 4
+    x = torch.randn(2, channels, 9, 13, generator=gen)
+    args = (torch.randn(4, rank + 2 * state, channels, generator=gen) * 0.5,
+            torch.randn(4, channels, rank, generator=gen) * 0.5,
+            -torch.rand(4 * channels, state, generator=gen) - 0.1,
+            torch.randn(4 * channels, generator=gen), torch.randn(4 * channels, generator=gen))
+    ref = vmamba_kernels.cross_selective_scan(x, *args, order=order, backend='reference')
+    with torch.no_grad():
+        out = vmamba_kernels.cross_selective_scan(x.cuda(), *[a.cuda() for a in args],
+                                                  order=order)
+    _close(out, ref, 1e-4)
+
+
 def test_automatic_choice_on_cuda_is_a_gpu_kernel():
     chosen, _ = vmamba_kernels.dispatch.resolve_backend('cuda')
     assert chosen.name in ('cuda', 'triton')

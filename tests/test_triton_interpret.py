@@ -89,3 +89,19 @@ else:
             model(x)[0].sum().backward()
         for (name, a), (_, b) in zip(ref_model.named_parameters(), tri_model.named_parameters()):
             _close(b.grad, a.grad, 2e-4)
+
+    @pytest.mark.parametrize('order', ['cross', 'bidirectional', 'unidirectional'])
+    @pytest.mark.parametrize('height, width, state', [(5, 7, 1), (3, 4, 3)])
+    def test_triton_fused_cross_scan_for_inference(order, height, width, state):
+        gen = torch.Generator().manual_seed(height)
+        channels, rank = 6, 2
+        x = torch.randn(2, channels, height, width, generator=gen)
+        args = (torch.randn(4, rank + 2 * state, channels, generator=gen) * 0.5,
+                torch.randn(4, channels, rank, generator=gen) * 0.5,
+                -torch.rand(4 * channels, state, generator=gen) - 0.1,
+                torch.randn(4 * channels, generator=gen),
+                torch.randn(4 * channels, generator=gen) * 0.5)
+        ref = vmamba_kernels.cross_selective_scan(x, *args, order=order, backend='reference')
+        with torch.no_grad():
+            out = vmamba_kernels.cross_selective_scan(x, *args, order=order, backend='triton')
+        _close(out, ref, 1e-4)
