@@ -280,13 +280,12 @@ def selective_scan_triton(u, delta, A, B, C, D=None, delta_bias=None, delta_soft
 if triton is not None:
 
     @triton.jit
-    def _route_pixels(t, route: tl.constexpr, ORDER: tl.constexpr, height, width, length):
+    def _route_pixels(t, route, ORDER: tl.constexpr, height, width, length):
         """Pixel (row-major index) at step t of a route; see cross_scan.py for the orders."""
-        if ORDER != 1 and route >= 2:  # reversed routes
-            t = length - 1 - t
-        if ORDER == 0 and route % 2 == 1:  # column-major routes of the cross order
-            t = (t % height) * width + t // height
-        return t
+        reversed_route = (ORDER != 1) & (route >= 2)
+        t = tl.where(reversed_route, length - 1 - t, t)
+        column_route = (ORDER == 0) & (route % 2 == 1)
+        return tl.where(column_route, (t % height) * width + t // height, t)
 
     @triton.jit
     def _cross_scan_fwd(x_ptr, low_ptr, w_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr,
@@ -295,52 +294,52 @@ if triton is not None:
                         CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
         b = tl.program_id(0)
         d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        route = tl.program_id(2)
         n = tl.arange(0, NP)
         row_ok = d < dim
         n_ok = n < state
         length = height * width
-        for route in tl.static_range(4):
-            channel = route * dim + d
-            A = tl.load(A_ptr + channel[:, None] * state + n[None, :],
-                        mask=row_ok[:, None] & n_ok[None, :], other=0.0)
-            bias = tl.load(bias_ptr + channel, mask=row_ok, other=0.0) if HAS_BIAS else 0.0
-            skip = tl.load(D_ptr + channel, mask=row_ok, other=0.0) if HAS_D else 0.0
-            low_rows = (b * 4 + route) * rank * length
-            bc_rows = ((b * 4 + route) * state + n) * length
-            h = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
-            for c in range(tl.cdiv(length, CHUNK)):
-                t = c * CHUNK + tl.arange(0, CHUNK)
-                t_ok = t < length
-                p = _route_pixels(t, route, ORDER, height, width, length)
-                mask = row_ok[:, None] & t_ok[None, :]
-                u = tl.load(x_ptr + (b * dim + d[:, None]) * length + p[None, :], mask=mask,
-                            other=0.0).to(tl.float32)
-                raw = tl.zeros((BLOCK_D, CHUNK), dtype=tl.float32)
-                for r in range(rank):
-                    w = tl.load(w_ptr + (route * dim + d) * rank + r, mask=row_ok, other=0.0)
-                    lo = tl.load(low_ptr + low_rows + r * length + p, mask=t_ok, other=0.0)
-                    raw += w.to(tl.float32)[:, None] * lo.to(tl.float32)[None, :]
-                if HAS_BIAS:
-                    raw += bias[:, None]
-                step = tl.where(raw > 20.0, raw, tl.log(1.0 + tl.exp(raw)))
-                decay = tl.exp(step[:, None, :] * A[:, :, None])
-                bc_mask = n_ok[:, None] & t_ok[None, :]
-                Bt = tl.load(B_ptr + bc_rows[:, None] + p[None, :], mask=bc_mask,
-                             other=0.0).to(tl.float32)
-                Ct = tl.load(C_ptr + bc_rows[:, None] + p[None, :], mask=bc_mask,
-                             other=0.0).to(tl.float32)
-                valid = t_ok[None, None, :]
-                decay = tl.where(valid, decay, 1.0)
-                x = tl.where(valid, (step * u)[:, None, :] * Bt[None, :, :], 0.0)
-                a_run, x_run = tl.associative_scan((decay, x), 2, _pair_combine)
-                hs = x_run + a_run * h[:, :, None]
-                y = tl.sum(hs * Ct[None, :, :], axis=1)
-                if HAS_D:
-                    y += skip[:, None] * u
-                out_rows = ((b * 4 + route) * dim + d) * length
-                tl.store(y_ptr + out_rows[:, None] + p[None, :], y, mask=mask)
-                last = tl.arange(0, CHUNK)[None, None, :] == CHUNK - 1
-                h = tl.sum(tl.where(last, hs, 0.0), axis=2)
+        channel = route * dim + d
+        A = tl.load(A_ptr + channel[:, None] * state + n[None, :],
+                    mask=row_ok[:, None] & n_ok[None, :], other=0.0)
+        bias = tl.load(bias_ptr + channel, mask=row_ok, other=0.0) if HAS_BIAS else 0.0
+        skip = tl.load(D_ptr + channel, mask=row_ok, other=0.0) if HAS_D else 0.0
+        low_rows = (b * 4 + route) * rank * length
+        bc_rows = ((b * 4 + route) * state + n) * length
+        h = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
+        for c in range(tl.cdiv(length, CHUNK)):
+            t = c * CHUNK + tl.arange(0, CHUNK)
+            t_ok = t < length
+            p = _route_pixels(t, route, ORDER, height, width, length)
+            mask = row_ok[:, None] & t_ok[None, :]
+            u = tl.load(x_ptr + (b * dim + d[:, None]) * length + p[None, :], mask=mask,
+                        other=0.0).to(tl.float32)
+            raw = tl.zeros((BLOCK_D, CHUNK), dtype=tl.float32)
+            for r in range(rank):
+                w = tl.load(w_ptr + (route * dim + d) * rank + r, mask=row_ok, other=0.0)
+                lo = tl.load(low_ptr + low_rows + r * length + p, mask=t_ok, other=0.0)
+                raw += w.to(tl.float32)[:, None] * lo.to(tl.float32)[None, :]
+            if HAS_BIAS:
+                raw += bias[:, None]
+            step = tl.where(raw > 20.0, raw, tl.log(1.0 + tl.exp(raw)))
+            decay = tl.exp(step[:, None, :] * A[:, :, None])
+            bc_mask = n_ok[:, None] & t_ok[None, :]
+            Bt = tl.load(B_ptr + bc_rows[:, None] + p[None, :], mask=bc_mask,
+                         other=0.0).to(tl.float32)
+            Ct = tl.load(C_ptr + bc_rows[:, None] + p[None, :], mask=bc_mask,
+                         other=0.0).to(tl.float32)
+            valid = t_ok[None, None, :]
+            decay = tl.where(valid, decay, 1.0)
+            x = tl.where(valid, (step * u)[:, None, :] * Bt[None, :, :], 0.0)
+            a_run, x_run = tl.associative_scan((decay, x), 2, _pair_combine)
+            hs = x_run + a_run * h[:, :, None]
+            y = tl.sum(hs * Ct[None, :, :], axis=1)
+            if HAS_D:
+                y += skip[:, None] * u
+            out_rows = ((b * 4 + route) * dim + d) * length
+            tl.store(y_ptr + out_rows[:, None] + p[None, :], y, mask=mask)
+            last = tl.arange(0, CHUNK)[None, None, :] == CHUNK - 1
+            h = tl.sum(tl.where(last, hs, 0.0), axis=2)
 
 
 _ORDER_CODES = {'cross': 0, 'unidirectional': 1, 'bidirectional': 2}
@@ -360,7 +359,7 @@ def cross_scan_forward_triton(x, dt_low, dt_weight, A, B, C, D, delta_bias, orde
     x, dt_low, B, C = (t.contiguous() for t in (x, dt_low, B, C))
     A = A.float().contiguous()
     y = torch.empty(batch, 4, dim, length, device=x.device, dtype=torch.float32)
-    _cross_scan_fwd[(batch, triton.cdiv(dim, block_d))](
+    _cross_scan_fwd[(batch, triton.cdiv(dim, block_d), 4)](
         x, dt_low, dt_weight.contiguous(), A, B, C,
         D.float().contiguous() if D is not None else A,
         delta_bias.float().contiguous() if delta_bias is not None else A, y, dim, height, width,
