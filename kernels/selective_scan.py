@@ -14,7 +14,7 @@ Everything is computed in float32; the result has ``out_dtype`` (default: the dt
 """
 import os
 
-from . import cpu_extension, scan_reference, scan_torch, scan_triton
+from . import cpu_extension, cuda_extension, scan_reference, scan_torch, scan_triton
 from .dispatch import log_choice_once, register_backend, resolve_backend
 
 register_backend('reference', scan_reference.selective_scan_reference, devices=('cpu', 'cuda'),
@@ -31,6 +31,8 @@ register_backend('triton', scan_triton.selective_scan_triton,
                  ('cuda', ), priority=2, auto_devices=('cuda', ),
                  unavailable_reason=scan_triton.unavailable_reason,
                  fused_cross_scan=scan_triton.cross_scan_forward_triton)
+register_backend('cuda', cuda_extension.selective_scan_cuda, devices=('cuda', ), priority=3,
+                 unavailable_reason=cuda_extension.unavailable_reason)
 
 
 def _shape_error(name, tensor, expected):
