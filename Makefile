@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cfg tools/install/build_mmcv.sh kernels/csrc/selective_scan_cpu.cpp
+$(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cfg tools/install/build_mmcv.sh kernels/csrc/selective_scan_cpu.cpp kernels/csrc/selective_scan_cuda.cu
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -r requirements-build.txt
@@ -18,6 +18,7 @@ $(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cf
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	$(PY) -c "import vmamba_mm, vmamba_kernels, mmcv.ops, mmpretrain, mmdet, mmseg; print('vmamba-mm environment ready')"
 	$(PY) -c "from vmamba_kernels import cpu_extension as e; r = e.unavailable_reason(); print('CPU scan kernel:', r or 'built (cached in ~/.cache/torch_extensions)')"
+	$(PY) -c "from vmamba_kernels import cuda_extension as c, scan_triton as t; print('Triton scan kernels:', t.unavailable_reason() or 'ready'); print('CUDA scan extension:', c.unavailable_reason() or 'built')"
 	touch $(STAMP)
 
 test: install

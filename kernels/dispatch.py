@@ -89,27 +89,25 @@ def resolve_backend(device_type, requested=None):
         return _named(_default_backend, 'set_default_backend / the config', device_type)
     if os.environ.get(ENV_VAR):
         return _named(os.environ[ENV_VAR], f'the {ENV_VAR} environment variable', device_type)
-    candidates, skipped = [], []
-    for backend in _BACKENDS.values():
-        if backend.priority is None or device_type not in backend.auto_devices:
-            continue
+    # Best first, and stop at the first that works: availability checks may build a kernel.
+    eligible = sorted((b for b in _BACKENDS.values()
+                       if b.priority is not None and device_type in b.auto_devices),
+                      key=lambda b: -b.priority)
+    skipped = []
+    for backend in eligible:
         reason = backend.unavailable_reason()
         if reason is None:
-            candidates.append(backend)
-        else:
-            skipped.append(f'{backend.name}: {reason}')
-    if not candidates:
-        raise RuntimeError(
-            f'No selective-scan kernel for {device_type} tensors. ' +
-            ('; '.join(skipped) + '. ' if skipped else '') +
-            'Install Triton (pip install triton) or build the CUDA extension (see README, '
-            "'Scan backends'); or pass backend='torch' (vectorised PyTorch, slow on a GPU) or "
-            "backend='reference' (a loop over tokens) to run a slow path on purpose.")
-    best = max(candidates, key=lambda b: b.priority)
-    why = f'automatic choice for {device_type}'
-    if skipped:
-        why += ' (skipped ' + '; '.join(skipped) + ')'
-    return best, why
+            why = f'automatic choice for {device_type}'
+            if skipped:
+                why += ' (skipped ' + '; '.join(skipped) + ')'
+            return backend, why
+        skipped.append(f'{backend.name}: {reason}')
+    raise RuntimeError(
+        f'No selective-scan kernel for {device_type} tensors. ' +
+        ('; '.join(skipped) + '. ' if skipped else '') +
+        'Install Triton (pip install triton) or build the CUDA extension (see README, '
+        "'Scan backends'); or pass backend='torch' (vectorised PyTorch, slow on a GPU) or "
+        "backend='reference' (a loop over tokens) to run a slow path on purpose.")
 
 
 def log_choice_once(backend, reason, device_type):

