@@ -5,17 +5,11 @@ Built on first use with torch.utils.cpp_extension (about 30 s on 2 cores, cached
 ahead). If the build fails, the ``cpp`` backend reports why and the dispatch logs the reason
 when it picks the pure-PyTorch ``torch`` backend instead.
 """
-import os
-
 import torch
 
+from .lazy_extension import LazyExtension
 from .scan_common import needs_grad
 from .scan_torch import selective_scan_chunked
-
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc',
-                       'selective_scan_cpu.cpp')
-_extension = None
-_failure = None
 
 
 def _compile_flags():
@@ -32,28 +26,10 @@ def _compile_flags():
     return flags
 
 
-def load_extension():
-    """The compiled module; raises RuntimeError with the build error if it cannot be built."""
-    global _extension, _failure
-    if _extension is None and _failure is None:
-        try:
-            from torch.utils import cpp_extension
-            _extension = cpp_extension.load(name='vmamba_cpu_scan', sources=[_SOURCE],
-                                            extra_cflags=_compile_flags(),
-                                            extra_ldflags=['-fopenmp'], verbose=False)
-        except Exception as exc:  # any build or import failure makes the backend unavailable
-            _failure = f'could not build {_SOURCE}: {type(exc).__name__}: {exc}'.strip()
-    if _failure is not None:
-        raise RuntimeError(_failure)
-    return _extension
-
-
-def unavailable_reason():
-    try:
-        load_extension()
-    except RuntimeError as exc:
-        return str(exc).splitlines()[0][:500]
-    return None
+_EXTENSION = LazyExtension('vmamba_cpu_scan', 'selective_scan_cpu.cpp',
+                           extra_cflags=_compile_flags(), extra_ldflags=['-fopenmp'])
+load_extension = _EXTENSION.load
+unavailable_reason = _EXTENSION.unavailable_reason
 
 
 class _Recurrence(torch.autograd.Function):

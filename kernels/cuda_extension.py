@@ -11,46 +11,27 @@ import shutil
 
 import torch
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'selective_scan_cuda.cu')
+from .lazy_extension import LazyExtension
+
 DEFAULT_ARCH_LIST = '8.0;9.0'
 NVCC_FLAGS = ['-O3', '-std=c++20', '--expt-relaxed-constexpr']
-_extension = None
-_failure = None
 
 
-def _cuda_home():
+def _why_not_build():
+    if not torch.cuda.is_available():
+        return 'no CUDA device'
     from torch.utils import cpp_extension
-    return cpp_extension.CUDA_HOME if cpp_extension.CUDA_HOME and os.path.exists(
-        os.path.join(cpp_extension.CUDA_HOME, 'include', 'cuda_runtime.h')) else None
-
-
-def load_extension():
-    global _extension, _failure
-    if _extension is None and _failure is None:
-        if not torch.cuda.is_available():
-            _failure = 'no CUDA device'
-        elif shutil.which('nvcc') is None and _cuda_home() is None:
-            _failure = 'nvcc not found (install the CUDA toolkit or set CUDA_HOME)'
-        else:
-            try:
-                from torch.utils import cpp_extension
-                os.environ.setdefault('TORCH_CUDA_ARCH_LIST', DEFAULT_ARCH_LIST)
-                _extension = cpp_extension.load(name='vmamba_cuda_scan', sources=[SOURCE],
-                                                extra_cflags=['-O3', '-std=c++20'],
-                                                extra_cuda_cflags=NVCC_FLAGS, verbose=False)
-            except Exception as exc:  # a failed build makes the backend unavailable, said why
-                _failure = f'could not build {SOURCE}: {type(exc).__name__}: {exc}'.strip()
-    if _failure is not None:
-        raise RuntimeError(_failure)
-    return _extension
-
-
-def unavailable_reason():
-    try:
-        load_extension()
-    except RuntimeError as exc:
-        return str(exc).splitlines()[0][:500]
+    if shutil.which('nvcc') is None and not cpp_extension.CUDA_HOME:
+        return 'nvcc not found (install the CUDA toolkit or set CUDA_HOME)'
+    os.environ.setdefault('TORCH_CUDA_ARCH_LIST', DEFAULT_ARCH_LIST)
     return None
+
+
+_EXTENSION = LazyExtension('vmamba_cuda_scan', 'selective_scan_cuda.cu', precheck=_why_not_build,
+                           extra_cflags=['-O3', '-std=c++20'], extra_cuda_cflags=NVCC_FLAGS)
+SOURCE = _EXTENSION.source
+load_extension = _EXTENSION.load
+unavailable_reason = _EXTENSION.unavailable_reason
 
 
 class _CudaSelectiveScan(torch.autograd.Function):
