@@ -366,3 +366,83 @@ def cross_scan_forward_triton(x, dt_low, dt_weight, A, B, C, D, delta_bias, orde
         state, rank, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
         ORDER=_ORDER_CODES[order], NP=state_pad, CHUNK=chunk, BLOCK_D=block_d)
     return y.sum(1)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _route_steps(q, route, ORDER: tl.constexpr, height, width, length):
+        """Inverse of _route_pixels: the step at which a route visits pixel q."""
+        column_route = (ORDER == 0) & (route % 2 == 1)
+        t = tl.where(column_route, (q % width) * height + q // width, q)
+        reversed_route = (ORDER != 1) & (route >= 2)
+        return tl.where(reversed_route, length - 1 - t, t)
+
+    @triton.jit
+    def _cross_scan_copy(x_ptr, routes_ptr, channels, height, width,
+                         CHANNEL_FIRST: tl.constexpr, ORDER: tl.constexpr,
+                         BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+        b = tl.program_id(0)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        t = tl.program_id(2) * BLOCK_T + tl.arange(0, BLOCK_T)
+        length = height * width
+        mask = (c < channels)[:, None] & (t < length)[None, :]
+        for route in tl.static_range(4):
+            p = _route_pixels(t, route, ORDER, height, width, length)
+            if CHANNEL_FIRST:
+                src = x_ptr + (b * channels + c[:, None]) * length + p[None, :]
+            else:
+                src = x_ptr + (b * length + p[None, :]) * channels + c[:, None]
+            value = tl.load(src, mask=mask)
+            tl.store(routes_ptr + ((b * 4 + route) * channels + c[:, None]) * length + t[None, :],
+                     value, mask=mask)
+
+    @triton.jit
+    def _cross_merge_sum(routes_ptr, out_ptr, channels, height, width,
+                         CHANNEL_FIRST: tl.constexpr, ORDER: tl.constexpr,
+                         BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+        b = tl.program_id(0)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        q = tl.program_id(2) * BLOCK_T + tl.arange(0, BLOCK_T)
+        length = height * width
+        mask = (c < channels)[:, None] & (q < length)[None, :]
+        total = tl.zeros((BLOCK_C, BLOCK_T), dtype=tl.float32)
+        for route in tl.static_range(4):
+            t = _route_steps(q, route, ORDER, height, width, length)
+            total += tl.load(routes_ptr + ((b * 4 + route) * channels + c[:, None]) * length +
+                             t[None, :], mask=mask).to(tl.float32)
+        if CHANNEL_FIRST:
+            dst = out_ptr + (b * channels + c[:, None]) * length + q[None, :]
+        else:
+            dst = out_ptr + (b * length + q[None, :]) * channels + c[:, None]
+        tl.store(dst, total.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _copy_grid(batch, channels, length, block_c=32, block_t=64):
+    return (batch, triton.cdiv(channels, block_c), triton.cdiv(length, block_t))
+
+
+def cross_scan_triton(x, order, channel_first):
+    """Routes (B, 4, C, H*W) of a map, in one pass (see cross_scan.cross_scan)."""
+    x = x.contiguous()
+    batch = x.shape[0]
+    channels, height, width = (x.shape[1:] if channel_first else
+                               (x.shape[3], x.shape[1], x.shape[2]))
+    routes = x.new_empty(batch, 4, channels, height * width)
+    _cross_scan_copy[_copy_grid(batch, channels, height * width)](
+        x, routes, channels, height, width, CHANNEL_FIRST=channel_first,
+        ORDER=_ORDER_CODES[order], BLOCK_C=32, BLOCK_T=64)
+    return routes
+
+
+def cross_merge_triton(routes, height, width, order, channel_first):
+    """The four routes summed back in place, in one pass (see cross_scan.cross_merge)."""
+    routes = routes.contiguous()
+    batch, _, channels, length = routes.shape
+    shape = (batch, channels, height, width) if channel_first else (batch, height, width,
+                                                                    channels)
+    out = routes.new_empty(shape)
+    _cross_merge_sum[_copy_grid(batch, channels, length)](
+        routes, out, channels, height, width, CHANNEL_FIRST=channel_first,
+        ORDER=_ORDER_CODES[order], BLOCK_C=32, BLOCK_T=64)
+    return out
