@@ -1,9 +1,10 @@
 """SS2D's scan core: project a 2D map onto four routes, scan each, merge them back.
 
 ``cross_selective_scan`` is what a VSS block calls. On a backend with a fused implementation (the
-``cpp`` CPU kernel) and no gradient needed, it projects the map once in pixel order and lets the
-kernel walk the routes in place; otherwise it materialises the routes with ``cross_scan``, runs
-``selective_scan`` on them and merges with ``cross_merge``. Both compute the same function.
+``cpp`` CPU kernel, the ``triton`` GPU kernel) and no gradient needed, it projects the map once in
+pixel order and lets the kernel walk the routes in place; otherwise it materialises the routes
+with ``cross_scan``, runs ``selective_scan`` on them and merges with ``cross_merge``. Both compute
+the same function.
 """
 import torch
 
