@@ -1,0 +1,85 @@
+"""tools/train.py and tools/test.py on the real stack, with generated data, on the CPU."""
+import os
+import pickle
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, 'configs', 'demo', 'classification.py')
+
+
+def run_tool(*args, timeout=900):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def data_options(root):
+    return [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('demo_cls')
+    result = run_tool('tools/misc/generate_demo_data.py', 'cls', str(root), '--train-per-class',
+                      '8', '--val-per-class', '4')
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(root / 'train')) == ['circle', 'square', 'stripes', 'triangle']
+    return root
+
+
+def test_train_then_test_the_saved_checkpoint(tiny_data, tmp_path):
+    work = tmp_path / 'work'
+    train = run_tool('tools/train.py', DEMO, '--work-dir', str(work), '--cfg-options',
+                     *data_options(tiny_data), 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+                     'default_hooks.checkpoint.interval=1')
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert (work / 'epoch_1.pth').is_file()
+    out = tmp_path / 'predictions.pkl'
+    test = run_tool('tools/test.py', DEMO, str(work / 'epoch_1.pth'), '--work-dir', str(work),
+                    '--out', str(out), '--cfg-options', *data_options(tiny_data))
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert re.search(r'accuracy/top1: \d', test.stdout + test.stderr)
+    with open(out, 'rb') as f:
+        predictions = pickle.load(f)
+    assert len(predictions) == 16  # 4 classes x 4 validation images
+
+
+def test_demo_learns_well_above_chance(tmp_path):
+    root = tmp_path / 'data'
+    assert run_tool('tools/misc/generate_demo_data.py', 'cls', str(root), '--train-per-class',
+                    '200', '--val-per-class', '50').returncode == 0
+    train = run_tool('tools/train.py', DEMO, '--work-dir', str(tmp_path / 'work'),
+                     '--cfg-options', *data_options(root), 'train_cfg.max_epochs=10',
+                     'param_scheduler.1.end=10')
+    assert train.returncode == 0, train.stderr[-3000:]
+    top1 = [float(v) for v in re.findall(r'accuracy/top1: ([\d.]+)', train.stdout + train.stderr)]
+    assert top1 and top1[-1] > 40.0, top1  # four classes: chance is 25 %
+
+
+@pytest.mark.parametrize('args, message', [
+    pytest.param(['--amp'], '--amp needs a CUDA GPU',
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is present')),
+    (['--cfg-options', 'train_dataloadr.batch_size=3'], "no 'train_dataloadr'"),
+    (['--resume', '/nope/epoch_3.pth'], 'not found: /nope/epoch_3.pth'),
+])
+def test_bad_training_flags_are_named(args, message):
+    result = run_tool('tools/train.py', DEMO, *args, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+
+
+def test_imagenet_config_with_amp_on_a_cpu_says_what_to_do():
+    result = run_tool('tools/train.py', 'configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py',
+                      timeout=120)
+    assert result.returncode == 2
+    assert 'optim_wrapper.type=OptimWrapper' in result.stderr
+
+
+def test_missing_checkpoint_and_config_are_named(tmp_path):
+    result = run_tool('tools/test.py', DEMO, str(tmp_path / 'missing.pth'), timeout=120)
+    assert result.returncode == 2 and 'missing.pth' in result.stderr
+    result = run_tool('tools/train.py', 'configs/nope.py', timeout=120)
+    assert result.returncode == 2 and 'configs/nope.py' in result.stderr

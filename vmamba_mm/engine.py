@@ -1,0 +1,65 @@
+"""What tools/train.py and tools/test.py share: turning command-line flags into a checked config.
+
+One pair of tools serves classification, detection and segmentation: the config's
+``default_scope`` (mmpretrain, mmdet or mmseg) picks the registries, and everything here is
+task-independent.
+"""
+import os.path as osp
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+
+class ConfigError(ValueError):
+    """A config or flag problem, said in words a user can act on."""
+
+
+def _check_keys_exist(cfg, options):
+    """Reject --cfg-options keys whose parents do not exist: a typo there would add a dead branch
+    that nothing reads. (A new leaf is allowed: it may be a constructor argument left at its
+    default, e.g. model.backbone.with_cp; a wrong one fails when the component is built.)"""
+    for key in options:
+        parts = key.split('.')
+        node = cfg.to_dict()
+        for depth, part in enumerate(parts[:-1]):
+            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict) or part not in node:
+                where = '.'.join(parts[:depth]) or 'the top level'
+                raise ConfigError(f'--cfg-options {key}: there is no {part!r} under {where} of '
+                                  f'the config; check the spelling (keys there: '
+                                  f'{sorted(node) if isinstance(node, dict) else "-"}).')
+            node = node[part]
+
+
+def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
+    if not osp.isfile(path):
+        raise ConfigError(f'Config file not found: {path}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        _check_keys_exist(cfg, cfg_options)
+        cfg.merge_from_dict(cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    if not torch.cuda.is_available():
+        # The same code path as NCCL on GPUs, with the backend a CPU has.
+        cfg.setdefault('env_cfg', ConfigDict())
+        cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+        cfg.env_cfg.dist_cfg.backend = 'gloo'
+    return cfg
+
+
+def require_gpu_for_amp(cfg, asked_by_flag):
+    """mmengine's AmpOptimWrapper asserts a GPU; say so before it does."""
+    wrapper = cfg.get('optim_wrapper', {})
+    if wrapper.get('type') != 'AmpOptimWrapper' or torch.cuda.is_available():
+        return
+    if asked_by_flag:
+        raise ConfigError('--amp needs a CUDA GPU (mixed precision here is mmengine\'s '
+                          'AmpOptimWrapper, which runs on CUDA only); drop --amp on this machine.')
+    raise ConfigError('This config trains with AmpOptimWrapper (mixed precision), which needs a '
+                      'CUDA GPU. On a CPU add --cfg-options optim_wrapper.type=OptimWrapper.')
