@@ -35,7 +35,7 @@ demo: install
 	@test "$(TASK)" = cls || { echo "TASK=$(TASK): only the classification demo (TASK=cls) exists so far"; exit 2; }
 	test -d $(DEMO_ROOT)/train || $(PY) tools/misc/generate_demo_data.py cls $(DEMO_ROOT)
 	$(PY) tools/train.py configs/demo/classification.py --work-dir $(DEMO_WORK) --cfg-options $(DEMO_DATA)
-	$(PY) tools/test.py configs/demo/classification.py $(DEMO_WORK)/epoch_20.pth --work-dir $(DEMO_WORK) --cfg-options $(DEMO_DATA) 2>&1 | tee $(DEMO_WORK)/test.log | grep -E "accuracy/top1|Error|error"
+	$(PY) tools/test.py configs/demo/classification.py $(DEMO_WORK)/epoch_20.pth --work-dir $(DEMO_WORK) --cfg-options $(DEMO_DATA) 2>&1 | tee $(DEMO_WORK)/test.log | grep -E "Epoch\(test\).*accuracy/top1" || { tail -20 $(DEMO_WORK)/test.log; exit 1; }
 
 bench: install
 	$(PY) tools/analysis_tools/benchmark.py configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin --batch-size 1 --shape 224 224 --device cpu

@@ -83,3 +83,34 @@ def test_missing_checkpoint_and_config_are_named(tmp_path):
     assert result.returncode == 2 and 'missing.pth' in result.stderr
     result = run_tool('tools/train.py', 'configs/nope.py', timeout=120)
     assert result.returncode == 2 and 'configs/nope.py' in result.stderr
+
+
+# No random augmentation, a fixed sample order, no drop path: the run is a function of its inputs.
+DETERMINISTIC = ['train_dataloader.sampler.shuffle=False',
+                 'train_dataloader.dataset.pipeline.1.prob=0.0',
+                 'model.backbone.drop_path_rate=0.0', 'train_cfg.max_epochs=1',
+                 'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1']
+
+
+def _final_state(work):
+    return torch.load(work / 'epoch_1.pth', map_location='cpu', weights_only=False)['state_dict']
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_data, tmp_path):
+    single, double = tmp_path / 'single', tmp_path / 'double'
+    one = run_tool('tools/train.py', DEMO, '--work-dir', str(single), '--cfg-options',
+                   *data_options(tiny_data), *DETERMINISTIC, 'train_dataloader.batch_size=8')
+    assert one.returncode == 0, one.stderr[-3000:]
+    env = dict(os.environ, PYTHON=sys.executable, PORT='29631')
+    # Two ranks of 4 images see, step by step, the same 8 images as one process of 8.
+    two = subprocess.run(['bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir', str(double),
+                          '--cfg-options', *data_options(tiny_data), *DETERMINISTIC,
+                          'train_dataloader.batch_size=4'], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    log = two.stdout + two.stderr
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log  # two ranks, gloo
+    a, b = _final_state(single), _final_state(double)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)

@@ -39,7 +39,7 @@ def main(argv=None):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from vmamba_mm.engine import ConfigError, load_config
+    from vmamba_mm.engine import ConfigError, init_cpu_distributed, load_config
     if not osp.isfile(args.checkpoint):
         print(f'error: checkpoint not found: {args.checkpoint}', file=sys.stderr)
         return 2
@@ -67,6 +67,7 @@ def main(argv=None):
             return 2
         cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    init_cpu_distributed(args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     if args.out:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))

@@ -33,7 +33,7 @@ def main(argv=None):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from vmamba_mm.engine import ConfigError, load_config, require_gpu_for_amp
+    from vmamba_mm.engine import ConfigError, init_cpu_distributed, load_config, require_gpu_for_amp
     try:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
         if args.amp:
@@ -56,6 +56,7 @@ def main(argv=None):
             print(f'error: checkpoint to resume from not found: {args.resume}', file=sys.stderr)
             return 2
         cfg.resume, cfg.load_from = True, args.resume
+    init_cpu_distributed(args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
     return 0

@@ -8,6 +8,22 @@ import os.path as osp
 
 import torch
 from mmengine.config import Config, ConfigDict
+from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import MODEL_WRAPPERS
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's DDP wrapper for models on the CPU, where DDP refuses ``device_ids``.
+
+    The Runner always passes ``device_ids=[LOCAL_RANK]`` to DDP wrappers; on a CPU-only machine
+    that must become None. Everything else is mmengine's wrapper unchanged.
+    """
+
+    def __init__(self, module, device_ids=None, **kwargs):
+        if not torch.cuda.is_available():
+            device_ids = None
+        super().__init__(module=module, device_ids=device_ids, **kwargs)
 
 
 class ConfigError(ValueError):
@@ -50,7 +66,21 @@ def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
         cfg.setdefault('env_cfg', ConfigDict())
         cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
         cfg.env_cfg.dist_cfg.backend = 'gloo'
+        if cfg.get('model_wrapper_cfg') is None:
+            cfg.model_wrapper_cfg = ConfigDict(type='CPUDistributedDataParallel',
+                                               broadcast_buffers=False)
     return cfg
+
+
+def init_cpu_distributed(launcher):
+    """Start the gloo process group for torchrun workers on a machine without GPUs.
+
+    mmengine's own start-up calls torch.cuda.set_device unconditionally; with the group already
+    up, the Runner skips it and runs the same distributed code path as with NCCL on GPUs.
+    """
+    import torch.distributed as dist
+    if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
 
 
 def require_gpu_for_amp(cfg, asked_by_flag):
