@@ -114,3 +114,32 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_da
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tiny_data, tmp_path):
+    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+    common = [*data_options(tiny_data), *DETERMINISTIC[:3], 'default_hooks.checkpoint.interval=1',
+              'train_cfg.val_interval=5']
+    run = run_tool('tools/train.py', DEMO, '--work-dir', str(straight), '--cfg-options', *common,
+                   'train_cfg.max_epochs=2')
+    assert run.returncode == 0, run.stderr[-3000:]
+    first = run_tool('tools/train.py', DEMO, '--work-dir', str(resumed), '--cfg-options', *common,
+                     'train_cfg.max_epochs=1')
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_tool('tools/train.py', DEMO, '--work-dir', str(resumed), '--resume',
+                      '--cfg-options', *common, 'train_cfg.max_epochs=2')
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert 'resumed epoch: 1' in (second.stdout + second.stderr).lower()
+    a = torch.load(straight / 'epoch_2.pth', map_location='cpu', weights_only=False)
+    b = torch.load(resumed / 'epoch_2.pth', map_location='cpu', weights_only=False)
+    for key in a['state_dict']:
+        torch.testing.assert_close(b['state_dict'][key], a['state_dict'][key], rtol=1e-5,
+                                   atol=1e-6, msg=key)
+    for group_a, group_b in zip(a['optimizer']['param_groups'], b['optimizer']['param_groups']):
+        assert group_a['lr'] == pytest.approx(group_b['lr'])
+    for index, state in a['optimizer']['state'].items():
+        for name, value in state.items():
+            torch.testing.assert_close(b['optimizer']['state'][index][name], value, rtol=1e-5,
+                                       atol=1e-6)
+    assert a['param_schedulers'] == b['param_schedulers']
+    assert a['meta']['iter'] == b['meta']['iter'] and a['meta']['epoch'] == b['meta']['epoch'] == 2

@@ -39,8 +39,8 @@ env_cfg = dict(
     dist_cfg=dict(backend='nccl'),
 )
 
-# set visualizer
-vis_backends = [dict(type='LocalVisBackend')]
+# set visualizer: local files and TensorBoard (tensorboard --logdir work_dirs)
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
 visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
 
 # set log level
