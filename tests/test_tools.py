@@ -143,3 +143,20 @@ def test_resume_continues_exactly_where_the_run_stopped(tiny_data, tmp_path):
                                        atol=1e-6)
     assert a['param_schedulers'] == b['param_schedulers']
     assert a['meta']['iter'] == b['meta']['iter'] and a['meta']['epoch'] == b['meta']['epoch'] == 2
+
+
+def test_bad_data_is_named_before_training(tiny_data, tmp_path):
+    import shutil
+    broken = tmp_path / 'data'
+    shutil.copytree(tiny_data, broken)
+    for image in (broken / 'train' / 'circle').iterdir():
+        image.unlink()
+    result = run_tool('tools/train.py', DEMO, '--cfg-options', *data_options(broken), timeout=120)
+    assert result.returncode == 2 and str(broken / 'train' / 'circle') in result.stderr
+    result = run_tool('tools/train.py', DEMO, '--cfg-options', *data_options(tiny_data),
+                      'model.head.num_classes=5', timeout=120)
+    assert result.returncode == 2 and 'num_classes is 5' in result.stderr
+    assert 'model.head.num_classes=4' in result.stderr
+    result = run_tool('tools/train.py', DEMO, '--cfg-options', *data_options(tmp_path / 'none'),
+                      timeout=120)
+    assert result.returncode == 2 and str(tmp_path / 'none' / 'train') in result.stderr

@@ -39,12 +39,14 @@ def main(argv=None):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from vmamba_mm.engine import ConfigError, init_cpu_distributed, load_config
+    from vmamba_mm.engine import (ConfigError, check_folder_datasets, init_cpu_distributed,
+                                  load_config)
     if not osp.isfile(args.checkpoint):
         print(f'error: checkpoint not found: {args.checkpoint}', file=sys.stderr)
         return 2
     try:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+        check_folder_datasets(cfg, splits=('test_dataloader', ))
     except ConfigError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2

@@ -33,29 +33,28 @@ def main(argv=None):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from vmamba_mm.engine import ConfigError, init_cpu_distributed, load_config, require_gpu_for_amp
+    from vmamba_mm.engine import (ConfigError, check_folder_datasets, init_cpu_distributed,
+                                  load_config, require_gpu_for_amp)
     try:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
         if args.amp:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
         require_gpu_for_amp(cfg, args.amp)
+        if args.auto_scale_lr:
+            if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+                raise ConfigError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the '
+                                  'config')
+            cfg.auto_scale_lr.enable = True
+        if args.resume not in (None, 'auto') and not osp.isfile(args.resume):
+            raise ConfigError(f'checkpoint to resume from not found: {args.resume}')
+        check_folder_datasets(cfg)
     except ConfigError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    if args.auto_scale_lr:
-        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            print('error: --auto-scale-lr needs auto_scale_lr.base_batch_size in the config',
-                  file=sys.stderr)
-            return 2
-        cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            print(f'error: checkpoint to resume from not found: {args.resume}', file=sys.stderr)
-            return 2
-        cfg.resume, cfg.load_from = True, args.resume
+    if args.resume is not None:
+        # 'auto' resumes from the work dir's latest checkpoint (load_from None).
+        cfg.resume, cfg.load_from = True, None if args.resume == 'auto' else args.resume
     init_cpu_distributed(args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()

@@ -4,6 +4,7 @@ One pair of tools serves classification, detection and segmentation: the config'
 ``default_scope`` (mmpretrain, mmdet or mmseg) picks the registries, and everything here is
 task-independent.
 """
+import os
 import os.path as osp
 
 import torch
@@ -93,3 +94,41 @@ def require_gpu_for_amp(cfg, asked_by_flag):
                           'AmpOptimWrapper, which runs on CUDA only); drop --amp on this machine.')
     raise ConfigError('This config trains with AmpOptimWrapper (mixed precision), which needs a '
                       'CUDA GPU. On a CPU add --cfg-options optim_wrapper.type=OptimWrapper.')
+
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+
+
+def check_folder_datasets(cfg, splits=('train_dataloader', 'val_dataloader', 'test_dataloader')):
+    """Check folder-layout classification data (CustomDataset without ann_file) before a run.
+
+    A missing folder, a class folder with no images, or a head whose num_classes differs from the
+    number of class folders is named here, before hours of training on the wrong thing.
+    """
+    head = cfg.get('model', {}).get('head') or {}
+    num_classes = head.get('num_classes') if isinstance(head, dict) else None
+    for split in splits:
+        dataset = (cfg.get(split) or {}).get('dataset') or {}
+        if dataset.get('type') not in ('CustomDataset', 'mmpretrain.CustomDataset') or \
+                dataset.get('ann_file'):
+            continue
+        prefix = dataset.get('data_prefix', '')
+        if isinstance(prefix, dict):
+            prefix = prefix.get('img_path', '')
+        folder = osp.join(dataset.get('data_root', '') or '', prefix)
+        if not osp.isdir(folder):
+            raise ConfigError(f'{split}.dataset: image folder not found: {folder} (data_root '
+                              f'{dataset.get("data_root")!r}, data_prefix {prefix!r}).')
+        classes = sorted(d for d in os.listdir(folder) if osp.isdir(osp.join(folder, d)))
+        if not classes:
+            raise ConfigError(f'{split}.dataset: no class folders in {folder}; the layout is '
+                              f'{folder}/<class>/<image>.')
+        empty = [osp.join(folder, c) for c in classes
+                 if not any(f.lower().endswith(IMAGE_EXTENSIONS)
+                            for f in os.listdir(osp.join(folder, c)))]
+        if empty:
+            raise ConfigError(f'{split}.dataset: class folder(s) with no images: {empty}.')
+        if num_classes is not None and num_classes != len(classes):
+            raise ConfigError(f'model.head.num_classes is {num_classes} but {folder} has '
+                              f'{len(classes)} class folders {classes}; set --cfg-options '
+                              f'model.head.num_classes={len(classes)}.')
