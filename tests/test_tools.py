@@ -39,9 +39,12 @@ def test_train_then_test_the_saved_checkpoint(tiny_data, tmp_path):
     assert train.returncode == 0, train.stderr[-3000:]
     assert (work / 'epoch_1.pth').is_file()
     out = tmp_path / 'predictions.pkl'
+    shown = tmp_path / 'shown'
     test = run_tool('tools/test.py', DEMO, str(work / 'epoch_1.pth'), '--work-dir', str(work),
-                    '--out', str(out), '--cfg-options', *data_options(tiny_data))
+                    '--out', str(out), '--show-dir', str(shown), '--cfg-options',
+                    *data_options(tiny_data))
     assert test.returncode == 0, test.stderr[-3000:]
+    assert len(list(shown.glob('*.png'))) == 16  # every test image drawn with its prediction
     assert re.search(r'accuracy/top1: \d', test.stdout + test.stderr)
     with open(out, 'rb') as f:
         predictions = pickle.load(f)

@@ -6,10 +6,10 @@ import sys
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-# Each task's visualisation hook, and how it is told to draw into a folder.
+# Each task's visualisation hook, and how it is told to draw every test image into a folder.
 SHOW_DIR_SETTINGS = {
-    'mmpretrain': lambda hook, out: hook.update(enable=True, out_dir=out),
-    'mmdet': lambda hook, out: hook.update(draw=True, test_out_dir=out),
+    'mmpretrain': lambda hook, out: hook.update(enable=True, out_dir=out, interval=1),
+    'mmdet': lambda hook, out: hook.update(draw=True, test_out_dir=out, interval=1),
     'mmseg': lambda hook, out: hook.update(draw=True, interval=1),
 }
 
@@ -55,8 +55,8 @@ def main(argv=None):
         hook = cfg.get('default_hooks', {}).get('visualization')
         scope = cfg.get('default_scope')
         if hook is None or scope not in SHOW_DIR_SETTINGS:
-            print(f'error: --show-dir needs default_hooks.visualization in a {sorted(SHOW_DIR_SETTINGS)}'
-                  f' config', file=sys.stderr)
+            print(f'error: --show-dir needs default_hooks.visualization in a config of '
+                  f'{sorted(SHOW_DIR_SETTINGS)}', file=sys.stderr)
             return 2
         SHOW_DIR_SETTINGS[scope](hook, args.show_dir)
         cfg.setdefault('visualizer', ConfigDict())
