@@ -50,6 +50,18 @@ def test_train_then_test_the_saved_checkpoint(tiny_data, tmp_path):
         predictions = pickle.load(f)
     assert len(predictions) == 16  # 4 classes x 4 validation images
 
+    # --tta: each image and its mirror, scores averaged: still one prediction per image.
+    tta_out = tmp_path / 'tta.pkl'
+    tta = run_tool('tools/test.py', DEMO, str(work / 'epoch_1.pth'), '--work-dir', str(work),
+                   '--tta', '--out', str(tta_out), '--cfg-options', *data_options(tiny_data))
+    assert tta.returncode == 0, tta.stderr[-3000:]
+    assert re.search(r'accuracy/top1: \d', tta.stdout + tta.stderr)
+    with open(tta_out, 'rb') as f:
+        tta_predictions = pickle.load(f)
+    assert len(tta_predictions) == 16
+    assert any(not torch.allclose(a['pred_score'], b['pred_score'])
+               for a, b in zip(predictions, tta_predictions))
+
 
 def test_demo_learns_well_above_chance(tmp_path):
     root = tmp_path / 'data'
@@ -163,3 +175,17 @@ def test_bad_data_is_named_before_training(tiny_data, tmp_path):
     result = run_tool('tools/train.py', DEMO, '--cfg-options', *data_options(tmp_path / 'none'),
                       timeout=120)
     assert result.returncode == 2 and str(tmp_path / 'none' / 'train') in result.stderr
+
+
+def test_an_image_that_does_not_decode_is_named(tiny_data, tmp_path):
+    import shutil
+    broken = tmp_path / 'data'
+    shutil.copytree(tiny_data, broken)
+    bad = sorted((broken / 'train' / 'square').iterdir())[0]
+    bad.write_bytes(b'not a png at all')
+    result = run_tool('tools/train.py', DEMO, '--work-dir', str(tmp_path / 'work'),
+                      '--cfg-options', *data_options(broken), 'train_cfg.max_epochs=1',
+                      timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith('error: image file does not decode: ') and str(bad) in last_line

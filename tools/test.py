@@ -34,47 +34,62 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import vmamba_mm  # noqa: F401  (registers the models and the checkpoint loader)
-    from mmengine.config import ConfigDict
     from mmengine.evaluator import DumpResults
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from vmamba_mm.engine import (ConfigError, check_folder_datasets, init_cpu_distributed,
-                                  load_config)
-    if not osp.isfile(args.checkpoint):
-        print(f'error: checkpoint not found: {args.checkpoint}', file=sys.stderr)
-        return 2
+    from vmamba_mm.data_checks import DataError, check_datasets
+    from vmamba_mm.engine import (ConfigError, describe_sync_batchnorm_change,
+                                  init_cpu_distributed, load_config, replace_sync_batchnorm,
+                                  run_reporting_data_errors)
     try:
+        if not osp.isfile(args.checkpoint):
+            raise ConfigError(f'checkpoint not found: {args.checkpoint}')
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-        check_folder_datasets(cfg, splits=('test_dataloader', ))
-    except ConfigError as exc:
+        if args.show_dir:
+            show_predictions(cfg, args.show_dir)
+        if args.tta:
+            use_test_time_augmentation(cfg, args.config)
+        check_datasets(cfg, splits=('test_dataloader', ))
+    except (ConfigError, DataError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     cfg.load_from = args.checkpoint
-    if args.show_dir:
-        hook = cfg.get('default_hooks', {}).get('visualization')
-        scope = cfg.get('default_scope')
-        if hook is None or scope not in SHOW_DIR_SETTINGS:
-            print(f'error: --show-dir needs default_hooks.visualization in a config of '
-                  f'{sorted(SHOW_DIR_SETTINGS)}', file=sys.stderr)
-            return 2
-        SHOW_DIR_SETTINGS[scope](hook, args.show_dir)
-        cfg.setdefault('visualizer', ConfigDict())
-        if scope == 'mmseg':
-            cfg.visualizer.save_dir = args.show_dir
-    if args.tta:
-        missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
-        if missing:
-            print(f'error: --tta needs {missing} in the config {args.config}', file=sys.stderr)
-            return 2
-        cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
-        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    replaced = replace_sync_batchnorm(cfg, args.launcher)
     init_cpu_distributed(args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     if args.out:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-    runner.test()
-    return 0
+    notes = [describe_sync_batchnorm_change(replaced, args.launcher)] if replaced else []
+    return run_reporting_data_errors(runner, 'test', notes)
+
+
+def show_predictions(cfg, show_dir):
+    """Make the task's visualisation hook draw every test image into show_dir."""
+    from mmengine.config import ConfigDict
+
+    from vmamba_mm.engine import ConfigError
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    scope = cfg.get('default_scope')
+    if hook is None or scope not in SHOW_DIR_SETTINGS:
+        raise ConfigError(f'--show-dir needs default_hooks.visualization in a config of '
+                          f'{sorted(SHOW_DIR_SETTINGS)}')
+    SHOW_DIR_SETTINGS[scope](hook, show_dir)
+    cfg.setdefault('visualizer', ConfigDict())
+    if scope == 'mmseg':
+        cfg.visualizer.save_dir = show_dir
+
+
+def use_test_time_augmentation(cfg, config_path):
+    """Wrap the model in the config's tta_model and test through its tta_pipeline."""
+    from mmengine.config import ConfigDict
+
+    from vmamba_mm.engine import ConfigError
+    missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
+    if missing:
+        raise ConfigError(f'--tta needs {missing} in the config {config_path}')
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
 
 if __name__ == '__main__':

@@ -33,8 +33,10 @@ def main(argv=None):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from vmamba_mm.engine import (ConfigError, check_folder_datasets, init_cpu_distributed,
-                                  load_config, require_gpu_for_amp)
+    from vmamba_mm.data_checks import DataError, check_datasets
+    from vmamba_mm.engine import (ConfigError, describe_sync_batchnorm_change,
+                                  init_cpu_distributed, load_config, replace_sync_batchnorm,
+                                  require_gpu_for_amp, run_reporting_data_errors)
     try:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
         if args.amp:
@@ -48,17 +50,18 @@ def main(argv=None):
             cfg.auto_scale_lr.enable = True
         if args.resume not in (None, 'auto') and not osp.isfile(args.resume):
             raise ConfigError(f'checkpoint to resume from not found: {args.resume}')
-        check_folder_datasets(cfg)
-    except ConfigError as exc:
+        check_datasets(cfg, splits=('train_dataloader', 'val_dataloader'))
+    except (ConfigError, DataError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     if args.resume is not None:
         # 'auto' resumes from the work dir's latest checkpoint (load_from None).
         cfg.resume, cfg.load_from = True, None if args.resume == 'auto' else args.resume
+    replaced = replace_sync_batchnorm(cfg, args.launcher)
     init_cpu_distributed(args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    runner.train()
-    return 0
+    notes = [describe_sync_batchnorm_change(replaced, args.launcher)] if replaced else []
+    return run_reporting_data_errors(runner, 'train', notes)
 
 
 if __name__ == '__main__':

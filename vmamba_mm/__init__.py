@@ -3,6 +3,7 @@
 Importing the package (configs do it through ``custom_imports``) registers ``VSSM`` in all three
 task registries and installs the checkpoint loader that works on torch >= 2.6.
 """
+from . import loops  # noqa: F401  (registers RawAndEMAValLoop)
 from .models import VSSM  # noqa: F401
 from .registry import register_all_modules
 

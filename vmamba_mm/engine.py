@@ -4,7 +4,6 @@ One pair of tools serves classification, detection and segmentation: the config'
 ``default_scope`` (mmpretrain, mmdet or mmseg) picks the registries, and everything here is
 task-independent.
 """
-import os
 import os.path as osp
 
 import torch
@@ -31,12 +30,30 @@ class ConfigError(ValueError):
     """A config or flag problem, said in words a user can act on."""
 
 
+def _top_level_keys_read():
+    """Top-level config keys something reads: the Runner's arguments and the tools' own."""
+    import inspect
+
+    from mmengine.runner import Runner
+    return set(inspect.signature(Runner.__init__).parameters) | {
+        'runner_type', 'tta_model', 'tta_pipeline', 'custom_imports', 'log_processor',
+        'visualizer', 'default_scope', 'auto_scale_lr', 'resume', 'load_from', 'launcher'}
+
+
 def _check_keys_exist(cfg, options):
-    """Reject --cfg-options keys whose parents do not exist: a typo there would add a dead branch
-    that nothing reads. (A new leaf is allowed: it may be a constructor argument left at its
-    default, e.g. model.backbone.with_cp; a wrong one fails when the component is built.)"""
+    """Reject --cfg-options keys that nothing would read: a typo there would add a dead branch.
+
+    Every parent must exist. A new leaf is allowed below the top level, since it may be a
+    constructor argument left at its default (model.backbone.with_cp); a misspelt one fails when
+    its component is built. A new top-level key must be one the Runner or the tools read, as the
+    Runner ignores the others silently.
+    """
     for key in options:
         parts = key.split('.')
+        if len(parts) == 1 and key not in cfg and key not in _top_level_keys_read():
+            raise ConfigError(f'--cfg-options {key}: the config has no top-level {key!r} and '
+                              f'nothing reads it; check the spelling (top-level keys: '
+                              f'{sorted(cfg.keys())}).')
         node = cfg.to_dict()
         for depth, part in enumerate(parts[:-1]):
             if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
@@ -96,39 +113,59 @@ def require_gpu_for_amp(cfg, asked_by_flag):
                       'CUDA GPU. On a CPU add --cfg-options optim_wrapper.type=OptimWrapper.')
 
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+SYNC_BATCHNORM_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm', 'TorchSyncBN')
 
 
-def check_folder_datasets(cfg, splits=('train_dataloader', 'val_dataloader', 'test_dataloader')):
-    """Check folder-layout classification data (CustomDataset without ann_file) before a run.
+def replace_sync_batchnorm(cfg, launcher):
+    """Turn SyncBN into BN where it cannot synchronise; return the config keys changed.
 
-    A missing folder, a class folder with no images, or a head whose num_classes differs from the
-    number of class folders is named here, before hours of training on the wrong thing.
+    Released segmentation configs use SyncBN in their heads. It synchronises only across a process
+    group of CUDA tensors: a single-process run has no group, and on a CPU torch refuses to sync
+    (a gloo group included). There, plain BN is what SyncBN would compute per process anyway.
     """
-    head = cfg.get('model', {}).get('head') or {}
-    num_classes = head.get('num_classes') if isinstance(head, dict) else None
-    for split in splits:
-        dataset = (cfg.get(split) or {}).get('dataset') or {}
-        if dataset.get('type') not in ('CustomDataset', 'mmpretrain.CustomDataset') or \
-                dataset.get('ann_file'):
-            continue
-        prefix = dataset.get('data_prefix', '')
-        if isinstance(prefix, dict):
-            prefix = prefix.get('img_path', '')
-        folder = osp.join(dataset.get('data_root', '') or '', prefix)
-        if not osp.isdir(folder):
-            raise ConfigError(f'{split}.dataset: image folder not found: {folder} (data_root '
-                              f'{dataset.get("data_root")!r}, data_prefix {prefix!r}).')
-        classes = sorted(d for d in os.listdir(folder) if osp.isdir(osp.join(folder, d)))
-        if not classes:
-            raise ConfigError(f'{split}.dataset: no class folders in {folder}; the layout is '
-                              f'{folder}/<class>/<image>.')
-        empty = [osp.join(folder, c) for c in classes
-                 if not any(f.lower().endswith(IMAGE_EXTENSIONS)
-                            for f in os.listdir(osp.join(folder, c)))]
-        if empty:
-            raise ConfigError(f'{split}.dataset: class folder(s) with no images: {empty}.')
-        if num_classes is not None and num_classes != len(classes):
-            raise ConfigError(f'model.head.num_classes is {num_classes} but {folder} has '
-                              f'{len(classes)} class folders {classes}; set --cfg-options '
-                              f'model.head.num_classes={len(classes)}.')
+    if launcher != 'none' and torch.cuda.is_available():
+        return []
+    changed = []
+
+    def walk(node, key):
+        if isinstance(node, dict):
+            if node.get('type') in SYNC_BATCHNORM_TYPES:
+                node['type'] = 'BN'
+                changed.append(key)
+            for name, value in node.items():
+                walk(value, f'{key}.{name}')
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f'{key}.{index}')
+
+    walk(cfg.get('model'), 'model')
+    return changed
+
+
+def describe_sync_batchnorm_change(changed, launcher):
+    why = ('a single-process run has no process group' if launcher == 'none'
+           else 'SyncBN needs CUDA tensors and this machine has no GPU')
+    return f'SyncBN -> BN in {", ".join(changed)}: {why}.'
+
+
+def run_reporting_data_errors(runner, action, notes=()):
+    """runner.train() or runner.test(), with a bad file met mid-run said in one line.
+
+    A file that fails during the run (an image that does not decode, a label map out of range)
+    would otherwise surface as a DataLoader worker's traceback; the checkpoints written so far
+    stay, so the run can resume once the file is fixed. Anything else propagates untouched.
+    """
+    import sys
+
+    from .data_checks import describe_data_error
+    for note in notes:
+        runner.logger.warning(note)
+    try:
+        getattr(runner, action)()
+    except Exception as exc:
+        message = describe_data_error(exc)
+        if message is None:
+            raise
+        print(f'error: {message}', file=sys.stderr)
+        return 2
+    return 0

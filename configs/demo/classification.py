@@ -77,3 +77,12 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=0, deterministic=False)
+
+# tools/test.py --tta: each image and its mirror, class scores averaged.
+tta_model = dict(type='AverageClsScoreTTA')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug',
+         transforms=[[dict(type='RandomFlip', prob=0.), dict(type='RandomFlip', prob=1.)],
+                     [dict(type='PackInputs')]]),
+]

@@ -94,3 +94,19 @@ val_evaluator = dict(type='Accuracy', topk=(1, 5))
 # If you want standard test, please manually configure the test dataset
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
+
+# tools/test.py --tta: the test view and its horizontal mirror, class scores averaged. (The
+# official evaluation is single-view; the published top-1 is without --tta.)
+tta_model = dict(type='AverageClsScoreTTA')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='ResizeEdge', scale=256, edge='short', backend='pillow',
+                  interpolation='bicubic')],
+            [dict(type='CenterCrop', crop_size=224)],
+            [dict(type='RandomFlip', prob=0.), dict(type='RandomFlip', prob=1.)],
+            [dict(type='PackInputs')],
+        ]),
+]

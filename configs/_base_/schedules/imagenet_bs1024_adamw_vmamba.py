@@ -46,7 +46,9 @@ param_scheduler = [
 
 # train, val, test setting
 train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
-val_cfg = dict()
+# Validate the trained weights (metrics prefixed raw/) and their EMA (the usual names), as the
+# official script reports both.
+val_cfg = dict(type='RawAndEMAValLoop')
 test_cfg = dict()
 
 # Model EMA, decay 0.9999 (mmengine momentum = 1 - decay).

@@ -1,0 +1,77 @@
+"""RawAndEMAValLoop: the trained weights and their EMA are both evaluated, each on its own."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, 'configs', 'demo', 'classification.py')
+
+
+@pytest.fixture(scope='module')
+def unbalanced_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('ema_data')
+    subprocess.run([sys.executable, 'tools/misc/generate_demo_data.py', 'cls', str(root),
+                    '--train-per-class', '4', '--val-per-class', '4'], cwd=ROOT, check=True,
+                   capture_output=True)
+    # 1 circle and 4 of each other class: a constant prediction scores 1/13 or 4/13.
+    for image in sorted((root / 'val' / 'circle').iterdir())[1:]:
+        image.unlink()
+    return root
+
+
+def predict_always(classifier, label):
+    import torch
+    with torch.no_grad():
+        classifier.head.fc.weight.zero_()
+        classifier.head.fc.bias.zero_()
+        classifier.head.fc.bias[label] = 1.0
+
+
+def test_raw_and_ema_weights_are_each_evaluated(unbalanced_data, tmp_path):
+    import vmamba_mm  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    cfg = Config.fromfile(DEMO)
+    for split in ('train', 'val', 'test'):
+        cfg[f'{split}_dataloader'].dataset.data_root = str(unbalanced_data)
+        cfg[f'{split}_dataloader'].num_workers = 0
+        cfg[f'{split}_dataloader'].persistent_workers = False
+    cfg.work_dir = str(tmp_path)
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=10)
+    cfg.val_cfg = dict(type='RawAndEMAValLoop')
+    cfg.custom_hooks = [dict(type='EMAHook', momentum=1e-4)]
+    cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert type(runner.val_loop).__name__ == 'RawAndEMAValLoop'
+
+    ema_hook = next(h for h in runner.hooks if type(h).__name__ == 'EMAHook')
+    predict_always(runner.model, 0)  # the weights being trained: always 'circle'
+    predict_always(ema_hook.ema_model.module, 1)  # their average: always 'square'
+    metrics = runner.val_loop.run()
+    assert metrics['raw/accuracy/top1'] == pytest.approx(100 * 1 / 13, abs=1e-4)
+    assert metrics['accuracy/top1'] == pytest.approx(100 * 4 / 13, abs=1e-4)
+    # After validation the trained weights are back in the model.
+    assert runner.model.head.fc.bias[0] == 1.0 and ema_hook.ema_model.module.head.fc.bias[1] == 1
+
+
+def test_without_ema_it_is_a_plain_val_loop(unbalanced_data, tmp_path):
+    import vmamba_mm  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    cfg = Config.fromfile(DEMO)
+    for split in ('train', 'val', 'test'):
+        cfg[f'{split}_dataloader'].dataset.data_root = str(unbalanced_data)
+        cfg[f'{split}_dataloader'].num_workers = 0
+        cfg[f'{split}_dataloader'].persistent_workers = False
+    cfg.work_dir = str(tmp_path)
+    cfg.val_cfg = dict(type='RawAndEMAValLoop')
+    cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+    runner = Runner.from_cfg(cfg)
+    predict_always(runner.model, 2)
+    metrics = runner.val()
+    assert metrics == {'accuracy/top1': pytest.approx(100 * 4 / 13, abs=1e-4)}
