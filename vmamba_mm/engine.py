@@ -75,7 +75,7 @@ def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
         _check_keys_exist(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     cfg.launcher = launcher
-    if work_dir is not None:
+    if work_dir:  # slurm_train.sh passes an empty --work-dir= when none is given
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
