@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean-venv
+.PHONY: install test demo demo-cls demo-det demo-seg bench clean-venv
 
 install: $(STAMP)
 
@@ -24,18 +24,41 @@ $(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cf
 test: install
 	$(PY) -m pytest tests -q
 
-# The demo: generated data, a small VSSM trained and tested on the CPU (TASK=cls; det and seg come
-# with the detection/segmentation issue).
-TASK ?= cls
-DEMO_ROOT ?= data/demo_$(TASK)
-DEMO_WORK ?= work_dirs/demo_$(TASK)
-DEMO_DATA := train_dataloader.dataset.data_root=$(DEMO_ROOT) val_dataloader.dataset.data_root=$(DEMO_ROOT) test_dataloader.dataset.data_root=$(DEMO_ROOT)
+# The demos: generated data, a small VSSM trained and tested on the CPU. `make demo` runs all
+# three in turn; `make demo TASK=cls|det|seg` one of them (DEMO_ROOT and DEMO_WORK then override its
+# data and work folders).
+DEMO_TASKS := cls det seg
+TASK ?= $(DEMO_TASKS)
+DEMO_CONFIG_cls := configs/demo/classification.py
+DEMO_CONFIG_det := configs/demo/detection.py
+DEMO_CONFIG_seg := configs/demo/segmentation.py
+# The checkpoint each config's schedule ends with.
+DEMO_CHECKPOINT_cls := epoch_20.pth
+DEMO_CHECKPOINT_det := epoch_8.pth
+DEMO_CHECKPOINT_seg := iter_1500.pth
+# A path that exists once the generator has written the task's training split.
+DEMO_GENERATED_cls := train
+DEMO_GENERATED_det := annotations/instances_train.json
+DEMO_GENERATED_seg := annotations/training
+DEMO_METRIC_cls := Epoch\(test\).*accuracy/top1
+DEMO_METRIC_det := Epoch\(test\).*coco/bbox_mAP
+DEMO_METRIC_seg := Iter\(test\).*mIoU
+demo_root = $(or $(DEMO_ROOT),data/demo_$*)
+demo_work = $(or $(DEMO_WORK),work_dirs/demo_$*)
+demo_data = $(foreach split,train val test,$(split)_dataloader.dataset.data_root=$(demo_root))
 
-demo: install
-	@test "$(TASK)" = cls || { echo "TASK=$(TASK): only the classification demo (TASK=cls) exists so far"; exit 2; }
-	test -d $(DEMO_ROOT)/train || $(PY) tools/misc/generate_demo_data.py cls $(DEMO_ROOT)
-	$(PY) tools/train.py configs/demo/classification.py --work-dir $(DEMO_WORK) --cfg-options $(DEMO_DATA)
-	$(PY) tools/test.py configs/demo/classification.py $(DEMO_WORK)/epoch_20.pth --work-dir $(DEMO_WORK) --cfg-options $(DEMO_DATA) 2>&1 | tee $(DEMO_WORK)/test.log | grep -E "Epoch\(test\).*accuracy/top1" || { tail -20 $(DEMO_WORK)/test.log; exit 1; }
+ifneq ($(filter demo,$(MAKECMDGOALS)),)
+ifneq ($(filter-out $(DEMO_TASKS),$(TASK)),)
+$(error TASK=$(TASK): the demos are $(DEMO_TASKS))
+endif
+endif
+
+demo: $(addprefix demo-,$(TASK))
+
+$(addprefix demo-,$(DEMO_TASKS)): demo-%: install
+	test -e $(demo_root)/$(DEMO_GENERATED_$*) || $(PY) tools/misc/generate_demo_data.py $* $(demo_root)
+	$(PY) tools/train.py $(DEMO_CONFIG_$*) --work-dir $(demo_work) --cfg-options $(demo_data)
+	$(PY) tools/test.py $(DEMO_CONFIG_$*) $(demo_work)/$(DEMO_CHECKPOINT_$*) --work-dir $(demo_work) --cfg-options $(demo_data) 2>&1 | tee $(demo_work)/test.log | grep -E "$(DEMO_METRIC_$*)" || { tail -20 $(demo_work)/test.log; exit 1; }
 
 bench: install
 	$(PY) tools/analysis_tools/benchmark.py configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin --batch-size 1 --shape 224 224 --device cpu
