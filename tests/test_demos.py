@@ -15,7 +15,7 @@ SEGMENTATION = os.path.join(ROOT, 'configs', 'demo', 'segmentation.py')
 VAL_IMAGES = 16
 
 
-def run_tool(*args, timeout=600):
+def run_tool(*args, timeout=1800):  # a busy 2-core machine runs the det demo slowly
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
