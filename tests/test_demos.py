@@ -58,11 +58,10 @@ def detection(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def segmentation(tmp_path_factory):
-    # The demo's data with a third of its schedule (500 of 1500 iterations).
+    # The demo as `make demo TASK=seg` runs it (400 images, 1,500 iterations; about 4 minutes
+    # here). A third of the schedule reached only 34.6 mIoU, too close to the 22.6 of chance.
     return train_and_test(tmp_path_factory.mktemp('seg'), 'seg', SEGMENTATION, train_images=400,
-                          schedule=['train_cfg.max_iters=500', 'train_cfg.val_interval=500',
-                                    'param_scheduler.1.end=500'],
-                          checkpoint='iter_500.pth')
+                          schedule=[], checkpoint='iter_1500.pth')
 
 
 def test_detection_demo_learns_above_chance(detection):
