@@ -98,7 +98,7 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     # The final checkpoint is always work_dir/iter_<max_iters>.pth (save_last), whatever the
-    # interval.
+    # interval; make demo tests iter_1500.pth.
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'),
