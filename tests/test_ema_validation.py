@@ -29,21 +29,28 @@ def predict_always(classifier, label):
         classifier.head.fc.bias[label] = 1.0
 
 
-def test_raw_and_ema_weights_are_each_evaluated(unbalanced_data, tmp_path):
+def demo_config_on(data_root, work_dir):
+    """The classification demo's config on data_root, in one process, with a local log only."""
     import vmamba_mm  # noqa: F401
     from mmengine.config import Config
-    from mmengine.runner import Runner
 
     cfg = Config.fromfile(DEMO)
     for split in ('train', 'val', 'test'):
-        cfg[f'{split}_dataloader'].dataset.data_root = str(unbalanced_data)
+        cfg[f'{split}_dataloader'].dataset.data_root = str(data_root)
         cfg[f'{split}_dataloader'].num_workers = 0
         cfg[f'{split}_dataloader'].persistent_workers = False
-    cfg.work_dir = str(tmp_path)
-    cfg.train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=10)
+    cfg.work_dir = str(work_dir)
     cfg.val_cfg = dict(type='RawAndEMAValLoop')
-    cfg.custom_hooks = [dict(type='EMAHook', momentum=1e-4)]
     cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+    return cfg
+
+
+def test_raw_and_ema_weights_are_each_evaluated(unbalanced_data, tmp_path):
+    from mmengine.runner import Runner
+
+    cfg = demo_config_on(unbalanced_data, tmp_path)
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=10)
+    cfg.custom_hooks = [dict(type='EMAHook', momentum=1e-4)]
     runner = Runner.from_cfg(cfg)
     runner.train()
     assert type(runner.val_loop).__name__ == 'RawAndEMAValLoop'
@@ -59,18 +66,9 @@ def test_raw_and_ema_weights_are_each_evaluated(unbalanced_data, tmp_path):
 
 
 def test_without_ema_it_is_a_plain_val_loop(unbalanced_data, tmp_path):
-    import vmamba_mm  # noqa: F401
-    from mmengine.config import Config
     from mmengine.runner import Runner
 
-    cfg = Config.fromfile(DEMO)
-    for split in ('train', 'val', 'test'):
-        cfg[f'{split}_dataloader'].dataset.data_root = str(unbalanced_data)
-        cfg[f'{split}_dataloader'].num_workers = 0
-        cfg[f'{split}_dataloader'].persistent_workers = False
-    cfg.work_dir = str(tmp_path)
-    cfg.val_cfg = dict(type='RawAndEMAValLoop')
-    cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+    cfg = demo_config_on(unbalanced_data, tmp_path)
     runner = Runner.from_cfg(cfg)
     predict_always(runner.model, 2)
     metrics = runner.val()

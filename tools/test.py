@@ -35,12 +35,9 @@ def main(argv=None):
     args = parse_args(argv)
     import vmamba_mm  # noqa: F401  (registers the models and the checkpoint loader)
     from mmengine.evaluator import DumpResults
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
 
     from vmamba_mm.data_checks import DataError, check_datasets
-    from vmamba_mm.engine import (ConfigError, describe_sync_batchnorm_change,
-                                  init_cpu_distributed, load_config, replace_sync_batchnorm,
+    from vmamba_mm.engine import (ConfigError, build_runner, load_config,
                                   run_reporting_data_errors)
     try:
         if not osp.isfile(args.checkpoint):
@@ -54,12 +51,9 @@ def main(argv=None):
         print(f'error: {exc}', file=sys.stderr)
         return 2
     cfg.load_from = args.checkpoint
-    replaced = replace_sync_batchnorm(cfg, args.launcher)
-    init_cpu_distributed(args.launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner, notes = build_runner(cfg, args.launcher)
     if args.out:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-    notes = [describe_sync_batchnorm_change(replaced, args.launcher)] if replaced else []
     notes += [tta_note] if tta_note else []
     return run_reporting_data_errors(runner, 'test', notes)
 

@@ -30,13 +30,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import vmamba_mm  # noqa: F401  (registers the models and the checkpoint loader)
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
 
     from vmamba_mm.data_checks import DataError, check_datasets
-    from vmamba_mm.engine import (ConfigError, describe_sync_batchnorm_change,
-                                  init_cpu_distributed, load_config, replace_sync_batchnorm,
-                                  require_gpu_for_amp, run_reporting_data_errors)
+    from vmamba_mm.engine import (ConfigError, build_runner, load_config, require_gpu_for_amp,
+                                  run_reporting_data_errors)
     try:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
         if args.amp:
@@ -57,10 +54,7 @@ def main(argv=None):
     if args.resume is not None:
         # 'auto' resumes from the work dir's latest checkpoint (load_from None).
         cfg.resume, cfg.load_from = True, None if args.resume == 'auto' else args.resume
-    replaced = replace_sync_batchnorm(cfg, args.launcher)
-    init_cpu_distributed(args.launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    notes = [describe_sync_batchnorm_change(replaced, args.launcher)] if replaced else []
+    runner, notes = build_runner(cfg, args.launcher)
     return run_reporting_data_errors(runner, 'train', notes)
 
 

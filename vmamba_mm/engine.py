@@ -148,6 +148,20 @@ def describe_sync_batchnorm_change(changed, launcher):
     return f'SyncBN -> BN in {", ".join(changed)}: {why}.'
 
 
+def build_runner(cfg, launcher):
+    """The Runner of cfg, with what CPU and single-process runs need done first.
+
+    Returns the runner and the notes for its log (what was changed in the config, and why).
+    """
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    replaced = replace_sync_batchnorm(cfg, launcher)
+    init_cpu_distributed(launcher)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    notes = [describe_sync_batchnorm_change(replaced, launcher)] if replaced else []
+    return runner, notes
+
+
 def run_reporting_data_errors(runner, action, notes=()):
     """runner.train() or runner.test(), with a bad file met mid-run said in one line.
 

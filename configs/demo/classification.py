@@ -3,21 +3,20 @@
 # of the same layout works: --cfg-options train_dataloader.dataset.data_root=...
 # val_dataloader.dataset.data_root=... test_dataloader.dataset.data_root=...
 # model.head.num_classes=K
+_base_ = [
+    '../_base_/models/vmamba_demo.py',
+    '../_base_/schedules/adamw_vmamba.py',
+    '../_base_/default_runtime_demo.py',
+]
 default_scope = 'mmpretrain'
-custom_imports = dict(imports=['vmamba_mm'], allow_failed_imports=False)
 
 data_root = 'data/demo_cls'
 num_classes = 4
 
 model = dict(
     type='ImageClassifier',
-    backbone=dict(
-        type='VSSM',
-        arch=dict(depths=[1, 1, 2, 1], dims=32, ssm_d_state=1, ssm_ratio=1.0,
-                  forward_type='v05_noz', mlp_ratio=2.0, downsample_version='v3',
-                  patchembed_version='v2', norm_layer='ln2d'),
-        drop_path_rate=0.05,
-        out_indices=(3, )),
+    # the small VSSM of ../_base_/models/vmamba_demo.py
+    backbone=dict(out_indices=(3, )),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=256,
               loss=dict(type='CrossEntropyLoss', loss_weight=1.0), topk=(1, )))
@@ -46,11 +45,8 @@ test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
-    clip_grad=dict(max_norm=5.0),
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0,
-                       custom_keys={'.A_logs': dict(decay_mult=0.0),
-                                    '.dt_projs_bias': dict(decay_mult=0.0)}))
+    optimizer=dict(lr=2e-3, weight_decay=0.05),
+    clip_grad=dict(max_norm=5.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1,
          convert_to_iter_based=True),
@@ -69,14 +65,8 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
 )
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='nccl'))
 vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
 visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
-log_level = 'INFO'
-load_from = None
-resume = False
-randomness = dict(seed=0, deterministic=False)
 
 # tools/test.py --tta: each image and its mirror, class scores averaged.
 tta_model = dict(type='AverageClsScoreTTA')

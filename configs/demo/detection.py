@@ -3,8 +3,12 @@
 # Data: tools/misc/generate_demo_data.py det data/demo_det (make demo TASK=det does it). Any COCO
 # instance set of the same layout works: --cfg-options train_dataloader.dataset.data_root=...
 # val_dataloader.dataset.data_root=... test_dataloader.dataset.data_root=...
+_base_ = [
+    '../_base_/models/vmamba_demo.py',
+    '../_base_/schedules/adamw_vmamba.py',
+    '../_base_/default_runtime_demo.py',
+]
 default_scope = 'mmdet'
-custom_imports = dict(imports=['vmamba_mm'], allow_failed_imports=False)
 
 data_root = 'data/demo_det'
 classes = ('circle', 'square', 'triangle')
@@ -16,13 +20,8 @@ model = dict(
     data_preprocessor=dict(type='DetDataPreprocessor', mean=[127.5, 127.5, 127.5],
                            std=[127.5, 127.5, 127.5], bgr_to_rgb=True, pad_mask=True,
                            pad_size_divisor=32),
-    backbone=dict(
-        type='VSSM',
-        arch=dict(depths=[1, 1, 2, 1], dims=32, ssm_d_state=1, ssm_ratio=1.0,
-                  forward_type='v05_noz', mlp_ratio=2.0, downsample_version='v3',
-                  patchembed_version='v2', norm_layer='ln2d'),
-        drop_path_rate=0.05,
-        out_indices=(0, 1, 2, 3)),
+    # the small VSSM of ../_base_/models/vmamba_demo.py
+    backbone=dict(out_indices=(0, 1, 2, 3)),
     neck=dict(type='FPN', in_channels=[32, 64, 128, 256], out_channels=fpn_channels,
               num_outs=5),
     rpn_head=dict(
@@ -120,12 +119,8 @@ test_evaluator = val_evaluator
 
 max_epochs = 8
 optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
-    clip_grad=dict(max_norm=10.0),
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0,
-                       custom_keys={'.A_logs': dict(decay_mult=0.0),
-                                    '.dt_projs_bias': dict(decay_mult=0.0)}))
+    optimizer=dict(lr=1e-3, weight_decay=0.05),
+    clip_grad=dict(max_norm=10.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=0, end=max_epochs,
@@ -145,12 +140,6 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'),
 )
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='nccl'))
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(type='LogProcessor', window_size=10, by_epoch=True)
-log_level = 'INFO'
-load_from = None
-resume = False
-randomness = dict(seed=0, deterministic=False)

@@ -3,8 +3,12 @@
 # Data: tools/misc/generate_demo_data.py seg data/demo_seg (make demo TASK=seg does it). Any
 # ADE20K-layout set works: --cfg-options train_dataloader.dataset.data_root=...
 # val_dataloader.dataset.data_root=... test_dataloader.dataset.data_root=...
+_base_ = [
+    '../_base_/models/vmamba_demo.py',
+    '../_base_/schedules/adamw_vmamba.py',
+    '../_base_/default_runtime_demo.py',
+]
 default_scope = 'mmseg'
-custom_imports = dict(imports=['vmamba_mm'], allow_failed_imports=False)
 
 data_root = 'data/demo_seg'
 # Label maps store class i as i + 1; 0 ('unlabelled' in ADE20K) is dropped by reduce_zero_label.
@@ -23,13 +27,8 @@ model = dict(
     data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5, 127.5, 127.5],
                            std=[127.5, 127.5, 127.5], bgr_to_rgb=True, pad_val=0,
                            seg_pad_val=255, size=crop_size),
-    backbone=dict(
-        type='VSSM',
-        arch=dict(depths=[1, 1, 2, 1], dims=32, ssm_d_state=1, ssm_ratio=1.0,
-                  forward_type='v05_noz', mlp_ratio=2.0, downsample_version='v3',
-                  patchembed_version='v2', norm_layer='ln2d'),
-        drop_path_rate=0.05,
-        out_indices=(0, 1, 2, 3)),
+    # the small VSSM of ../_base_/models/vmamba_demo.py
+    backbone=dict(out_indices=(0, 1, 2, 3)),
     decode_head=dict(
         type='UPerHead', in_channels=[32, 64, 128, 256], in_index=[0, 1, 2, 3],
         pool_scales=(1, 2, 3, 6), channels=64, dropout_ratio=0.1,
@@ -79,12 +78,8 @@ val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
-    clip_grad=dict(max_norm=10.0),
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0,
-                       custom_keys={'.A_logs': dict(decay_mult=0.0),
-                                    '.dt_projs_bias': dict(decay_mult=0.0)}))
+    optimizer=dict(lr=1e-3, weight_decay=0.05),
+    clip_grad=dict(max_norm=10.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
     dict(type='PolyLR', eta_min=1e-5, power=1.0, by_epoch=False, begin=50, end=max_iters),
@@ -103,12 +98,6 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'),
 )
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='nccl'))
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(by_epoch=False)
-log_level = 'INFO'
-load_from = None
-resume = False
-randomness = dict(seed=0, deterministic=False)

@@ -1,25 +1,11 @@
 # Official VMamba UperNet schedule: 16 images per step (2 x 8 GPUs), AdamW
 # lr 6e-5, wd 0.01, 1500-iteration linear warm-up, then poly (power 1) decay
 # to 0 at 160k iterations.
-optim_wrapper = dict(
-    # Plain OptimWrapper, as the official configs (they inherit mmseg's Swin
-    # UperNet, which uses it); `tools/train.py --amp` switches to
-    # AmpOptimWrapper on a GPU.
-    type='OptimWrapper',
-    optimizer=dict(
-        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    # no weight decay on norms, biases, other 1-D parameters and the SSM
-    # parameters, as in the classification and detection schedules
-    paramwise_cfg=dict(
-        norm_decay_mult=0.0,
-        bias_decay_mult=0.0,
-        flat_decay_mult=0.0,
-        custom_keys={
-            '.A_logs': dict(decay_mult=0.0),
-            '.Ds': dict(decay_mult=0.0),
-            '.dt_projs_bias': dict(decay_mult=0.0),
-        }),
-)
+_base_ = ['./adamw_vmamba.py']
+
+# Plain OptimWrapper, as the official configs (they inherit mmseg's Swin
+# UperNet, which uses it).
+optim_wrapper = dict(optimizer=dict(lr=6e-5, weight_decay=0.01))
 
 max_iters = 160000
 warmup_iters = 1500

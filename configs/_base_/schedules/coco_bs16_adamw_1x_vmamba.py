@@ -1,28 +1,11 @@
 # Official VMamba Mask R-CNN 1x schedule: 16 images per step (2 x 8 GPUs),
 # AdamW lr 1e-4, wd 0.05, 12 epochs, 1000-iteration linear warm-up, lr x0.1
 # after epochs 8 and 11.
-optim_wrapper = dict(
-    # Plain OptimWrapper, as the official configs (they inherit mmdet's Swin
-    # Mask R-CNN, which uses it); `tools/train.py --amp` switches to
-    # AmpOptimWrapper on a GPU. Keeping fp32 here lets the same config train
-    # on a CPU, where mmengine's AmpOptimWrapper asserts.
-    type='OptimWrapper',
-    optimizer=dict(
-        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    # No weight decay on norms (the official rule), biases and other 1-D
-    # parameters, nor on the SSM parameters A_logs, Ds and dt_projs_bias:
-    # the same rule as the classification schedule, so fine-tuning keeps the
-    # pretraining's choice.
-    paramwise_cfg=dict(
-        norm_decay_mult=0.0,
-        bias_decay_mult=0.0,
-        flat_decay_mult=0.0,
-        custom_keys={
-            '.A_logs': dict(decay_mult=0.0),
-            '.Ds': dict(decay_mult=0.0),
-            '.dt_projs_bias': dict(decay_mult=0.0),
-        }),
-)
+_base_ = ['./adamw_vmamba.py']
+
+# Plain OptimWrapper, as the official configs (they inherit mmdet's Swin Mask
+# R-CNN, which uses it).
+optim_wrapper = dict(optimizer=dict(lr=1e-4, weight_decay=0.05))
 
 max_epochs = 12
 param_scheduler = [

@@ -2,28 +2,13 @@
 # 8 GPUs x 128 images = 1024 global batch; lr = 5e-4 * 1024 / 512 = 1e-3.
 # Warm-up lr 5e-7 and min lr 5e-6 per 512 images -> 1e-6 and 1e-5 at 1024,
 # i.e. LinearLR start_factor 1e-3 and cosine eta_min 1e-5.
+_base_ = ['./adamw_vmamba.py']
+
 optim_wrapper = dict(
     # AMP, as published. NOTE: mmengine's AmpOptimWrapper asserts a GPU.
     type='AmpOptimWrapper',
-    optimizer=dict(
-        type='AdamW',
-        lr=5e-4 * 1024 / 512,
-        weight_decay=0.05,
-        eps=1e-8,
-        betas=(0.9, 0.999)),
+    optimizer=dict(lr=5e-4 * 1024 / 512, weight_decay=0.05, eps=1e-8),
     clip_grad=dict(max_norm=5.0),
-    # No weight decay on norms, biases, any other 1-D parameter (the official
-    # rule) and -- unlike the official code -- the SSM parameters A_logs,
-    # Ds and dt_projs_bias (2-D tensors that the official rule misses).
-    paramwise_cfg=dict(
-        norm_decay_mult=0.0,
-        bias_decay_mult=0.0,
-        flat_decay_mult=0.0,
-        custom_keys={
-            '.A_logs': dict(decay_mult=0.0),
-            '.Ds': dict(decay_mult=0.0),
-            '.dt_projs_bias': dict(decay_mult=0.0),
-        }),
 )
 
 # learning policy: 20 linear warm-up epochs, then cosine, both per iteration
