@@ -27,7 +27,7 @@ def data_options(root):
 def train_and_test(tmp_path, task, config, train_images, schedule, checkpoint, test_options=()):
     """Generate a set, train on it, test the checkpoint drawing every prediction.
 
-    Returns the data root, the test log and the folder of drawn predictions.
+    Returns the data root, the test log, the folder of drawn predictions and the checkpoint.
     """
     data, work, shown = tmp_path / 'data', tmp_path / 'work', tmp_path / 'shown'
     generated = run_tool('tools/misc/generate_demo_data.py', task, str(data), '--train-images',
@@ -41,7 +41,7 @@ def train_and_test(tmp_path, task, config, train_images, schedule, checkpoint, t
                     '--show-dir', str(shown), '--cfg-options', *data_options(data),
                     *test_options)
     assert test.returncode == 0, test.stderr[-3000:]
-    return data, test.stdout + test.stderr, shown
+    return data, test.stdout + test.stderr, shown, work / checkpoint
 
 
 def metric(log, name):
@@ -73,7 +73,7 @@ def segmentation(tmp_path_factory):
 
 
 def test_detection_demo_learns_above_chance(detection):
-    _, log, _ = detection
+    _, log, _, _ = detection
     # Chance: the initial weights (a run at learning rate 0) score 0.000 on every COCO figure; a
     # box must match a shape with IoU >= 0.5 and the right class to count at all. This run
     # reaches about 0.06-0.09 (the full demo about 0.6).
@@ -96,7 +96,7 @@ def constant_prediction_miou(label_folder):
 
 
 def test_segmentation_demo_learns_above_chance(segmentation):
-    data, log, _ = segmentation
+    data, log, _, _ = segmentation
     chance = constant_prediction_miou(data / 'annotations' / 'validation')
     assert 15 < chance < 30  # mostly background: about 0.9 / 4
     # This run reaches chance + 10 to 15 (the full demo about 70): a model that marks no shape
@@ -107,7 +107,7 @@ def test_segmentation_demo_learns_above_chance(segmentation):
 @pytest.mark.parametrize('run, images', [('detection', 'val'),
                                          ('segmentation', 'images/validation')])
 def test_show_dir_draws_every_test_image(run, images, request):
-    data, _, shown = request.getfixturevalue(run)
+    data, _, shown, _ = request.getfixturevalue(run)
     drawn = sorted(shown.rglob('*.png'))
     assert len(drawn) == VAL_IMAGES, drawn
     for path in drawn:
@@ -119,3 +119,30 @@ def test_show_dir_draws_every_test_image(run, images, request):
         assert picture.shape == (original.shape[0], 2 * original.shape[1], 3)
         predictions = picture[:, original.shape[1]:]
         assert (np.abs(predictions - original).max(axis=2) > 40).mean() > 0.001, path
+
+
+def distributed_tta_test(config, data, checkpoint, work_dir):
+    """tools/dist_test.sh CONFIG CKPT 2 --tta: two gloo processes, as users run eight on GPUs."""
+    env = dict(os.environ, PYTHON=sys.executable, PORT='29647')
+    test = subprocess.run(['bash', 'tools/dist_test.sh', config, str(checkpoint), '2', '--tta',
+                           '--work-dir', str(work_dir), '--cfg-options', *data_options(data)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert test.returncode == 0, test.stderr[-3000:]
+    return test.stdout + test.stderr
+
+
+def test_distributed_tta_of_the_detection_demo(detection, tmp_path):
+    data, _, _, checkpoint = detection
+    log = distributed_tta_test(DETECTION, data, checkpoint, tmp_path)
+    # Boxes merged over 3 sizes x 2 flips; this run's single-view figure is about 0.09.
+    assert metric(log, 'coco/bbox_mAP') > 0.02
+    assert 'only box mAP is reported' in log and 'coco/segm_mAP' not in log
+
+
+def test_distributed_tta_of_the_segmentation_demo(segmentation, tmp_path):
+    data, single_view_log, _, checkpoint = segmentation
+    log = distributed_tta_test(SEGMENTATION, data, checkpoint, tmp_path)
+    chance = constant_prediction_miou(data / 'annotations' / 'validation')
+    # Six views averaged: as far above chance as the single view, within a point or two.
+    assert metric(log, 'mIoU') > chance + 6
+    assert abs(metric(log, 'mIoU') - metric(single_view_log, 'mIoU')) < 5

@@ -143,3 +143,22 @@ default_hooks = dict(
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(type='LogProcessor', window_size=10, by_epoch=True)
+
+# tools/test.py --tta (or tools/dist_test.sh ... --tta): three sizes around the test size, each
+# with and without a horizontal flip; DetTTAModel maps the boxes back and merges them by NMS.
+# mmdet 3.3's DetTTAModel merges boxes only, so --tta scores bbox mAP (the tool says so).
+tta_model = dict(type='DetTTAModel',
+                 tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=20))
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug',
+         transforms=[
+             [dict(type='Resize', scale=(size, size), keep_ratio=True)
+              for size in (image_size * 3 // 4, image_size, image_size * 5 // 4)],
+             [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+             [dict(type='LoadAnnotations', with_bbox=True)],
+             [dict(type='PackDetInputs',
+                   meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
+                              'flip', 'flip_direction', 'instances'))],
+         ]),
+]

@@ -101,3 +101,19 @@ default_hooks = dict(
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(by_epoch=False)
+
+# tools/test.py --tta (or tools/dist_test.sh ... --tta): each image at 0.75, 1.0 and 1.25 of the
+# test size, each with and without a horizontal flip; SegTTAModel averages the six softmax maps.
+tta_model = dict(type='SegTTAModel')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug',
+         transforms=[
+             [dict(type='Resize', scale=(round(crop_size[0] * r), round(crop_size[1] * r)),
+                   keep_ratio=True) for r in (0.75, 1.0, 1.25)],
+             [dict(type='RandomFlip', prob=0., direction='horizontal'),
+              dict(type='RandomFlip', prob=1., direction='horizontal')],
+             [dict(type='LoadAnnotations')],
+             [dict(type='PackSegInputs')],
+         ]),
+]
