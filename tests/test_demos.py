@@ -4,6 +4,8 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -15,9 +17,21 @@ SEGMENTATION = os.path.join(ROOT, 'configs', 'demo', 'segmentation.py')
 VAL_IMAGES = 16
 
 
-def run_tool(*args, timeout=1800):  # a busy 2-core machine runs these several times slower
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+# The timeout leaves room for a busy 2-core machine, which runs these several times slower.
+def run_command(*command, timeout=1800, env=None):
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def run_tool(*args):
+    return run_command(sys.executable, *args)
+
+
+class DemoRun(NamedTuple):
+    data: Path  # the generated set's root
+    log: str  # tools/test.py's output
+    shown: Path  # the --show-dir folder
+    checkpoint: Path
 
 
 def data_options(root):
@@ -27,7 +41,7 @@ def data_options(root):
 def train_and_test(tmp_path, task, config, train_images, schedule, checkpoint, test_options=()):
     """Generate a set, train on it, test the checkpoint drawing every prediction.
 
-    Returns the data root, the test log, the folder of drawn predictions and the checkpoint.
+    Returns the DemoRun.
     """
     data, work, shown = tmp_path / 'data', tmp_path / 'work', tmp_path / 'shown'
     generated = run_tool('tools/misc/generate_demo_data.py', task, str(data), '--train-images',
@@ -41,7 +55,7 @@ def train_and_test(tmp_path, task, config, train_images, schedule, checkpoint, t
                     '--show-dir', str(shown), '--cfg-options', *data_options(data),
                     *test_options)
     assert test.returncode == 0, test.stderr[-3000:]
-    return data, test.stdout + test.stderr, shown, work / checkpoint
+    return DemoRun(data, test.stdout + test.stderr, shown, work / checkpoint)
 
 
 def metric(log, name):
@@ -73,7 +87,7 @@ def segmentation(tmp_path_factory):
 
 
 def test_detection_demo_learns_above_chance(detection):
-    _, log, _, _ = detection
+    log = detection.log
     # Chance: the initial weights (a run at learning rate 0) score 0.000 on every COCO figure; a
     # box must match a shape with IoU >= 0.5 and the right class to count at all. This run
     # reaches about 0.06-0.09 (the full demo about 0.6).
@@ -96,23 +110,22 @@ def constant_prediction_miou(label_folder):
 
 
 def test_segmentation_demo_learns_above_chance(segmentation):
-    data, log, _, _ = segmentation
-    chance = constant_prediction_miou(data / 'annotations' / 'validation')
+    chance = constant_prediction_miou(segmentation.data / 'annotations' / 'validation')
     assert 15 < chance < 30  # mostly background: about 0.9 / 4
     # This run reaches chance + 10 to 15 (the full demo about 70): a model that marks no shape
     # pixel, however sure of the background, stays at chance.
-    assert metric(log, 'mIoU') > chance + 6
+    assert metric(segmentation.log, 'mIoU') > chance + 6
 
 
 @pytest.mark.parametrize('run, images', [('detection', 'val'),
                                          ('segmentation', 'images/validation')])
 def test_show_dir_draws_every_test_image(run, images, request):
-    data, _, shown, _ = request.getfixturevalue(run)
-    drawn = sorted(shown.rglob('*.png'))
+    demo = request.getfixturevalue(run)
+    drawn = sorted(demo.shown.rglob('*.png'))
     assert len(drawn) == VAL_IMAGES, drawn
     for path in drawn:
         name = path.name.split('.')[0]  # 00003.png (mmdet) or test_00003.jpg_0.png (mmseg)
-        original = np.array(Image.open(next((data / images).glob(name[-5:] + '.*'))),
+        original = np.array(Image.open(next((demo.data / images).glob(name[-5:] + '.*'))),
                             np.int16)
         picture = np.array(Image.open(path), np.int16)
         # Ground truth on the left, predictions on the right, each over the test image.
@@ -121,28 +134,26 @@ def test_show_dir_draws_every_test_image(run, images, request):
         assert (np.abs(predictions - original).max(axis=2) > 40).mean() > 0.001, path
 
 
-def distributed_tta_test(config, data, checkpoint, work_dir):
+def distributed_tta_test(config, demo, work_dir):
     """tools/dist_test.sh CONFIG CKPT 2 --tta: two gloo processes, as users run eight on GPUs."""
     env = dict(os.environ, PYTHON=sys.executable, PORT='29647')
-    test = subprocess.run(['bash', 'tools/dist_test.sh', config, str(checkpoint), '2', '--tta',
-                           '--work-dir', str(work_dir), '--cfg-options', *data_options(data)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    test = run_command('bash', 'tools/dist_test.sh', config, str(demo.checkpoint), '2', '--tta',
+                       '--work-dir', str(work_dir), '--cfg-options', *data_options(demo.data),
+                       env=env)
     assert test.returncode == 0, test.stderr[-3000:]
     return test.stdout + test.stderr
 
 
 def test_distributed_tta_of_the_detection_demo(detection, tmp_path):
-    data, _, _, checkpoint = detection
-    log = distributed_tta_test(DETECTION, data, checkpoint, tmp_path)
+    log = distributed_tta_test(DETECTION, detection, tmp_path)
     # Boxes merged over 3 sizes x 2 flips; this run's single-view figure is about 0.09.
     assert metric(log, 'coco/bbox_mAP') > 0.02
     assert 'only box mAP is reported' in log and 'coco/segm_mAP' not in log
 
 
 def test_distributed_tta_of_the_segmentation_demo(segmentation, tmp_path):
-    data, single_view_log, _, checkpoint = segmentation
-    log = distributed_tta_test(SEGMENTATION, data, checkpoint, tmp_path)
-    chance = constant_prediction_miou(data / 'annotations' / 'validation')
-    # Six views averaged: as far above chance as the single view, within a point or two.
+    log = distributed_tta_test(SEGMENTATION, segmentation, tmp_path)
+    chance = constant_prediction_miou(segmentation.data / 'annotations' / 'validation')
+    # Six views averaged: as far above chance as the single view, within a few points of it.
     assert metric(log, 'mIoU') > chance + 6
-    assert abs(metric(log, 'mIoU') - metric(single_view_log, 'mIoU')) < 5
+    assert abs(metric(log, 'mIoU') - metric(segmentation.log, 'mIoU')) < 5
