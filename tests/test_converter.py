@@ -11,9 +11,10 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from vmamba_mm.checkpoint import (CheckpointContentError, UnsafeCheckpointError,
-                                  UntrustedObject, convert_official_state_dict,
-                                  load_official_state_dict, safe_load)
+from vmamba_mm.checkpoint import (CheckpointContentError, CheckpointReadError,
+                                  UnsafeCheckpointError, UntrustedObject,
+                                  convert_official_state_dict, load_official_state_dict,
+                                  safe_load, trusted_load)
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 KEYS_JSON = '/work/shared/reference/official_vmamba_keys.json'
@@ -390,8 +391,6 @@ def test_convert_unknown_task():
 # ------------------------------------------------------------------------------------ CLI
 
 
-
-
 def test_cli_help_mentions_restricted_unpickler():
     proc = _run_cli('--help')
     assert proc.returncode == 0
@@ -459,7 +458,6 @@ def test_converted_backbone_loads_strictly_into_vssm(official_files, name, arch)
         assert torch.equal(own[k], v), k
 
 
-
 def test_converted_checkpoint_loads_strictly_into_mmpretrain_model(official_files, tmp_path):
     cfg_path = osp.join(REPO, 'configs', 'vmamba', 'vmamba-tiny-s1l8_8xb128_in1k.py')
     if not osp.isfile(cfg_path):
@@ -497,3 +495,98 @@ def test_converted_checkpoint_loads_strictly_into_mmpretrain_model(official_file
     load_checkpoint(model, str(out), map_location='cpu', strict=True)
     for k, v in model.state_dict().items():
         assert torch.equal(v, conv[k]), k
+
+
+# ------------------------------------------------------------ files that are not checkpoints
+
+
+def _not_checkpoints(folder):
+    """Files a user may hand over as a checkpoint, each written as its kind would be."""
+    torch.save({'state_dict': {'w': torch.ones(64)}}, folder / 'whole.pth')
+    whole = (folder / 'whole.pth').read_bytes()
+    contents = {
+        'random bytes': bytes(torch.randint(0, 256, (4096, ), dtype=torch.uint8,
+                                            generator=torch.Generator().manual_seed(5)).tolist()),
+        'empty': b'',
+        'truncated zip': whole[:len(whole) // 2],
+        'text': b'{"model": "not a checkpoint"}\n',
+    }
+    for kind, data in contents.items():
+        (folder / f'{kind.replace(" ", "_")}.pth').write_bytes(data)
+    return {kind: folder / f'{kind.replace(" ", "_")}.pth' for kind in contents}
+
+
+@pytest.mark.parametrize('reader', [safe_load, trusted_load])
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, reader):
+    for kind, path in _not_checkpoints(tmp_path).items():
+        with pytest.raises(CheckpointReadError) as info:
+            reader(str(path))
+        message = str(info.value)
+        assert message.startswith(f'{path} is not a readable PyTorch checkpoint ('), (kind, message)
+        assert info.value.__cause__ is not None, kind  # what failed stays in the chain
+        assert isinstance(info.value, CheckpointContentError)
+    with pytest.raises(CheckpointReadError, match=r'\(the file is empty\)'):
+        reader(str(tmp_path / 'empty.pth'))
+
+
+def test_trusted_load_still_refuses_code(tmp_path):
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'x': _SystemCall(f'touch {marker}')}, path)
+    with pytest.raises(UnsafeCheckpointError, match='system'):
+        trusted_load(str(path))
+    assert not marker.exists()
+
+
+def test_cli_names_an_input_that_is_not_a_checkpoint(tmp_path):
+    path = _not_checkpoints(tmp_path)['random bytes']
+    rc, _, stderr = _cli_in_process(path, tmp_path / 'out.pth')
+    assert rc == 2 and stderr.startswith(f'error: {path} is not a readable PyTorch checkpoint')
+    assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / 'out.pth').exists()
+
+
+def test_cli_never_writes_over_its_input(official_files, tmp_path):
+    source, _ = official_files['vmamba_tiny_s1l8']
+    original = source.read_bytes()
+    link = tmp_path / 'link.pth'
+    link.symlink_to(source)
+    relative = os.path.relpath(source, REPO)  # _cli_in_process runs with REPO as the cwd
+    for out in (source, link, relative):
+        cwd = os.getcwd()
+        os.chdir(REPO)
+        try:
+            rc, _, stderr = _cli_in_process(source, out)
+        finally:
+            os.chdir(cwd)
+        assert rc == 2 and f'OUT {out} is the input file {source}' in stderr, stderr
+    assert source.read_bytes() == original
+
+
+def test_cli_names_a_file_in_the_way_of_the_output_folder(official_files, tmp_path):
+    source, _ = official_files['vmamba_tiny_s1l8']
+    blocking = tmp_path / 'checkpoints'
+    blocking.write_text('a file, not a folder')
+    for out in (blocking / 'tiny.pth', blocking / 'sub' / 'tiny.pth'):
+        rc, _, stderr = _cli_in_process(source, out)
+        assert rc == 2 and stderr.strip().splitlines() == [
+            f'error: cannot create the folder of OUT {out}: {blocking} is a file, not a '
+            f'folder; choose another output path.']
+
+
+def test_cli_killed_before_the_rename_leaves_the_previous_output(official_files, tmp_path):
+    source, sd = official_files['vmamba_tiny_s1l8']
+    out = tmp_path / 'tiny.pth'
+    out.write_bytes(b'the previous conversion')
+    # The kill comes where the complete temporary file would be renamed into place.
+    killed = subprocess.run([sys.executable, '-c', textwrap.dedent(f'''
+        import os, runpy, signal, sys
+        os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+        sys.argv = [{CLI!r}, {str(source)!r}, {str(out)!r}]
+        runpy.run_path({CLI!r}, run_name='__main__')
+    ''')], capture_output=True, text=True, cwd=REPO)
+    assert killed.returncode == -9, killed.stderr
+    assert out.read_bytes() == b'the previous conversion'
+    rc, _, stderr = _cli_in_process(source, out)
+    assert rc == 0, stderr
+    assert len(torch.load(out, weights_only=True)['state_dict']) == len(sd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['tiny.pth']  # no temporary left over

@@ -36,26 +36,40 @@ def main(argv=None):
     import vmamba_mm  # noqa: F401  (registers the models and the checkpoint loader)
     from mmengine.evaluator import DumpResults
 
+    from vmamba_mm.checkpoint import CheckpointContentError
+    from vmamba_mm.checkpoint_fit import CheckpointMismatchError
     from vmamba_mm.data_checks import DataError, check_datasets
+    from vmamba_mm.dist import SlurmEnvironmentError
     from vmamba_mm.engine import (ConfigError, build_runner, load_config,
                                   run_reporting_data_errors)
+    from vmamba_mm.hooks import require_checkpoint_fit
+    from vmamba_mm.resume import checkpoint_file_problem
     try:
         if not osp.isfile(args.checkpoint):
             raise ConfigError(f'checkpoint not found: {args.checkpoint}')
+        problem = checkpoint_file_problem(args.checkpoint)
+        if problem is not None:
+            raise ConfigError(f'checkpoint {args.checkpoint} {problem}.')
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
         if args.show_dir:
             show_predictions(cfg, args.show_dir)
-        tta_note = use_test_time_augmentation(cfg, args.config) if args.tta else None
+        tta_note, unused_weights = (use_test_time_augmentation(cfg, args.config) if args.tta
+                                    else (None, ()))
         check_datasets(cfg, splits=('test_dataloader', ))
     except (ConfigError, DataError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     cfg.load_from = args.checkpoint
-    runner, notes = build_runner(cfg, args.launcher)
-    if args.out:
-        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-    notes += [tta_note] if tta_note else []
-    return run_reporting_data_errors(runner, 'test', notes)
+    require_checkpoint_fit(cfg, unused_weights)
+    try:
+        runner, notes = build_runner(cfg, args.launcher)
+        if args.out:
+            runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+        notes += [tta_note] if tta_note else []
+        return run_reporting_data_errors(runner, 'test', notes)
+    except (CheckpointContentError, CheckpointMismatchError, SlurmEnvironmentError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
 
 
 def show_predictions(cfg, show_dir):
@@ -77,7 +91,8 @@ def show_predictions(cfg, show_dir):
 def use_test_time_augmentation(cfg, config_path):
     """Wrap the model in the config's tta_model and test through its tta_pipeline.
 
-    Returns a note for the log when the task's TTA can do only part of the test.
+    Returns a note for the log when the task's TTA can do only part of the test, and the
+    prefixes of the checkpoint keys that the model then leaves unused.
     """
     from mmengine.config import ConfigDict
 
@@ -85,7 +100,7 @@ def use_test_time_augmentation(cfg, config_path):
     missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
     if missing:
         raise ConfigError(f'--tta needs {missing} in the config {config_path}')
-    note = None
+    note, unused_weights = None, ()
     roi_head = cfg.model.get('roi_head') or {}
     if cfg.tta_model.get('type') == 'DetTTAModel' and roi_head.get('mask_head'):
         # mmdet 3.3's DetTTAModel merges boxes only and asserts on predictions with masks.
@@ -95,12 +110,13 @@ def use_test_time_augmentation(cfg, config_path):
         for evaluator in evaluators:
             if evaluator.get('type') == 'CocoMetric':
                 evaluator.metric = 'bbox'
+        unused_weights = ('roi_head.mask_head.', 'roi_head.mask_roi_extractor.')
         note = ('--tta with Mask R-CNN: mmdet merges boxes across views but not masks, so the '
                 'mask branch is off and only box mAP is reported; test without --tta for mask '
                 'mAP.')
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-    return note
+    return note, unused_weights
 
 
 if __name__ == '__main__':

@@ -31,9 +31,15 @@ def main(argv=None):
     args = parse_args(argv)
     import vmamba_mm  # noqa: F401  (registers the models and the checkpoint loader)
 
+    from vmamba_mm.checkpoint import CheckpointContentError
+    from vmamba_mm.checkpoint_fit import CheckpointMismatchError
     from vmamba_mm.data_checks import DataError, check_datasets
+    from vmamba_mm.dist import SlurmEnvironmentError
     from vmamba_mm.engine import (ConfigError, build_runner, load_config, require_gpu_for_amp,
                                   run_reporting_data_errors)
+    from vmamba_mm.hooks import NonFiniteLossError, require_checkpoint_fit
+    from vmamba_mm.resume import ResumeError, set_up_resume
+    resume_note = None
     try:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
         if args.amp:
@@ -48,14 +54,24 @@ def main(argv=None):
         if args.resume not in (None, 'auto') and not osp.isfile(args.resume):
             raise ConfigError(f'checkpoint to resume from not found: {args.resume}')
         check_datasets(cfg, splits=('train_dataloader', 'val_dataloader'))
-    except (ConfigError, DataError) as exc:
+        # A config may ask for it too (resume=True, with load_from as the path or None for auto).
+        requested = args.resume if args.resume is not None else (
+            (cfg.get('load_from') or 'auto') if cfg.get('resume') else None)
+        if requested is not None:
+            resume_note = set_up_resume(cfg, requested)
+    except (ConfigError, DataError, ResumeError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    if args.resume is not None:
-        # 'auto' resumes from the work dir's latest checkpoint (load_from None).
-        cfg.resume, cfg.load_from = True, None if args.resume == 'auto' else args.resume
-    runner, notes = build_runner(cfg, args.launcher)
-    return run_reporting_data_errors(runner, 'train', notes)
+    if cfg.get('resume'):
+        require_checkpoint_fit(cfg)
+    try:
+        runner, notes = build_runner(cfg, args.launcher)
+        notes += [resume_note] if resume_note else []
+        return run_reporting_data_errors(runner, 'train', notes)
+    except (CheckpointContentError, CheckpointMismatchError, NonFiniteLossError,
+            SlurmEnvironmentError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

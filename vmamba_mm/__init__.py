@@ -4,6 +4,7 @@ Importing the package (configs do it through ``custom_imports``) registers ``VSS
 task registries and installs the checkpoint loader that works on torch >= 2.6.
 """
 from . import loops  # noqa: F401  (registers RawAndEMAValLoop)
+from . import hooks  # noqa: F401  (registers the checkpoint and loss hooks)
 from .models import VSSM  # noqa: F401
 from .registry import register_all_modules
 

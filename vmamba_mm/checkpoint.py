@@ -28,6 +28,7 @@ import os
 import os.path as osp
 import pickle
 import re
+import struct
 import warnings
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -35,8 +36,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 
 __all__ = [
-    'UnsafeCheckpointError', 'CheckpointContentError', 'UntrustedObject', 'safe_load',
-    'extract_state_dict',
+    'UnsafeCheckpointError', 'CheckpointContentError', 'CheckpointReadError', 'UntrustedObject',
+    'safe_load', 'extract_state_dict',
     'load_official_state_dict', 'convert_official_state_dict', 'trusted_load',
     'register_checkpoint_loader', 'runner_safe_globals'
 ]
@@ -48,6 +49,34 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 class CheckpointContentError(ValueError):
     """A checkpoint loaded but does not hold what was asked for."""
+
+
+class CheckpointReadError(CheckpointContentError):
+    """A file that is not a readable PyTorch checkpoint: empty, truncated, or not one at all."""
+
+
+# What torch.load raises for bytes that are not a checkpoint (random, empty, truncated, text):
+# the unpicklers index their opcode table and memo with whatever the file holds, and torch's zip
+# reader reports a damaged archive as a RuntimeError. UnsafeCheckpointError is handled first.
+_UNREADABLE_ERRORS = (pickle.UnpicklingError, EOFError, LookupError, ValueError, TypeError,
+                      AttributeError, OverflowError, struct.error, RuntimeError)
+
+
+def _read_error(source: str, exc: BaseException) -> CheckpointReadError:
+    """The CheckpointReadError for ``source``, saying what failed while reading it."""
+    lines = str(exc).strip().splitlines()
+    if osp.isfile(source) and osp.getsize(source) == 0:
+        what = 'the file is empty'
+    elif isinstance(exc, EOFError):
+        what = 'the data ends early'
+    elif lines:
+        what = f'reading stopped at {type(exc).__name__}: {lines[0][:200]}'
+    else:
+        what = f'reading stopped at {type(exc).__name__}'
+    return CheckpointReadError(
+        f'{source} is not a readable PyTorch checkpoint ({what}); it may be truncated by an '
+        'interrupted save or copy, or be another kind of file: use another checkpoint, or save '
+        'or download this one again.')
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,6 +361,8 @@ def _safe_load(path, map_location='cpu', on_call: str = 'error') -> Tuple[Any, s
             if isinstance(cause, UnsafeCheckpointError):
                 raise cause from exc
             cause = cause.__cause__ or cause.__context__
+        if isinstance(exc, _UNREADABLE_ERRORS):
+            raise _read_error(source, exc) from exc
         raise
     return obj, seen
 
@@ -351,6 +382,11 @@ def safe_load(path, map_location='cpu', on_call: str = 'error') -> Any:
         The unpickled object.  Tensors and storages, dict/list/tuple/set/OrderedDict, numbers,
         strings, torch dtypes/devices/sizes and numpy arrays/scalars are real; instances of any
         other class are :class:`UntrustedObject` records.
+
+    Raises:
+        CheckpointReadError: the file is not a readable torch checkpoint (empty, truncated, or
+            another kind of file), chained from what failed.
+        UnsafeCheckpointError: the pickle calls a global that is not allow-listed.
     """
     return _safe_load(path, map_location, on_call)[0]
 
@@ -589,15 +625,19 @@ def trusted_load(filename, map_location=None, logger: Any = None) -> Any:
        ``HistoryBuffer``, ``ConfigDict``, a few builtins);
     3. :func:`safe_load` (foreign objects become :class:`UntrustedObject` records, calls of
        non-allow-listed globals are refused), with a warning naming the replaced classes.
+
+    A file that none of them can read raises :class:`CheckpointReadError` from the last one.
     """
+    # weights_only fails on unreadable bytes with more than UnpicklingError (a KeyError for a
+    # text file); whatever the first two readers cannot read, the last one reads or names.
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except _UNREADABLE_ERRORS:
         pass
     try:
         with torch.serialization.safe_globals(_runner_safe_globals()):
             return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except _UNREADABLE_ERRORS:
         pass
     obj, seen = _safe_load(filename, map_location)
     if seen:

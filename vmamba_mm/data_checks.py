@@ -4,51 +4,41 @@
 the three layouts the framework's configs read:
 
 - folder classification (mmpretrain ``CustomDataset`` without ``ann_file``): missing folders,
-  empty class folders, a head whose ``num_classes`` differs from the folder count;
+  empty class folders, empty (0-byte) images, a head whose ``num_classes`` differs from the
+  folder count;
 - COCO instances (mmdet ``CocoDataset`` and subclasses): a missing or malformed annotation file,
-  annotations or images the file references but that do not exist, config classes that are not
-  categories of the file, heads whose ``num_classes`` differs from the classes;
+  annotations or images the file references but that do not exist or are empty, config classes
+  that are not categories of the file, heads whose ``num_classes`` differs from the classes; boxes
+  that mmdet drops (no area, or outside the image) are counted in the log;
 - semantic segmentation (mmseg ``BaseSegDataset`` and subclasses such as ``ADE20KDataset``):
-  missing folders, images without a label map, heads whose ``num_classes`` differs. Label values
-  can only be checked by reading every map, so ``ValidateSegLabels`` does it as each one loads.
+  missing folders, images without a label map, empty images or label maps, heads whose
+  ``num_classes`` differs. Label values and channels can only be checked by reading every map,
+  so ``ValidateSegLabels`` does it as each one loads.
 
-Problems in data that is only read during the run (an image that does not decode, a label map
-with values beyond the classes) raise ``DataError``; ``describe_data_error`` turns that, even
-re-raised from a DataLoader worker with its traceback folded in, into the one line the tools
-print.
+Every split must have the training split's classes in the same label order (class folders, the
+config classes found in each annotation file, ``metainfo.classes``): otherwise a model scores one
+split with the labels of another. A test-only run compares with the training split's classes
+where they can be read. Loss ``class_weight`` lists must have one entry per class of their head.
+
+Problems in data that is only read during the run (an image that does not decode or was emptied,
+a label map with values beyond the classes) raise ``DataError``; ``describe_data_error`` turns
+that, even re-raised from a DataLoader worker with its traceback folded in, into the one line the
+tools print.
 """
 import json
 import os
 import os.path as osp
-
-import numpy as np
+from typing import NamedTuple, Optional
 
 from mmengine.logging import print_log
 
+# DataError, describe_data_error and ValidateSegLabels are imported from here by the tools.
+from .data_errors import DataError, describe_data_error  # noqa: F401
+from .data_transforms import (ValidateSegLabels, add_empty_file_checks,  # noqa: F401
+                              add_seg_label_checks)
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-
-
-class DataError(ValueError):
-    """Bad data, said in words a user can act on (names the file)."""
-
-
-def describe_data_error(exc):
-    """The one-line message for a data problem raised during a run, or None for anything else.
-
-    A DataLoader worker re-raises the worker's exception type with the worker's whole traceback as
-    the message; the original message is its last line.
-    """
-    text = str(exc).strip()
-    if isinstance(exc, DataError):
-        line = text.splitlines()[-1]
-        return line.split('DataError: ', 1)[-1]
-    if isinstance(exc, AssertionError) and 'failed to load image:' in text:
-        # mmcv's LoadImageFromFile asserts on bytes that do not decode; it names the file.
-        path = text.rsplit('failed to load image:', 1)[1].strip().splitlines()[0]
-        return (f'image file does not decode: {path}; replace or remove it (and its annotation, '
-                f'if any).')
-    return None
 
 
 def _datasets(dataset_cfg):
@@ -101,14 +91,14 @@ def _classes(dataset_cfg, cls):
     return tuple((getattr(cls, 'METAINFO', None) or {}).get('classes') or ()) or None
 
 
-def _head_class_counts(model_cfg):
-    """(config key, num_classes) for every head of the model that declares one."""
+def _heads(model_cfg):
+    """(config key, config) of every part of the model that declares ``num_classes``."""
     found = []
 
     def walk(node, key):
         if isinstance(node, dict):
             if 'num_classes' in node and key.split('.')[-1] not in ('data_preprocessor', 'model'):
-                found.append((f'{key}.num_classes', node['num_classes']))
+                found.append((key, node))
             for name, value in node.items():
                 if name not in ('train_cfg', 'test_cfg', 'data_preprocessor'):
                     walk(value, f'{key}.{name}')
@@ -118,6 +108,11 @@ def _head_class_counts(model_cfg):
 
     walk(model_cfg, 'model')
     return found
+
+
+def _head_class_counts(model_cfg):
+    """(config key, num_classes) for every head of the model that declares one."""
+    return [(f'{key}.num_classes', head['num_classes']) for key, head in _heads(model_cfg)]
 
 
 def _check_head_classes(cfg, where, classes, ignored_heads=()):
@@ -130,23 +125,138 @@ def _check_head_classes(cfg, where, classes, ignored_heads=()):
                             f'--cfg-options {key}={len(classes)} (or change the classes).')
 
 
-def check_folder_classification(cfg, split, dataset_cfg):
+# ------------------------------------------------------------------ classes across the splits
+
+
+class SplitClasses(NamedTuple):
+    """The classes one split labels, in label order, where they were read, and how to align them."""
+    split: str
+    names: tuple
+    source: str
+    fix: str
+
+
+FOLDER_FIX = 'rename the class folders so that every split has the same ones'
+COCO_FIX = ("give every split's annotation file a category of each of the config's classes "
+            '(names are matched, ids may differ)')
+SEGMENTATION_FIX = 'give every split the same metainfo.classes, in the same order'
+
+
+class ClassAgreement:
+    """Holds the first split's classes (or the training split's) and compares every other split.
+
+    Labels are class indices: a split whose classes differ, even only in order, is scored with
+    the labels of another (a model trained on one folder set tested on another is permuted).
+    """
+
+    def __init__(self, reference: Optional[SplitClasses] = None):
+        self.reference = reference
+
+    def check(self, current: SplitClasses):
+        reference = self.reference
+        if reference is None:
+            self.reference = current
+            return
+        if current.names == reference.names:
+            return
+        only_here = [n for n in current.names if n not in reference.names]
+        only_there = [n for n in reference.names if n not in current.names]
+        if only_here or only_there:
+            detail = '; '.join(f'only in {split}: {names[:10]}' for split, names in (
+                (current.split, only_here), (reference.split, only_there)) if names)
+        else:
+            detail = (f'the same classes in another order: {list(current.names)[:10]} against '
+                      f'{list(reference.names)[:10]}')
+        raise DataError(f'{current.split}.dataset ({current.source}) does not have the classes '
+                        f'of {reference.split}.dataset ({reference.source}): {detail}. Labels '
+                        f'are numbered by class, so the splits would disagree on what each '
+                        f'label means; {current.fix}.')
+
+
+def _folder_of(dataset_cfg):
     prefix = dataset_cfg.get('data_prefix', '')
     if isinstance(prefix, dict):
         prefix = prefix.get('img_path', '')
-    folder = osp.join(dataset_cfg.get('data_root', '') or '', prefix)
+    return osp.join(dataset_cfg.get('data_root', '') or '', prefix), prefix
+
+
+def _class_folders(folder):
+    """Class folders in label order: mmpretrain numbers them in sorted order."""
+    return sorted(d for d in os.listdir(folder) if osp.isdir(osp.join(folder, d)))
+
+
+def _layout(cls, dataset_cfg):
+    if _subclass_of(cls, 'mmdet.datasets', 'CocoDataset'):
+        return 'coco'
+    if _subclass_of(cls, 'mmseg.datasets', 'BaseSegDataset'):
+        return 'segmentation'
+    if _subclass_of(cls, 'mmpretrain.datasets', 'CustomDataset') and not dataset_cfg.get(
+            'ann_file'):
+        return 'folder'
+    return None
+
+
+def training_classes(cfg):
+    """The training split's classes where they can be read without checking its data, or None.
+
+    A test-only run compares its test split with them: the head was trained on them. Class
+    folders count only where they are on disk; COCO and segmentation classes come from the
+    config.
+    """
+    scope = cfg.get('default_scope')
+    split = 'train_dataloader'
+    for dataset_cfg in _datasets((cfg.get(split) or {}).get('dataset')):
+        cls = _dataset_class(dataset_cfg, scope)
+        layout = _layout(cls, dataset_cfg)
+        if layout == 'folder':
+            folder, _ = _folder_of(dataset_cfg)
+            if osp.isdir(folder) and _class_folders(folder):
+                return SplitClasses(split, tuple(_class_folders(folder)), folder, FOLDER_FIX)
+        elif layout in ('coco', 'segmentation'):
+            classes = _classes(dataset_cfg, cls)
+            if classes:
+                return SplitClasses(split, classes, 'metainfo.classes',
+                                    COCO_FIX if layout == 'coco' else SEGMENTATION_FIX)
+        return None
+    return None
+
+
+# ------------------------------------------------------------------------------ the layouts
+
+
+def _empty_files(paths):
+    return [path for path in paths if osp.getsize(path) == 0]
+
+
+def _refuse_empty_files(split, kind, empty, total):
+    if empty:
+        raise DataError(f'{split}.dataset: {len(empty)} of the {total} {kind} files are empty '
+                        f'(0 bytes), e.g. {empty[:3]}; replace them, or remove them and their '
+                        f'annotations.')
+
+
+def _images_under(folder):
+    """The image files under folder and its subfolders, as mmpretrain collects a class."""
+    return [osp.join(dirpath, name) for dirpath, _, names in os.walk(folder, followlinks=True)
+            for name in names if name.lower().endswith(IMAGE_EXTENSIONS)]
+
+
+def check_folder_classification(cfg, split, dataset_cfg, agreement=None):
+    folder, prefix = _folder_of(dataset_cfg)
     if not osp.isdir(folder):
         raise DataError(f'{split}.dataset: image folder not found: {folder} (data_root '
                         f'{dataset_cfg.get("data_root")!r}, data_prefix {prefix!r}).')
-    classes = sorted(d for d in os.listdir(folder) if osp.isdir(osp.join(folder, d)))
+    classes = _class_folders(folder)
     if not classes:
         raise DataError(f'{split}.dataset: no class folders in {folder}; the layout is '
                         f'{folder}/<class>/<image>.')
-    empty = [osp.join(folder, c) for c in classes
-             if not any(f.lower().endswith(IMAGE_EXTENSIONS)
-                        for f in os.listdir(osp.join(folder, c)))]
+    (agreement or ClassAgreement()).check(SplitClasses(split, tuple(classes), folder, FOLDER_FIX))
+    images = {c: _images_under(osp.join(folder, c)) for c in classes}
+    empty = [osp.join(folder, c) for c in classes if not images[c]]
     if empty:
         raise DataError(f'{split}.dataset: class folder(s) with no images: {empty}.')
+    every_image = [path for paths in images.values() for path in paths]
+    _refuse_empty_files(split, 'image', _empty_files(every_image), len(every_image))
     head = (cfg.get('model') or {}).get('head') or {}
     num_classes = head.get('num_classes') if isinstance(head, dict) else None
     if num_classes is not None and num_classes != len(classes):
@@ -155,7 +265,37 @@ def check_folder_classification(cfg, split, dataset_cfg):
                         f'model.head.num_classes={len(classes)}.')
 
 
-def check_coco(cfg, split, dataset_cfg, cls):
+def _box_dropped_by_mmdet(ann, image):
+    """Whether mmdet 3.3's CocoDataset.parse_data_info leaves this annotation out.
+
+    Its rule, in its order: a box with no overlap with the image, then a non-positive area or a
+    width or height below one pixel.
+    """
+    x1, y1, w, h = ann['bbox']
+    inter_w = max(0, min(x1 + w, image['width']) - max(x1, 0))
+    inter_h = max(0, min(y1 + h, image['height']) - max(y1, 0))
+    return inter_w * inter_h == 0 or ann['area'] <= 0 or w < 1 or h < 1
+
+
+def _log_dropped_boxes(split, ann_file, coco, classes, categories):
+    """Count, once in the log, the annotations of the config's classes that mmdet drops."""
+    images = {image['id']: image for image in coco['images']}
+    used = [ann for ann in coco['annotations']
+            if not ann.get('ignore', False) and categories[ann['category_id']] in classes]
+    try:
+        dropped = [ann['id'] for ann in used if _box_dropped_by_mmdet(ann, images[ann['image_id']])]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f'{split}.dataset: malformed entry in {ann_file}: {exc!r} (annotations '
+                        f'need bbox [x, y, width, height] and area, images width and '
+                        f'height).') from exc
+    if dropped:
+        print_log(f'{split}: {len(dropped)} of the {len(used)} annotations in {ann_file} have a '
+                  f'box that mmdet drops (width, height or area not positive, or no overlap '
+                  f'with the image), e.g. annotation ids {dropped[:5]}; they are neither trained '
+                  f'on nor loaded as ground truth.', logger='current', level=30)
+
+
+def check_coco(cfg, split, dataset_cfg, cls, agreement=None):
     ann_file = _under_root(dataset_cfg, dataset_cfg.get('ann_file') or '')
     if not ann_file:
         raise DataError(f'{split}.dataset ({dataset_cfg.get("type")}) has no ann_file; set it '
@@ -168,7 +308,8 @@ def check_coco(cfg, split, dataset_cfg, cls):
         with open(ann_file) as f:
             coco = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f'{split}.dataset: annotation file is not valid JSON: {ann_file} ({exc}).')
+        raise DataError(f'{split}.dataset: annotation file is not valid JSON: {ann_file} '
+                        f'({exc}).') from exc
     missing = [k for k in ('images', 'annotations', 'categories')
                if not isinstance(coco, dict) or not isinstance(coco.get(k), list)]
     if missing:
@@ -182,7 +323,7 @@ def check_coco(cfg, split, dataset_cfg, cls):
     except (KeyError, TypeError) as exc:
         raise DataError(f'{split}.dataset: malformed entry in {ann_file}: missing field {exc} '
                         f'(images need id and file_name, categories id and name, annotations '
-                        f'id, image_id and category_id).')
+                        f'id, image_id and category_id).') from exc
     orphans = sorted({image_id for _, image_id, _ in referenced if image_id not in images})
     if orphans:
         raise DataError(f'{split}.dataset: {ann_file} has annotations for image ids that are not '
@@ -195,16 +336,19 @@ def check_coco(cfg, split, dataset_cfg, cls):
     prefix = dataset_cfg.get('data_prefix') or {}
     image_dir = _under_root(dataset_cfg, prefix.get('img', '') if isinstance(prefix, dict)
                             else prefix)
-    absent = [osp.join(image_dir, name) for name in images.values()
-              if not osp.isfile(osp.join(image_dir, name))]
+    paths = [osp.join(image_dir, name) for name in images.values()]
+    absent = [path for path in paths if not osp.isfile(path)]
     if absent:
         raise DataError(f'{split}.dataset: {len(absent)} of the {len(images)} images {ann_file} '
                         f'lists are not on disk, e.g. {absent[:3]}; check data_root and '
                         f'data_prefix.img.')
+    _refuse_empty_files(split, 'image', _empty_files(paths), len(paths))
 
     classes = _classes(dataset_cfg, cls)
     if classes:
         names = set(categories.values())
+        (agreement or ClassAgreement()).check(SplitClasses(
+            split, tuple(c for c in classes if c in names), ann_file, COCO_FIX))
         not_in_file = [c for c in classes if c not in names]
         if not_in_file:
             raise DataError(f'{split}.dataset: the config\'s classes {not_in_file} are not '
@@ -215,10 +359,11 @@ def check_coco(cfg, split, dataset_cfg, cls):
             print_log(f'{split}: {skipped} annotations in {ann_file} are of categories outside '
                       f'the config\'s {len(classes)} classes and are not used.',
                       logger='current')
+        _log_dropped_boxes(split, ann_file, coco, classes, categories)
         _check_head_classes(cfg, f'{split}.dataset', classes)
 
 
-def check_segmentation(cfg, split, dataset_cfg, cls):
+def check_segmentation(cfg, split, dataset_cfg, cls, agreement=None):
     prefix = dataset_cfg.get('data_prefix') or {}
     image_dir = _under_root(dataset_cfg, prefix.get('img_path', ''))
     label_dir = prefix.get('seg_map_path')
@@ -229,6 +374,10 @@ def check_segmentation(cfg, split, dataset_cfg, cls):
         defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
     img_suffix = dataset_cfg.get('img_suffix', defaults.get('img_suffix', '.jpg'))
     seg_suffix = dataset_cfg.get('seg_map_suffix', defaults.get('seg_map_suffix', '.png'))
+    classes = _classes(dataset_cfg, cls)
+    if classes:
+        (agreement or ClassAgreement()).check(SplitClasses(
+            split, classes, 'metainfo.classes', SEGMENTATION_FIX))
     for kind, folder in (('image', image_dir), ('label map', label_dir)):
         if folder is not None and not osp.isdir(folder):
             raise DataError(f'{split}.dataset: {kind} folder not found: {folder} (data_root '
@@ -246,94 +395,112 @@ def check_segmentation(cfg, split, dataset_cfg, cls):
                  if name.endswith(img_suffix)]
     if not stems:
         raise DataError(f'{split}.dataset: no *{img_suffix} images in {image_dir}.')
+    image_paths = [osp.join(image_dir, s + img_suffix) for s in stems]
+    absent_images = [path for path in image_paths if not osp.isfile(path)]
+    if absent_images:
+        raise DataError(f'{split}.dataset: {len(absent_images)} of the {len(stems)} images '
+                        f'{ann_file} lists are not on disk, e.g. {absent_images[:3]}.')
+    _refuse_empty_files(split, 'image', _empty_files(image_paths), len(image_paths))
     if label_dir is not None:
-        unlabelled = [osp.join(image_dir, s + img_suffix) for s in stems
-                      if not osp.isfile(osp.join(label_dir, s + seg_suffix))]
+        label_paths = [osp.join(label_dir, s + seg_suffix) for s in stems]
+        unlabelled = [image for image, label in zip(image_paths, label_paths)
+                      if not osp.isfile(label)]
         if unlabelled:
             raise DataError(f'{split}.dataset: {len(unlabelled)} of {len(stems)} images have no '
                             f'label map ({label_dir}/<name>{seg_suffix}), e.g. {unlabelled[:3]}.')
-    classes = _classes(dataset_cfg, cls)
+        _refuse_empty_files(split, 'label map', _empty_files(label_paths), len(label_paths))
     if classes:
         _check_head_classes(cfg, f'{split}.dataset', classes)
     return classes
 
 
-def _is_load_annotations(transform):
-    return isinstance(transform, dict) and str(transform.get('type', '')).endswith(
-        'LoadAnnotations')
+# ------------------------------------------------------------------------- loss class weights
 
 
-def add_seg_label_checks(pipeline, num_classes, ignore_index=255):
-    """Insert ValidateSegLabels after the pipeline's LoadAnnotations, once.
+def _losses_with_class_weight(head, key):
+    """(config key, loss config) for the losses of head that set a class_weight list.
 
-    In a TestTimeAug the check becomes a stage of its own after the stage that loads the labels,
-    so the number of augmented views stays the same.
+    Losses of a nested head that declares its own num_classes belong to that head.
     """
-    check = dict(type='ValidateSegLabels', num_classes=num_classes, ignore_index=ignore_index)
-    if not isinstance(pipeline, list) or 'ValidateSegLabels' in str(pipeline):
-        return False
-    for index, transform in enumerate(pipeline):
-        if _is_load_annotations(transform):
-            pipeline.insert(index + 1, check)
-            return True
-        if isinstance(transform, dict) and transform.get('type') == 'TestTimeAug':
-            stages = transform.get('transforms', [])
-            for stage_index, stage in enumerate(stages):
-                if any(_is_load_annotations(t) for t in stage):
-                    stages.insert(stage_index + 1, [check])
-                    return True
-    return False
+    found = []
+
+    def walk(node, node_key, top):
+        if isinstance(node, dict):
+            if not top and 'num_classes' in node:
+                return
+            if isinstance(node.get('class_weight'), (list, tuple)):
+                found.append((node_key, node))
+            for name, value in node.items():
+                if name not in ('train_cfg', 'test_cfg'):
+                    walk(value, f'{node_key}.{name}', False)
+        elif isinstance(node, (list, tuple)):
+            for index, value in enumerate(node):
+                walk(value, f'{node_key}.{index}', False)
+
+    walk(head, key, True)
+    return found
+
+
+def _scores_per_pixel_or_box(head, loss, scope):
+    """How many class scores the loss weighs, and why where that is not num_classes."""
+    num_classes = head['num_classes']
+    if scope == 'mmdet' and not (loss.get('use_sigmoid') or loss.get('use_mask')):
+        return num_classes + 1, ' + 1 (a softmax head of mmdet also scores the background)'
+    if scope == 'mmseg' and isinstance(head.get('out_channels'), int):
+        return head['out_channels'], f' (out_channels {head["out_channels"]})'
+    return num_classes, ''
+
+
+def check_loss_class_weights(cfg):
+    """A class_weight of another length than its head's classes stops the run, naming the key.
+
+    Torch would fail inside the first loss with 'weight tensor should be defined either for all
+    or no classes', naming neither the key nor the lengths.
+    """
+    scope = cfg.get('default_scope')
+    for head_key, head in _heads(cfg.get('model') or {}):
+        if not isinstance(head.get('num_classes'), int):
+            continue
+        for loss_key, loss in _losses_with_class_weight(head, head_key):
+            expected, why = _scores_per_pixel_or_box(head, loss, scope)
+            weights = loss['class_weight']
+            if len(weights) != expected:
+                raise DataError(
+                    f'{loss_key}.class_weight has {len(weights)} entries but the loss weighs '
+                    f'{expected} class scores: {head_key}.num_classes {head["num_classes"]}'
+                    f'{why}; give one weight per class score, --cfg-options '
+                    f'{loss_key}.class_weight="[w1,...,w{expected}]", or weigh them all alike '
+                    f'with {loss_key}.class_weight=None.')
 
 
 def check_datasets(cfg, splits=DATALOADERS):
-    """Check every dataset the given dataloaders read; raise DataError naming the first problem."""
+    """Check every dataset the given dataloaders read; raise DataError naming the first problem.
+
+    Without the training split among ``splits`` (a test-only run), the classes of the splits
+    checked are compared with the training split's, where those can be read.
+    """
     scope = cfg.get('default_scope')
+    agreement = ClassAgreement(None if 'train_dataloader' in splits else training_classes(cfg))
     for split in splits:
         loader = cfg.get(split)
         if not loader:
             continue
         for dataset_cfg in _datasets(loader.get('dataset')):
             cls = _dataset_class(dataset_cfg, scope)
-            if _subclass_of(cls, 'mmdet.datasets', 'CocoDataset'):
-                check_coco(cfg, split, dataset_cfg, cls)
-            elif _subclass_of(cls, 'mmseg.datasets', 'BaseSegDataset'):
-                classes = check_segmentation(cfg, split, dataset_cfg, cls)
+            layout = _layout(cls, dataset_cfg)
+            if layout == 'coco':
+                check_coco(cfg, split, dataset_cfg, cls, agreement)
+            elif layout == 'segmentation':
+                classes = check_segmentation(cfg, split, dataset_cfg, cls, agreement)
                 if classes:
                     add_seg_label_checks(dataset_cfg.get('pipeline'), len(classes))
                     if split == 'test_dataloader' and isinstance(cfg.get('tta_pipeline'), list):
                         add_seg_label_checks(cfg.tta_pipeline, len(classes))
-            elif (_subclass_of(cls, 'mmpretrain.datasets', 'CustomDataset')
-                  and not dataset_cfg.get('ann_file')):
-                check_folder_classification(cfg, split, dataset_cfg)
-
-
-class ValidateSegLabels:
-    """Fail on a label map with values outside ``0 .. num_classes-1`` and ``ignore_index``.
-
-    Out-of-range labels otherwise crash the loss with an index error far from the file (a
-    device-side assert on a GPU), or are silently dropped by the IoU metric.
-    """
-
-    def __init__(self, num_classes, ignore_index=255):
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-
-    def __call__(self, results):
-        labels = results.get('gt_seg_map')
-        if labels is None:
-            return results
-        values = np.unique(labels)
-        bad = values[(values >= self.num_classes) & (values != self.ignore_index)]
-        if bad.size or (values < 0).any():
-            bad = np.concatenate([values[values < 0], bad])
-            path = results.get('seg_map_path', '<label map>')
-            shift = (' (after reduce_zero_label, which maps file value v to v-1 and 0 to '
-                     f'{self.ignore_index})' if results.get('reduce_zero_label') else '')
-            raise DataError(f'label map {path} has labels {bad.tolist()[:10]} outside the '
-                            f'{self.num_classes} classes 0..{self.num_classes - 1} and ignore '
-                            f'{self.ignore_index}{shift}; fix the file or the classes.')
-        return results
-
-    def __repr__(self):
-        return (f'{type(self).__name__}(num_classes={self.num_classes}, '
-                f'ignore_index={self.ignore_index})')
+            elif layout == 'folder':
+                check_folder_classification(cfg, split, dataset_cfg, agreement)
+            if layout is not None:
+                add_empty_file_checks(dataset_cfg.get('pipeline'))
+                if split == 'test_dataloader' and isinstance(cfg.get('tta_pipeline'), list):
+                    add_empty_file_checks(cfg.tta_pipeline)
+    if 'train_dataloader' in splits:
+        check_loss_class_weights(cfg)

@@ -7,7 +7,7 @@ task-independent.
 import os.path as osp
 
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import ConfigDict
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 
@@ -70,10 +70,13 @@ def _check_keys_exist(cfg, options):
 def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
     if not osp.isfile(path):
         raise ConfigError(f'Config file not found: {path}')
-    cfg = Config.fromfile(path)
+    from .config_checks import check_config_keys, check_option_types, read_config
+    cfg = read_config(path)
     if cfg_options:
         _check_keys_exist(cfg, cfg_options)
+        check_option_types(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
+    check_config_keys(cfg)
     cfg.launcher = launcher
     if work_dir:  # slurm_train.sh passes an empty --work-dir= when none is given
         cfg.work_dir = work_dir
@@ -91,14 +94,20 @@ def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
 
 
 def init_cpu_distributed(launcher):
-    """Start the gloo process group for torchrun workers on a machine without GPUs.
+    """Start the gloo process group for torchrun or srun workers on a machine without GPUs.
 
     mmengine's own start-up calls torch.cuda.set_device unconditionally; with the group already
     up, the Runner skips it and runs the same distributed code path as with NCCL on GPUs.
     """
     import torch.distributed as dist
-    if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
+
+    from .dist import init_gloo_from_slurm
+    if torch.cuda.is_available() or dist.is_initialized():
+        return
+    if launcher == 'pytorch':
         dist.init_process_group(backend='gloo')
+    elif launcher == 'slurm':
+        init_gloo_from_slurm()
 
 
 def require_gpu_for_amp(cfg, asked_by_flag):
@@ -155,10 +164,13 @@ def build_runner(cfg, launcher):
     """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+
+    from .hooks import use_run_safety_hooks
     replaced = replace_sync_batchnorm(cfg, launcher)
     init_cpu_distributed(launcher)
+    notes = use_run_safety_hooks(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    notes = [describe_sync_batchnorm_change(replaced, launcher)] if replaced else []
+    notes += [describe_sync_batchnorm_change(replaced, launcher)] if replaced else []
     return runner, notes
 
 

@@ -37,6 +37,9 @@ SOLID_SHAPES = ('circle', 'square', 'triangle')
 SEG_CLASSES = ('background', ) + SOLID_SHAPES  # label maps hold 1 + the index in this tuple
 # Scenes keep this many pixels between shapes, so that no instance hides part of another.
 GAP = 2
+# The smallest image side with room for the shapes: scenes draw shapes of at least 6 pixels
+# and up to 3/8 of the side, which needs 16 pixels.
+MIN_SIZE = 16
 
 
 def _colour(rng, avoid=None):
@@ -175,25 +178,44 @@ def generate_segmentation(root, counts, size, max_shapes, seed):
     print(f'wrote {sum(counts)} images with label maps of {len(SEG_CLASSES)} classes to {root}')
 
 
+def at_least(minimum):
+    """An argparse type: an integer of at least ``minimum``, refused with the valid range."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'{value} is too small: the valid range is '
+                                             f'{minimum} or more')
+        return value
+
+    return parse
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('task', choices=['cls', 'det', 'seg'])
     parser.add_argument('root', help='DATA_ROOT to write')
-    parser.add_argument('--train-per-class', type=int, default=200, help='cls')
-    parser.add_argument('--val-per-class', type=int, default=50, help='cls')
-    parser.add_argument('--train-images', type=int, default=400, help='det and seg')
-    parser.add_argument('--val-images', type=int, default=100, help='det and seg')
-    parser.add_argument('--max-shapes', type=int, default=3, help='per image, det and seg')
-    parser.add_argument('--size', type=int, help='image side in pixels (default: 32 for cls, '
+    count = at_least(1)
+    parser.add_argument('--train-per-class', type=count, default=200, help='cls')
+    parser.add_argument('--val-per-class', type=count, default=50, help='cls')
+    parser.add_argument('--train-images', type=count, default=400, help='det and seg')
+    parser.add_argument('--val-images', type=count, default=100, help='det and seg')
+    parser.add_argument('--max-shapes', type=count, default=3, help='per image, det and seg')
+    parser.add_argument('--size', type=at_least(MIN_SIZE),
+                        help=f'image side in pixels, at least {MIN_SIZE} (default: 32 for cls, '
                         '128 for det and seg)')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     if args.task == 'cls':
         generate_classification(args.root, args.train_per_class, args.val_per_class,
-                                args.size or 32, args.seed)
+                                args.size if args.size is not None else 32, args.seed)
     else:
         generate = generate_detection if args.task == 'det' else generate_segmentation
-        generate(args.root, (args.train_images, args.val_images), args.size or 128,
+        size = args.size if args.size is not None else 128
+        generate(args.root, (args.train_images, args.val_images), size,
                  args.max_shapes, args.seed)
     return 0
 

@@ -6,6 +6,9 @@ The output is ``{'state_dict': ..., 'meta': {...}}`` (torch.save), loadable by m
 mmpretrain classifiers (``backbone.*``, ``backbone.outnorm{last}.*``, ``head.fc.*``) or, for
 official detection/segmentation files, into the mmdet/mmseg models (``backbone.*`` and
 neck/head keys as they are).
+
+OUT is written under a temporary name beside it and renamed into place, so an interrupted run
+leaves either no OUT or the complete one; OUT may not be IN (the original would be replaced).
 """
 import argparse
 import os
@@ -47,22 +50,62 @@ def _group(key: str) -> str:
     return parts[0]
 
 
+def _file_blocking_folder(folder):
+    """The regular file among folder and its ancestors that stops it being created, or None."""
+    path = osp.abspath(folder)
+    while not osp.exists(path):
+        path = osp.dirname(path)
+    return None if osp.isdir(path) else path
+
+
+def output_problem(src, dst):
+    """Why OUT cannot be written, said before anything is read; None when it can."""
+    if osp.exists(dst) and osp.samefile(src, dst):
+        return (f'OUT {dst} is the input file {src}; converting in place would replace the '
+                f'original: give another output path.')
+    if osp.isdir(dst):
+        return f'OUT {dst} is a folder; give a file path, e.g. {osp.join(dst, "converted.pth")}'
+    blocking = _file_blocking_folder(osp.dirname(osp.abspath(dst)))
+    if blocking is not None:
+        return (f'cannot create the folder of OUT {dst}: {blocking} is a file, not a folder; '
+                f'choose another output path.')
+    return None
+
+
+def save_atomically(obj, path):
+    """torch.save to a temporary file beside path, then rename: a kill never leaves half a file."""
+    import torch
+
+    from vmamba_mm.atomic_files import move_into_place, temporary_path
+    temp_path = temporary_path(path)
+    try:
+        torch.save(obj, temp_path)
+        move_into_place(temp_path, path)
+    finally:
+        if osp.exists(temp_path):
+            os.remove(temp_path)
+
+
+def fail(message):
+    print(f'error: {message}', file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not osp.isfile(args.src):
-        print(f'error: input checkpoint not found: {args.src}', file=sys.stderr)
-        return 2
+        return fail(f'input checkpoint not found: {args.src}')
+    problem = output_problem(args.src, args.dst)
+    if problem is not None:
+        return fail(problem)
     # imported here so that --help and argument errors answer without loading torch
-    import torch
-
     from vmamba_mm.checkpoint import (CheckpointContentError, UnsafeCheckpointError,
                                       convert_official_state_dict, load_official_state_dict)
     try:
         sd = load_official_state_dict(args.src, use_ema=args.ema)
         converted, mapping = convert_official_state_dict(sd, task=args.task, return_mapping=True)
     except (CheckpointContentError, UnsafeCheckpointError) as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 1
+        return fail(exc)
 
     renamed = sum(1 for old, new in mapping if old != new)
     meta = dict(
@@ -72,9 +115,8 @@ def main(argv=None) -> int:
         converter='vmamba-mm tools/model_converters/vmamba2mm.py',
         num_keys=len(converted),
     )
-    out_dir = osp.dirname(osp.abspath(args.dst))
-    os.makedirs(out_dir, exist_ok=True)
-    torch.save({'state_dict': converted, 'meta': meta}, args.dst)
+    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
+    save_atomically({'state_dict': converted, 'meta': meta}, args.dst)
 
     which = 'model_ema' if args.ema else 'model weights'
     print(f'read {len(sd)} keys ({which}) from {args.src}')

@@ -12,6 +12,8 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .arch_checks import (check_arch_size, check_arch_values, check_drop_path_rate,
+                          minimum_input_size)
 from .layers import DropPath, Mlp, downsample, norm_layer, patch_embed
 from .pretrained import load_pretrained_backbone
 from .ss2d import SS2D
@@ -56,7 +58,11 @@ NORM_LAYOUTS = {'ln': False, 'ln2d': True}  # official norm_layer -> channel_fir
 
 
 def resolve_arch(arch):
-    """An arch name or dict -> a complete settings dict, with every key checked."""
+    """An arch name or dict -> a complete settings dict, with every key checked.
+
+    Raises KeyError (unknown or missing keys, unknown names), TypeError or ValueError naming the
+    arch key whose value cannot work.
+    """
     if isinstance(arch, str):
         if arch not in ARCH_SETTINGS:
             raise KeyError(f'Unknown VSSM arch {arch!r}; choose one of {sorted(ARCH_SETTINGS)} '
@@ -65,7 +71,7 @@ def resolve_arch(arch):
     elif not isinstance(arch, dict):
         raise TypeError(f'VSSM arch must be a name or a dict, got {type(arch).__name__}.')
     allowed = {'depths', 'dims'} | set(ARCH_DEFAULTS)
-    unknown = sorted(set(arch) - allowed)
+    unknown = sorted((k for k in arch if k not in allowed), key=repr)
     if unknown:
         raise KeyError(f'Unknown VSSM arch key(s) {unknown}; allowed keys: {sorted(allowed)}.')
     missing = sorted({'depths', 'dims'} - set(arch))
@@ -73,24 +79,37 @@ def resolve_arch(arch):
         raise KeyError(f'VSSM arch dict lacks required key(s) {missing}.')
     settings = dict(ARCH_DEFAULTS)
     settings.update(arch)
-    settings['norm_layer'] = str(settings['norm_layer']).lower()  # the official code says 'LN'
+    if not isinstance(settings['norm_layer'], str):
+        raise TypeError(f"VSSM arch norm_layer must be 'ln' or 'ln2d', got "
+                        f"{settings['norm_layer']!r}.")
+    settings['norm_layer'] = settings['norm_layer'].lower()  # the official code says 'LN'
+    if not isinstance(settings['forward_type'], str):
+        raise TypeError(f"VSSM arch forward_type must be a str, got {settings['forward_type']!r}.")
     if settings['forward_type'] not in FORWARD_TYPES:
         raise ValueError(f"Unknown forward_type {settings['forward_type']!r}; supported: "
                          f'{sorted(FORWARD_TYPES)}.')
     if settings['norm_layer'] not in NORM_LAYOUTS:
         raise ValueError(f"Unknown norm_layer {settings['norm_layer']!r}; choose 'ln' or 'ln2d'.")
+    check_arch_values(settings)
     for option, value in FORWARD_TYPES[settings['forward_type']].items():
         if settings[option] is None:
             settings[option] = value
-    dims = settings['dims']
-    depths = list(settings['depths'])
-    settings['depths'] = depths
-    settings['dims'] = ([int(dims) * 2**i for i in range(len(depths))] if isinstance(dims, int)
-                        else list(dims))
-    if len(settings['dims']) != len(depths):
-        raise ValueError(f"VSSM arch: dims {settings['dims']} and depths {depths} differ in "
-                         f'length.')
+    dims, depths = settings['dims'], settings['depths']
+    settings['depths'] = [int(depth) for depth in depths]
+    settings['dims'] = ([int(dims) * 2**i for i in range(len(depths))]
+                        if not isinstance(dims, (list, tuple)) else [int(d) for d in dims])
+    check_arch_size(settings)
     return settings
+
+
+def _dtype_mismatch_message(input_dtype, weight_dtype, device_type):
+    if input_dtype in (torch.float16, torch.bfloat16):
+        fixes = (f'convert the model (model.to({input_dtype})), or keep it in {weight_dtype} and '
+                 f'run under torch.autocast({device_type!r}, dtype={input_dtype}) (mixed '
+                 f'precision), or give {weight_dtype} input')
+    else:
+        fixes = f'convert the input (x.to({weight_dtype})) or the model (model.to({input_dtype}))'
+    return f'VSSM input is {input_dtype} but its weights are {weight_dtype}; {fixes}.'
 
 
 class VSSBlock(nn.Module):
@@ -163,6 +182,10 @@ class VSSM(BaseModule):
         depths, dims = settings['depths'], settings['dims']
         self.num_stages = len(depths)
         out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in out_indices):
+            raise TypeError(f'out_indices must be stage numbers (ints), got {out_indices}.')
+        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}.')
         for i, index in enumerate(out_indices):
             if index < 0:
                 out_indices[i] = index = index + self.num_stages
@@ -184,6 +207,8 @@ class VSSM(BaseModule):
         self.out_channels = [dims[i] for i in self.out_indices]
         if drop_path_rate is None:
             drop_path_rate = settings['drop_path_rate']
+        check_drop_path_rate(drop_path_rate)
+        self.min_input_size = minimum_input_size(settings)
 
         self.patch_embed = patch_embed(settings['patchembed_version'], in_channels, dims[0],
                                        self.patch_size, self.channel_first)
@@ -264,6 +289,14 @@ class VSSM(BaseModule):
             raise ValueError(f'VSSM input of {height}x{width} is smaller than one '
                              f'{self.patch_size}x{self.patch_size} patch; the minimum is '
                              f'{self.patch_size}x{self.patch_size}.')
+        if height < self.min_input_size or width < self.min_input_size:
+            raise ValueError(f'VSSM input of {height}x{width} is smaller than the '
+                             f'{self.min_input_size}x{self.min_input_size} this arch needs (its '
+                             f"'v2' downsamples are unpadded stride-2 convs, each needing two "
+                             f'pixels).')
+        weights = self.patch_embed[0].weight
+        if x.dtype != weights.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(_dtype_mismatch_message(x.dtype, weights.dtype, x.device.type))
 
     def _run_blocks(self, blocks, x):
         for block in blocks:
