@@ -146,3 +146,77 @@ def test_the_tools_stop_before_training(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == \
         f"error: {broken}:2: syntax error: '(' was never closed"
+
+
+DETECTION = os.path.join(ROOT, 'configs', 'demo', 'detection.py')
+SEGMENTATION = os.path.join(ROOT, 'configs', 'demo', 'segmentation.py')
+
+
+@pytest.mark.parametrize('config, option, nearest', [
+    (DEMO, 'model.backbone.drop_path_ratee=0.1', 'drop_path_rate'),  # VSSM.__init__'s TypeError
+    (DEMO, 'model.head.num_clases=3', 'num_classes'),
+    (DEMO, 'model.head.loss.loss_wieght=2.0', 'loss_weight'),
+    (DEMO, 'model.backbone.arch.dimz=8', 'dims'),  # the arch dict's own keys
+    (DETECTION, 'model.data_preprocessor.pad_size_divisr=32', 'pad_size_divisor'),
+    (DETECTION, 'model.roi_head.bbox_roi_extractor.out_channel=256', 'out_channels'),
+    (SEGMENTATION, 'model.decode_head.channel=8', 'channels'),
+])
+def test_a_misspelt_model_key_is_named_with_the_nearest_valid_one(config, option, nearest):
+    with pytest.raises(ConfigError) as error:
+        load_config(config, options(option))
+    key = option.split('=')[0]
+    assert str(error.value).startswith(f'{key}: '), error.value
+    assert f"did you mean '{nearest}'?" in str(error.value), error.value
+
+
+@pytest.mark.parametrize('config, option', [
+    # Not built by MODELS.build from their keys: layer specs, loop settings, task utilities.
+    (SEGMENTATION, 'model.decode_head.norm_cfg.anything=1'),
+    (DETECTION, 'model.train_cfg.rpn.anything=1'),
+    (DETECTION, 'model.rpn_head.anchor_generator.anything=1'),
+    (DETECTION, 'tta_model.tta_cfg.anything=1'),
+    (DEMO, 'model.backbone.frozen_stages=4'),
+    (DEMO, 'model.backbone.out_indices=-1'),
+])
+def test_model_settings_read_elsewhere_or_valid_pass(config, option):
+    load_config(config, options(option))
+
+
+@pytest.mark.parametrize('option, key, words', [
+    ('model.backbone.arch.dims=-4', 'model.backbone.arch.dims', 'at least 1, got -4'),
+    ('model.backbone.arch.depths=[1,1,2]', 'model.backbone.out_indices', 'stages 0..2'),
+    ('model.backbone.arch.forward_type=v9', 'model.backbone.arch.forward_type', "'v9'"),
+    ('model.backbone.arch.ssm_ratio=0.001', 'model.backbone.arch.ssm_ratio', 'no SSM channels'),
+    ('model.backbone.out_indices=(0,4)', 'model.backbone.out_indices', 'stages 0..3'),
+    ('model.backbone.frozen_stages=5', 'model.backbone.frozen_stages', '-1..4'),
+    ('model.backbone.drop_path_rate=1.5', 'model.backbone.drop_path_rate', 'below 1.0'),
+    ('model.backbone.in_channels=0', 'model.backbone.in_channels', 'positive int'),
+])
+def test_vssm_settings_are_checked_before_the_model_is_built(option, key, words):
+    """VSSM.__init__'s own checks, run on the config and named by its key."""
+    with pytest.raises(ConfigError) as error:
+        load_config(DEMO, options(option))
+    assert str(error.value).startswith(f'{key}: ') and words in str(error.value), error.value
+
+
+@pytest.mark.parametrize('option, words', [
+    ('train_dataloader.batch_size=0', 'must be an int >= 1'),
+    ('val_dataloader.batch_size=-3', 'must be an int >= 1'),
+    ('train_dataloader.num_workers=-1', 'must be an int >= 0'),
+])
+def test_dataloader_counts_out_of_range_are_named(option, words):
+    key, value = option.split('=')
+    with pytest.raises(ConfigError, match=rf'^{key}: {words} .*got {value}\.$'):
+        load_config(DEMO, options(option))
+
+
+def test_a_model_typo_stops_the_tool_in_one_line(tmp_path):
+    """The user's case: VSSM's TypeError used to come from the Runner, as a traceback."""
+    work = tmp_path / 'work'
+    result = run_train(DEMO, '--work-dir', str(work), '--cfg-options',
+                       'model.backbone.drop_path_ratee=0.1')
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: model.backbone.drop_path_ratee: VSSM has no setting 'drop_path_ratee'; did you "
+        "mean 'drop_path_rate'?")
+    assert 'Traceback' not in result.stderr and not work.exists()

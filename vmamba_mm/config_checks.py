@@ -7,7 +7,8 @@
   paths that mmengine's merge would crash on (into a number, past the end of a list).
 - ``check_config_keys``: every key of the hooks, the optimizer wrapper and its optimizer, the
   parameter schedulers, the dataloaders with their samplers and datasets, the loops, ``env_cfg``,
-  ``randomness`` and ``log_processor`` is checked against what will read it.
+  ``randomness`` and ``log_processor`` is checked against what will read it, and the model's
+  components with ``model_checks``; dataloader batch sizes and worker counts are range-checked.
 
 Why the keys need checking here: mmengine hands a config dict to a constructor as keyword
 arguments, so a misspelt key fails only when its component is built, and a ``**kwargs`` that only
@@ -30,6 +31,7 @@ import os.path as osp
 from .accepted_arguments import (Accepted, callable_arguments, class_arguments,
                                  function_arguments, keys_read_by)
 from .engine import ConfigError
+from .model_checks import check_model
 
 # -- syntax ----------------------------------------------------------------------------------
 
@@ -317,6 +319,7 @@ def check_config_keys(cfg):
     if 'env_cfg' in cfg:
         _check_env_cfg(cfg['env_cfg'])
     _check_runner_dicts(cfg, scope)
+    check_model(cfg, scope)
 
 
 def _check_hooks(cfg, scope):
@@ -396,6 +399,7 @@ def _check_dataloader(key, loader, scope):
     runner_reads = keys_read_by(Runner.build_dataloader, 'dataloader_cfg')
     accepted = class_arguments(DataLoader) | Accepted(runner_reads)
     check_keys(key, loader, accepted, 'the DataLoader (with mmengine Runner.build_dataloader)')
+    _check_loader_counts(key, loader)
     for required in ('dataset', 'sampler'):  # Runner.build_dataloader pops them with no default
         if loader.get(required) is None:
             raise ConfigError(f'{key} has no {required}; add {key}.{required}=dict(type=...).')
@@ -412,6 +416,17 @@ def _check_dataloader(key, loader, scope):
             function = scope.resolve('FUNCTIONS', function_cfg.get('type'), f'{key}.{name}.type')
             accepted = callable_arguments(function, skip=skip) | Accepted(frozenset({'type'}))
             check_keys(f'{key}.{name}', function_cfg, accepted, function.__name__)
+
+
+def _check_loader_counts(key, loader):
+    # torch refuses these only when the Runner builds the DataLoader, with a traceback.
+    for name, low, meaning in (('batch_size', 1, 'samples per batch and process'),
+                               ('num_workers', 0, 'worker processes; 0 loads in the main one')):
+        value = loader.get(name)
+        if value is not None and (not isinstance(value, numbers.Integral)
+                                  or isinstance(value, bool) or value < low):
+            raise ConfigError(f'{key}.{name}: must be an int >= {low} ({meaning}), got '
+                              f'{value!r}.')
 
 
 def _check_dataset(key, dataset, scope):

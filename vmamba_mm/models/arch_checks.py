@@ -185,3 +185,25 @@ def minimum_input_size(settings):
     if settings['patchembed_version'] == 'v1':
         return patch * smallest_map
     return max(patch, 4 * (smallest_map - 1) + 1)  # two padded stride-2 convs: ceil(H / 4)
+
+
+def check_in_channels(in_channels):
+    if not _is_int(in_channels) or in_channels < 1:
+        raise ValueError(f'in_channels must be a positive int, got {in_channels!r}.')
+
+
+def stage_indices(out_indices, num_stages):
+    """VSSM's out_indices (an int or a sequence, negatives from the end) as stage numbers."""
+    out_indices = [out_indices] if _is_int(out_indices) else out_indices
+    if not isinstance(out_indices, (list, tuple)) or not all(map(_is_int, out_indices)):
+        raise TypeError(f'out_indices must be stage numbers (ints), got {out_indices!r}.')
+    stages = [index + num_stages if index < 0 else index for index in out_indices]
+    if not all(0 <= index < num_stages for index in stages):
+        raise ValueError(f'out_indices {list(out_indices)} must name stages 0..{num_stages - 1} '
+                         f'(or negatives from the end).')
+    return stages
+
+
+def check_frozen_stages(frozen_stages, num_stages):
+    if not _is_int(frozen_stages) or not -1 <= frozen_stages <= num_stages:
+        raise ValueError(f'frozen_stages={frozen_stages!r} must be an int in -1..{num_stages}.')

@@ -13,7 +13,8 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .arch_checks import (check_arch_size, check_arch_values, check_drop_path_rate,
-                          minimum_input_size)
+                          check_frozen_stages, check_in_channels, minimum_input_size,
+                          stage_indices)
 from .layers import DropPath, Mlp, downsample, norm_layer, patch_embed
 from .pretrained import load_pretrained_backbone
 from .ss2d import SS2D
@@ -39,6 +40,7 @@ ARCH_DEFAULTS = dict(patch_size=4, ssm_d_state=16, ssm_ratio=2.0, ssm_dt_rank='a
                      ssm_conv_bias=True, forward_type='v2', mlp_ratio=4.0,
                      downsample_version='v2', patchembed_version='v1', norm_layer='ln',
                      drop_path_rate=0.1, gated=None, scan_order=None)
+ARCH_KEYS = frozenset({'depths', 'dims', *ARCH_DEFAULTS})
 
 # Official forward_type strings -> our options. All compute the same function; they differ in
 # the official code only in which kernel runs it and whether the SiLU(z) gate exists.
@@ -70,10 +72,9 @@ def resolve_arch(arch):
         arch = ARCH_SETTINGS[arch]
     elif not isinstance(arch, dict):
         raise TypeError(f'VSSM arch must be a name or a dict, got {type(arch).__name__}.')
-    allowed = {'depths', 'dims'} | set(ARCH_DEFAULTS)
-    unknown = sorted((k for k in arch if k not in allowed), key=repr)
+    unknown = sorted((k for k in arch if k not in ARCH_KEYS), key=repr)
     if unknown:
-        raise KeyError(f'Unknown VSSM arch key(s) {unknown}; allowed keys: {sorted(allowed)}.')
+        raise KeyError(f'Unknown VSSM arch key(s) {unknown}; allowed keys: {sorted(ARCH_KEYS)}.')
     missing = sorted({'depths', 'dims'} - set(arch))
     if missing:
         raise KeyError(f'VSSM arch dict lacks required key(s) {missing}.')
@@ -181,19 +182,9 @@ class VSSM(BaseModule):
         self.arch_settings = copy.deepcopy(settings)
         depths, dims = settings['depths'], settings['dims']
         self.num_stages = len(depths)
-        out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in out_indices):
-            raise TypeError(f'out_indices must be stage numbers (ints), got {out_indices}.')
-        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
-            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}.')
-        for i, index in enumerate(out_indices):
-            if index < 0:
-                out_indices[i] = index = index + self.num_stages
-            if not 0 <= index < self.num_stages:
-                raise ValueError(f'out_indices {out_indices} must name stages 0..'
-                                 f'{self.num_stages - 1} (or negatives from the end).')
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages={frozen_stages} must be in -1..{self.num_stages}.')
+        check_in_channels(in_channels)
+        out_indices = stage_indices(out_indices, self.num_stages)
+        check_frozen_stages(frozen_stages, self.num_stages)
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
