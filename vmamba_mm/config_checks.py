@@ -115,19 +115,27 @@ def check_option_types(cfg, options):
 
 def _value_at(tree, key):
     """The value at a dotted key of a config's dict, _MISSING for a new leaf; ConfigError for a
-    path that mmengine's merge cannot follow."""
+    parent that does not exist (a typo would add a dead branch) or a path that mmengine's merge
+    cannot follow."""
     node = tree
     parts = key.split('.')
     for depth, part in enumerate(parts):
         where = '.'.join(parts[:depth])
         if isinstance(node, dict):
             if part not in node:
-                return _MISSING  # a new key; engine._check_keys_exist has vetted its parents
+                if depth == len(parts) - 1:
+                    # A new leaf may be a constructor argument left at its default
+                    # (model.backbone.with_cp); the key checks vet it.
+                    return _MISSING
+                raise ConfigError(f'--cfg-options {key}: there is no {part!r} under '
+                                  f'{where or "the top level"} of the config; check the spelling '
+                                  f'(keys there: {sorted(node)}).')
             node = node[part]
         elif isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f'--cfg-options {key}: {where} is a list of {len(node)} '
-                                  f'items; the next part must be an index 0..{len(node) - 1}.')
+                raise ConfigError(f'--cfg-options {key}: there is no {part!r} under {where}, a '
+                                  f'list of {len(node)} items; the next part must be an index '
+                                  f'0..{len(node) - 1}.')
             if depth == len(parts) - 1:
                 # mmengine merges into a list item as into a dict: only keys inside it work.
                 raise ConfigError(f'--cfg-options {key}: mmengine cannot replace a list item '

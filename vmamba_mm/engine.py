@@ -40,31 +40,17 @@ def _top_level_keys_read():
         'visualizer', 'default_scope', 'auto_scale_lr', 'resume', 'load_from', 'launcher'}
 
 
-def _check_keys_exist(cfg, options):
-    """Reject --cfg-options keys that nothing would read: a typo there would add a dead branch.
+def _check_top_level_keys(cfg, options):
+    """Reject new top-level --cfg-options keys that nothing reads: the Runner ignores them silently.
 
-    Every parent must exist. A new leaf is allowed below the top level, since it may be a
-    constructor argument left at its default (model.backbone.with_cp); a misspelt one fails when
-    its component is built. A new top-level key must be one the Runner or the tools read, as the
-    Runner ignores the others silently.
+    Keys below the top level are checked by config_checks (parents must exist, leaves must be
+    read by their component).
     """
     for key in options:
-        parts = key.split('.')
-        if len(parts) == 1 and key not in cfg and key not in _top_level_keys_read():
+        if '.' not in key and key not in cfg and key not in _top_level_keys_read():
             raise ConfigError(f'--cfg-options {key}: the config has no top-level {key!r} and '
                               f'nothing reads it; check the spelling (top-level keys: '
                               f'{sorted(cfg.keys())}).')
-        node = cfg.to_dict()
-        for depth, part in enumerate(parts[:-1]):
-            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-                continue
-            if not isinstance(node, dict) or part not in node:
-                where = '.'.join(parts[:depth]) or 'the top level'
-                raise ConfigError(f'--cfg-options {key}: there is no {part!r} under {where} of '
-                                  f'the config; check the spelling (keys there: '
-                                  f'{sorted(node) if isinstance(node, dict) else "-"}).')
-            node = node[part]
 
 
 def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
@@ -73,7 +59,7 @@ def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
     from .config_checks import check_config_keys, check_option_types, read_config
     cfg = read_config(path)
     if cfg_options:
-        _check_keys_exist(cfg, cfg_options)
+        _check_top_level_keys(cfg, cfg_options)
         check_option_types(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     check_config_keys(cfg)
