@@ -1,17 +1,24 @@
 """Scan kernels for VMamba-family models, importable as ``vmamba_kernels``.
 
-``selective_scan`` is the one entry point for the SSM recurrence; it dispatches to a registered
-backend (``reference``: the sequential oracle; ``torch``: the vectorised CPU/GPU path; later
-``triton`` and ``cuda``). ``cross_scan``/``cross_merge`` turn a 2D map into the four scan routes
-and back.
+Organised by operation, one folder each, each with its public function, its sequential
+reference and its backends, all registered in one dispatch (``dispatch.py``):
+
+- ``selective_scan``: the SSM recurrence (backends reference, torch, cpp, triton, cuda);
+- ``cross_scan`` / ``cross_merge``: a 2D map as SS2D's routes and back (``routes.py`` defines the
+  routes once for every backend);
+- ``cross_selective_scan``: SS2D's whole scan core, fused on the backends that have a kernel for
+  it.
+
+The compiled and Triton kernels are ``torch.library`` operators in the ``vmamba`` namespace.
 """
+from .cross_scan import cross_merge, cross_scan
 from .cross_selective_scan import cross_selective_scan
-from .cross_scan import NUM_ROUTES, SCAN_ORDERS, cross_merge, cross_scan
-from .dispatch import (available_backends, register_backend, resolve_backend,
-                       set_default_backend)
+from .dispatch import available_backends, resolve, resolve_backend_name, set_default_backend
+from .routes import NUM_ROUTES, ORDER_CODES, SCAN_ORDERS, pixel_steps, route_pixels
 from .selective_scan import selective_scan
 
 __all__ = [
-    'selective_scan', 'cross_selective_scan', 'cross_scan', 'cross_merge', 'SCAN_ORDERS', 'NUM_ROUTES', 'register_backend',
-    'resolve_backend', 'set_default_backend', 'available_backends'
+    'selective_scan', 'cross_selective_scan', 'cross_scan', 'cross_merge', 'SCAN_ORDERS',
+    'ORDER_CODES', 'NUM_ROUTES', 'route_pixels', 'pixel_steps', 'resolve',
+    'resolve_backend_name', 'set_default_backend', 'available_backends'
 ]

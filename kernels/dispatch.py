@@ -1,14 +1,23 @@
-"""Choosing the selective-scan backend: one place, logged once, overridable.
+"""One dispatch for every scan operation, keyed by (operation, backend).
 
-Precedence: the ``backend=`` argument of a call, then ``set_default_backend`` (what a config's
-``scan_backend`` sets), then the ``VMAMBA_SCAN_BACKEND`` environment variable, then the automatic
-choice by device. The automatic choice takes the highest-priority backend that is available for
-the tensor's device; it never picks the sequential reference, nor on a GPU the PyTorch path.
+An operation (``selective_scan``, ``cross_scan``, ``cross_merge``, ``cross_selective_scan``, and
+whatever later folders add) registers one implementation per backend name. Backend names are
+shared across operations, so one choice ('cpp', 'triton', ...) selects a consistent set of
+kernels for a whole block.
+
+Precedence when choosing: the ``backend=`` argument of a call, then ``set_default_backend`` (what
+a config's ``scan_backend`` sets), then the ``VMAMBA_SCAN_BACKEND`` environment variable, then the
+automatic choice by device: the highest-priority implementation available for the tensor's
+device. The automatic choice never picks the sequential reference, nor on a GPU the PyTorch path.
+A backend named by the user that cannot run is an error, never a silent fallback. The choice is
+logged once per (operation, device, backend, reason).
 """
 import logging
 import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
+
+import torch
 
 logger = logging.getLogger('vmamba_kernels')
 if not logger.hasHandlers():
@@ -21,98 +30,156 @@ if not logger.hasHandlers():
 ENV_VAR = 'VMAMBA_SCAN_BACKEND'
 
 
-@dataclass
-class Backend:
-    name: str
+def always_available():
+    return None
+
+
+@dataclass(frozen=True)
+class Implementation:
+    operation: str
+    backend: str
     fn: Callable
     devices: Tuple[str, ...]
     # Higher wins in the automatic choice; None means "only when asked for by name".
     priority: Optional[int]
-    # Devices where the automatic choice may take it (default: all of ``devices``).
+    # Devices where the automatic choice may take it.
     auto_devices: Tuple[str, ...]
     # Returns None when usable, else the reason it is not (shown to the user).
     unavailable_reason: Callable[[], Optional[str]]
-    # Optional inference kernel for SS2D's whole four-route scan (see cross_selective_scan.py).
-    fused_cross_scan: Optional[Callable] = None
+    # How it runs, for the log line ('C++ kernel fused with cross-scan/merge', 'tensor ops').
+    description: str
 
 
-_BACKENDS = {}
+_IMPLEMENTATIONS = {}  # operation -> {backend name -> Implementation}
 _default_backend = None
 _logged = set()
 
 
-def register_backend(name, fn, devices, priority=None, unavailable_reason=lambda: None,
-                     fused_cross_scan=None, auto_devices=None):
-    """Make ``fn`` selectable as ``backend=name`` (and automatically, given a priority)."""
+def register(operation, backend, fn, devices, priority=None, auto_devices=None,
+             unavailable_reason=always_available, description=''):
+    """Make ``fn`` the ``backend`` implementation of ``operation``."""
     auto = tuple(devices) if auto_devices is None else tuple(auto_devices)
-    _BACKENDS[name] = Backend(name, fn, tuple(devices), priority, auto, unavailable_reason,
-                              fused_cross_scan)
+    _IMPLEMENTATIONS.setdefault(operation, {})[backend] = Implementation(
+        operation, backend, fn, tuple(devices), priority, auto, unavailable_reason, description)
 
 
-def available_backends():
-    """Names of the registered backends that can run on this machine."""
-    return [name for name, b in _BACKENDS.items() if b.unavailable_reason() is None]
+def operations():
+    return sorted(_IMPLEMENTATIONS)
+
+
+def backends_of(operation):
+    """Every backend name registered for ``operation``, available or not."""
+    _check_operation(operation)
+    return list(_IMPLEMENTATIONS[operation])
+
+
+def available_backends(operation='selective_scan'):
+    """Names of the backends of ``operation`` that can run on this machine."""
+    _check_operation(operation)
+    return [name for name, impl in _IMPLEMENTATIONS[operation].items()
+            if impl.unavailable_reason() is None]
+
+
+def known_backend_names():
+    return sorted({name for impls in _IMPLEMENTATIONS.values() for name in impls})
 
 
 def set_default_backend(name):
-    """Force a backend for every call without an explicit ``backend=`` (None: automatic)."""
+    """Force a backend for every call without an explicit ``backend=`` (None: automatic).
+
+    Modules resolve their backend at their first forward on a device and keep it: call this
+    before running a model.
+    """
     global _default_backend
-    if name is not None:
-        _check_known(name, 'set_default_backend')
+    if name is not None and name not in known_backend_names():
+        raise ValueError(f'Unknown scan backend {name!r} (from set_default_backend); choose one '
+                         f'of {known_backend_names()}.')
     _default_backend = name
 
 
-def _check_known(name, source):
-    if name not in _BACKENDS:
-        raise ValueError(f'Unknown selective-scan backend {name!r} (from {source}); '
-                         f'choose one of {sorted(_BACKENDS)}.')
+def _check_operation(operation):
+    if operation not in _IMPLEMENTATIONS:
+        raise ValueError(f'Unknown scan operation {operation!r}; registered: {operations()}.')
 
 
-def _named(name, source, device_type):
-    _check_known(name, source)
-    backend = _BACKENDS[name]
-    reason = backend.unavailable_reason()
+def _named(operation, name, source, device_type):
+    impls = _IMPLEMENTATIONS[operation]
+    if name not in impls:
+        hint = ('' if name in known_backend_names() else
+                f' (known backends: {known_backend_names()})')
+        raise ValueError(f'Scan backend {name!r} (from {source}) has no {operation} '
+                         f'implementation; {operation} has {sorted(impls)}{hint}.')
+    impl = impls[name]
+    reason = impl.unavailable_reason()
     if reason is not None:
-        raise RuntimeError(f'Selective-scan backend {name!r} (from {source}) is not available: '
-                           f'{reason}')
-    if device_type not in backend.devices:
-        raise RuntimeError(f'Selective-scan backend {name!r} (from {source}) does not run on '
-                           f'{device_type} tensors; it supports {list(backend.devices)}.')
-    return backend, f'requested by {source}'
+        raise RuntimeError(f'Scan backend {name!r} (from {source}) is not available for '
+                           f'{operation}: {reason}')
+    if device_type not in impl.devices:
+        raise RuntimeError(f'Scan backend {name!r} (from {source}) does not run {operation} on '
+                           f'{device_type} tensors; it supports {list(impl.devices)}.')
+    return impl, f'requested by {source}'
 
 
-def resolve_backend(device_type, requested=None):
-    """Return ``(Backend, reason)`` for tensors on ``device_type`` ('cpu', 'cuda', ...)."""
+def resolve(operation, device_type, requested=None):
+    """Return ``(Implementation, reason)`` of ``operation`` for tensors on ``device_type``."""
+    _check_operation(operation)
     if requested is not None:
-        return _named(requested, "the call's backend= argument", device_type)
+        return _named(operation, requested, "the call's backend= argument", device_type)
     if _default_backend is not None:
-        return _named(_default_backend, 'set_default_backend / the config', device_type)
+        return _named(operation, _default_backend, 'set_default_backend / the config',
+                      device_type)
     if os.environ.get(ENV_VAR):
-        return _named(os.environ[ENV_VAR], f'the {ENV_VAR} environment variable', device_type)
+        return _named(operation, os.environ[ENV_VAR], f'the {ENV_VAR} environment variable',
+                      device_type)
     # Best first, and stop at the first that works: availability checks may build a kernel.
-    eligible = sorted((b for b in _BACKENDS.values()
-                       if b.priority is not None and device_type in b.auto_devices),
-                      key=lambda b: -b.priority)
+    eligible = sorted((impl for impl in _IMPLEMENTATIONS[operation].values()
+                       if impl.priority is not None and device_type in impl.auto_devices),
+                      key=lambda impl: -impl.priority)
     skipped = []
-    for backend in eligible:
-        reason = backend.unavailable_reason()
+    for impl in eligible:
+        reason = impl.unavailable_reason()
         if reason is None:
             why = f'automatic choice for {device_type}'
             if skipped:
                 why += ' (skipped ' + '; '.join(skipped) + ')'
-            return backend, why
-        skipped.append(f'{backend.name}: {reason}')
+            return impl, why
+        skipped.append(f'{impl.backend}: {reason}')
     raise RuntimeError(
-        f'No selective-scan kernel for {device_type} tensors. ' +
+        f'No {operation} kernel for {device_type} tensors. ' +
         ('; '.join(skipped) + '. ' if skipped else '') +
         'Install Triton (pip install triton) or build the CUDA extension (see README, '
         "'Scan backends'); or pass backend='torch' (vectorised PyTorch, slow on a GPU) or "
         "backend='reference' (a loop over tokens) to run a slow path on purpose.")
 
 
-def log_choice_once(backend, reason, device_type):
-    key = (backend.name, device_type, reason)
+def log_choice_once(impl, reason, device_type):
+    key = (impl.operation, impl.backend, device_type, reason)
     if key not in _logged:
         _logged.add(key)
-        logger.info('selective_scan on %s uses the %r backend: %s', device_type, backend.name,
-                    reason)
+        how = f' ({impl.description})' if impl.description else ''
+        logger.info('%s on %s uses the %r backend%s: %s', impl.operation, device_type,
+                    impl.backend, how, reason)
+
+
+@torch._dynamo.assume_constant_result
+def resolve_backend_name(operation, device_type, requested=None):
+    """The backend name ``resolve`` picks, logged once; a constant to ``torch.compile``.
+
+    Models call this once per module and device and then dispatch by name, so compiled graphs
+    hold no resolution logic (environment reads, availability checks, logging).
+    """
+    impl, reason = resolve(operation, device_type, requested)
+    log_choice_once(impl, reason, device_type)
+    return impl.backend
+
+
+def implementation(operation, backend):
+    """The registered implementation, no checks: for callers that resolved ``backend`` already."""
+    return _IMPLEMENTATIONS[operation][backend]
+
+
+def run(operation, device_type, backend, *args, **kwargs):
+    """Resolve ``backend`` (None: automatic) for ``operation`` on ``device_type``, log, call."""
+    impl, reason = resolve(operation, device_type, backend)
+    log_choice_once(impl, reason, device_type)
+    return impl.fn(*args, **kwargs)

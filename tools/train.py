@@ -18,7 +18,8 @@ def parse_args(argv=None):
                         'checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
     parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the lr by the actual batch size / auto_scale_lr.base_batch_size')
+                        help='scale the lr by the actual batch size / '
+                        'auto_scale_lr.base_batch_size')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config settings, e.g. train_cfg.max_epochs=2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')

@@ -1,19 +1,17 @@
-"""vmamba-mm: VMamba-family backbones for mmpretrain, mmdet and mmseg.
+"""vmamba-mm: VMamba-family backbones, with torch alone or in mmpretrain, mmdet and mmseg.
 
-Importing the package (configs do it through ``custom_imports``) registers ``VSSM`` in all three
-task registries and installs the checkpoint loader that works on torch >= 2.6.
+The model core (``create_model``, ``VSSM``, checkpoint reading) needs only torch. Where mmengine
+is installed, importing the package (configs do it through ``custom_imports``) also registers
+``VSSM`` in the task registries, the hooks, loops and data checks, and the checkpoint loader that
+works on torch >= 2.6 (see ``vmamba_mm.registry``).
 """
-from . import loops  # noqa: F401  (registers RawAndEMAValLoop)
-from . import hooks  # noqa: F401  (registers the checkpoint and loss hooks)
-from .models import VSSM  # noqa: F401
-from .registry import register_all_modules
+import importlib.util
+
+from .models import VSSM, create_model, list_models
 
 __version__ = '0.1.0'
+__all__ = ['VSSM', 'create_model', 'list_models']
 
-register_all_modules()
-try:
-    from .checkpoint import register_checkpoint_loader
-except ImportError:  # the checkpoint module arrives with the converter
-    register_checkpoint_loader = None
-if register_checkpoint_loader is not None:
-    register_checkpoint_loader()
+if importlib.util.find_spec('mmengine') is not None:
+    from .registry import register_all_modules
+    register_all_modules()

@@ -25,6 +25,8 @@ a label map with values beyond the classes) raise ``DataError``; ``describe_data
 that, even re-raised from a DataLoader worker with its traceback folded in, into the one line the
 tools print.
 """
+import importlib
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -70,13 +72,9 @@ def _dataset_class(dataset_cfg, scope):
 
 
 def _subclass_of(cls, module, name):
-    if cls is None:
-        return False
-    try:
-        base = getattr(__import__(module, fromlist=[name]), name)
-    except ImportError:
-        return False
-    return issubclass(cls, base)
+    if cls is None or importlib.util.find_spec(module.split('.')[0]) is None:
+        return False  # that task package is not installed, so cls cannot be one of its classes
+    return issubclass(cls, getattr(importlib.import_module(module), name))
 
 
 def _under_root(dataset_cfg, path):

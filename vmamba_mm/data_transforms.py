@@ -7,7 +7,6 @@ after ``LoadAnnotations``.
 import os.path as osp
 
 import numpy as np
-from mmengine.registry import TRANSFORMS
 
 from .data_errors import DataError
 
@@ -55,7 +54,6 @@ def add_empty_file_checks(pipeline):
     return False
 
 
-@TRANSFORMS.register_module()
 class RefuseEmptyFiles:
     """Fail, naming it, on an image or label map file that is empty, before the loader reads it.
 

@@ -9,10 +9,8 @@ import os.path as osp
 import torch
 from mmengine.config import ConfigDict
 from mmengine.model import MMDistributedDataParallel
-from mmengine.registry import MODEL_WRAPPERS
 
 
-@MODEL_WRAPPERS.register_module()
 class CPUDistributedDataParallel(MMDistributedDataParallel):
     """mmengine's DDP wrapper for models on the CPU, where DDP refuses ``device_ids``.
 

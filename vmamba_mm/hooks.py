@@ -16,7 +16,6 @@ import torch
 from mmengine.dist import all_reduce, is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 
 from .atomic_files import (move_into_place, remove_leftover_temporaries, temporary_path,
@@ -30,7 +29,6 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; the message names the step and the terms."""
 
 
-@HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
     """mmengine's CheckpointHook, in an order that a kill at any instant leaves resumable.
 
@@ -157,7 +155,6 @@ class _RunnerSavingAtomically:
         self.hook._save_atomically(self.unwrapped, filename, **save_kwargs)
 
 
-@HOOKS.register_module()
 class StopOnNonFiniteLossHook(Hook):
     """Stop training at the iteration whose loss is NaN or infinite.
 
@@ -197,7 +194,6 @@ def last_checkpoint(runner):
         return f.read().strip()
 
 
-@HOOKS.register_module()
 class CheckpointFitHook(Hook):
     """Refuse a checkpoint that does not fit the model before its weights are loaded.
 

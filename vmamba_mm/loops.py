@@ -11,11 +11,9 @@ import copy
 
 import torch
 from mmengine.hooks import EMAHook
-from mmengine.registry import LOOPS
 from mmengine.runner import ValLoop
 
 
-@LOOPS.register_module()
 class RawAndEMAValLoop(ValLoop):
     """ValLoop that also evaluates the raw weights when an EMAHook is active."""
 

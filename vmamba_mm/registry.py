@@ -1,26 +1,76 @@
-"""Register the project's models once into the MODELS registries of mmpretrain, mmdet, mmseg.
+"""vmamba-mm in the OpenMMLab registries: one function, run by ``import vmamba_mm`` when mmengine
+is installed (configs import the package through ``custom_imports``).
 
-The segmentation label check (a data transform) goes into mmseg's TRANSFORMS.
+It registers ``VSSM`` in the MODELS of each task package that is installed (mmpretrain, mmdet,
+mmseg; a missing one is skipped alone), the hooks, the validation loop, the CPU DDP wrapper and
+the data checks in mmengine's registries (``ValidateSegLabels`` in mmseg's TRANSFORMS), installs
+the checkpoint loader that works on torch >= 2.6, and sends the model core's log records (stdlib
+``logging``, logger ``vmamba_mm``) to mmengine's current logger.
 """
 import importlib
+import importlib.util
+import logging
 
-from .data_checks import ValidateSegLabels
 from .models import VSSM
 
 TASK_PACKAGES = ('mmpretrain', 'mmdet', 'mmseg')
 registered_in = []
 
 
+def is_installed(package):
+    return importlib.util.find_spec(package) is not None
+
+
+class MMEngineLogBridge(logging.Handler):
+    """Hands ``vmamba_mm`` log records to mmengine's current logger (what a run writes)."""
+
+    def emit(self, record):
+        from mmengine.logging import print_log
+        print_log(self.format(record), logger='current', level=record.levelno)
+
+
+def _route_logs_to_mmengine():
+    package_logger = logging.getLogger('vmamba_mm')
+    if any(isinstance(h, MMEngineLogBridge) for h in package_logger.handlers):
+        return
+    package_logger.addHandler(MMEngineLogBridge())
+    if package_logger.level == logging.NOTSET:
+        # the core logs at INFO what it loaded; mmengine's logger filters by its own level
+        package_logger.setLevel(logging.INFO)
+
+
+def _register_in_mmengine():
+    from mmengine.registry import HOOKS, LOOPS, MODEL_WRAPPERS, TRANSFORMS
+
+    from .checkpoint.mmengine_loader import register_checkpoint_loader
+    from .data_transforms import RefuseEmptyFiles
+    from .engine import CPUDistributedDataParallel
+    from .hooks import AtomicCheckpointHook, CheckpointFitHook, StopOnNonFiniteLossHook
+    from .loops import RawAndEMAValLoop
+    for hook in (AtomicCheckpointHook, StopOnNonFiniteLossHook, CheckpointFitHook):
+        HOOKS.register_module(module=hook, force=True)
+    LOOPS.register_module(module=RawAndEMAValLoop, force=True)
+    MODEL_WRAPPERS.register_module(module=CPUDistributedDataParallel, force=True)
+    TRANSFORMS.register_module(module=RefuseEmptyFiles, force=True)
+    register_checkpoint_loader()
+    _route_logs_to_mmengine()
+
+
 def register_all_modules():
+    """Register everything vmamba-mm adds to OpenMMLab; idempotent. Returns the task packages
+    VSSM is registered in."""
+    if not is_installed('mmengine'):
+        raise RuntimeError('vmamba_mm.registry.register_all_modules needs mmengine, which is not '
+                           'installed; the model core (vmamba_mm.create_model, VSSM) works '
+                           'without it.')
+    _register_in_mmengine()
     for package in TASK_PACKAGES:
-        if package in registered_in:
+        if package in registered_in or not is_installed(package):
             continue
-        try:
-            registry = importlib.import_module(f'{package}.registry')
-        except ImportError:
-            continue  # that task package is not installed; the others still work
+        registry = importlib.import_module(f'{package}.registry')
         registry.MODELS.register_module(name='VSSM', module=VSSM, force=True)
         if package == 'mmseg':
+            from .data_transforms import ValidateSegLabels
             registry.TRANSFORMS.register_module(name='ValidateSegLabels',
                                                 module=ValidateSegLabels, force=True)
         registered_in.append(package)

@@ -4,7 +4,7 @@
 // token-by-token dependency that PyTorch has no single op for (used with autograd).
 //
 // selective_scan_forward: the whole scan of one (batch, channel) row in one pass, for inference.
-// cross_selective_scan_forward: the same, walking SS2D's four routes of a 2D map in place.
+// cross_selective_scan_forward: the same, walking SS2D's routes (a table of pixels) of a 2D map in place.
 // Tokens are processed in tiles: first the independent per-token work (softplus, exp, products)
 // over a tile in loops the compiler vectorises, then the recurrence over the tile in L1.
 #include <torch/extension.h>
@@ -134,32 +134,20 @@ torch::Tensor selective_scan_forward(const torch::Tensor& u, const torch::Tensor
   return y;
 }
 
-namespace {
-
-// Pixel visited at step t of route `route` of an H x W map, for the scan orders of cross_scan.py
-// (0 cross, 1 unidirectional, 2 bidirectional).
-inline int64_t route_pixel(int order, int64_t route, int64_t t, int64_t height, int64_t width) {
-  const int64_t length = height * width;
-  const bool reversed = order != 1 && route >= 2;
-  const bool columns = order == 0 && route % 2 == 1;
-  if (reversed) t = length - 1 - t;
-  return columns ? (t % height) * width + t / height : t;
-}
-
-}  // namespace
-
-// The four-route scan of SS2D in one pass per channel, for inference: reads u and the per-route
+// The route-wise scan of SS2D in one pass per channel, for inference: reads u and the per-route
 // projections in pixel order, walks each route through them and sums the routes' outputs back in
 // place, so neither the routes nor their merge are materialised. delta is formed here from its
-// low-rank projection (dt_low: rank R per route) one channel at a time, in L1.
-//   x: (batch, dim, H, W); dt_low: (batch, 4, R, L); dt_weight: (4, dim, R); A: (4 * dim, N);
-//   B, C: (batch, 4, N, L); D, delta_bias: (4 * dim,) or empty. Returns (batch, dim, L).
+// low-rank projection (dt_low: rank R per route) one channel at a time, in L1. The routes are
+// the rows of `pixels` (int64 (K, L): the pixel each route visits at each step), the table of
+// vmamba_kernels/routes.py, so the geometry has one definition.
+//   x: (batch, dim, H, W); dt_low: (batch, K, R, L); dt_weight: (K, dim, R); A: (K * dim, N);
+//   B, C: (batch, K, N, L); D, delta_bias: (K * dim,) or empty. Returns (batch, dim, L).
 torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::Tensor& dt_low,
                                            const torch::Tensor& dt_weight,
                                            const torch::Tensor& A, const torch::Tensor& B,
                                            const torch::Tensor& C, const torch::Tensor& D,
                                            const torch::Tensor& delta_bias, bool delta_softplus,
-                                           int64_t order) {
+                                           const torch::Tensor& pixels) {
   check(x, "x", 4);
   check(dt_low, "dt_low", 4);
   check(dt_weight, "dt_weight", 3);
@@ -167,11 +155,18 @@ torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::
   check(B, "B", 4);
   check(C, "C", 4);
   const int64_t batch = x.size(0), dim = x.size(1), height = x.size(2), width = x.size(3);
-  const int64_t length = height * width, routes = dt_low.size(1), rank = dt_low.size(2);
+  const int64_t length = height * width, routes = pixels.size(0), rank = dt_low.size(2);
   const int64_t state = A.size(1);
-  TORCH_CHECK(routes == 4 && dt_low.size(3) == length, "dt_low must be (batch, 4, R, H*W)");
-  TORCH_CHECK(dt_weight.size(0) == 4 && dt_weight.size(1) == dim && dt_weight.size(2) == rank,
-              "dt_weight must be (4, dim, R)");
+  TORCH_CHECK(pixels.device().is_cpu() && pixels.scalar_type() == torch::kInt64 &&
+                  pixels.dim() == 2 && pixels.size(1) == length && pixels.is_contiguous(),
+              "pixels must be a contiguous int64 (routes, H*W) CPU tensor");
+  TORCH_CHECK(dt_low.size(1) == routes && dt_low.size(3) == length,
+              "dt_low must be (batch, routes, R, H*W)");
+  TORCH_CHECK(dt_weight.size(0) == routes && dt_weight.size(1) == dim && dt_weight.size(2) == rank,
+              "dt_weight must be (routes, dim, R)");
+  TORCH_CHECK(A.size(0) == routes * dim, "A must be (routes * dim, N)");
+  TORCH_CHECK(B.size(1) == routes && B.size(3) == length && C.sizes() == B.sizes(),
+              "B and C must be (batch, routes, N, H*W)");
   const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
   if (has_d) check(D, "D", 1);
   if (has_bias) check(delta_bias, "delta_bias", 1);
@@ -182,11 +177,7 @@ torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::
   const float* pD = has_d ? D.data_ptr<float>() : nullptr;
   const float* pbias = has_bias ? delta_bias.data_ptr<float>() : nullptr;
   float* py = y.data_ptr<float>();
-  // Route index tables, shared by all channels: integer division per token would dominate.
-  std::vector<int64_t> pixels(routes * length);
-  for (int64_t k = 0; k < routes; ++k)
-    for (int64_t t = 0; t < length; ++t)
-      pixels[k * length + t] = route_pixel(static_cast<int>(order), k, t, height, width);
+  const int64_t* route_pixels = pixels.data_ptr<int64_t>();
 
   at::parallel_for(0, batch * dim, 4, [&](int64_t begin, int64_t end) {
     std::vector<float> step(kTile), value(kTile), drive(kTile), decay(kTile * state), h(state);
@@ -214,7 +205,7 @@ torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::
         std::fill(h.begin(), h.end(), 0.f);
         for (int64_t t0 = 0; t0 < length; t0 += kTile) {
           const int64_t n_t = std::min(kTile, length - t0);
-          const int64_t* pixel = pixels.data() + k * length + t0;
+          const int64_t* pixel = route_pixels + k * length + t0;
           for (int64_t t = 0; t < n_t; ++t) {
             const int64_t p = pixel[t];
             step[t] = dr[p];

@@ -78,19 +78,19 @@ def main(argv=None):
     print(f'selective_scan batch {b} dim {d} L {length} N {n} groups {g} {args.dtype} on {dev}')
     for name in backends:
         try:
-            vmamba_kernels.dispatch.resolve_backend(dev, name)
+            vmamba_kernels.resolve('selective_scan', dev, name)
         except (RuntimeError, ValueError) as exc:
             print(f'  {name:9s} skipped: {exc}')
             continue
 
-        def forward():
+        def forward(name=name):
             with torch.no_grad():
                 vmamba_kernels.selective_scan(u, delta, A, B, C, D, bias, True,
                                               out_dtype=torch.float32, backend=name)
 
         leaves = [t.clone().requires_grad_() for t in (u, delta, B, C)]
 
-        def train_step():
+        def train_step(name=name, leaves=leaves):
             y = vmamba_kernels.selective_scan(leaves[0], leaves[1], A, leaves[2], leaves[3], D,
                                               bias, True, out_dtype=torch.float32, backend=name)
             y.backward(torch.ones_like(y))

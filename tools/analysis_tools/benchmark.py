@@ -20,6 +20,7 @@ Example::
 """
 import argparse
 import importlib
+import importlib.util
 import os.path as osp
 import statistics
 import sys
@@ -94,10 +95,10 @@ def parse_args(argv=None):
 
 def resolve_swin_config():
     """Path of mmpretrain's own Swin-T ImageNet config."""
-    try:
-        import mmpretrain
-    except ImportError as e:
-        raise SystemExit(f'error: --compare swin needs mmpretrain ({e})')
+    if importlib.util.find_spec('mmpretrain') is None:
+        raise SystemExit('error: --compare swin needs mmpretrain: pip install mmpretrain==1.2.0 '
+                         '(or make install)')
+    import mmpretrain
     path = osp.join(
         osp.dirname(mmpretrain.__file__), '.mim', 'configs', SWIN_T_CONFIG)
     if osp.isfile(path):

@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn as nn
 
-from vmamba_kernels import NUM_ROUTES, cross_selective_scan
+from vmamba_kernels import NUM_ROUTES, dispatch
 
 from .layers import channel_dim, linear_layer, norm_layer
 
@@ -46,6 +46,8 @@ class SS2D(nn.Module):
         self.scan_order = scan_order
         self.channel_first = channel_first
         self.scan_backend = scan_backend
+        # Backend name per device type, resolved at the first forward there (see ``scan``).
+        self._resolved_backends = {}
 
         self.in_proj = linear_layer(channels, inner * (2 if gated else 1), False, channel_first)
         self.act = nn.SiLU()
@@ -85,10 +87,20 @@ class SS2D(nn.Module):
             y = y * self.act(z)
         return self.out_proj(y)
 
+    def scan_implementation(self, device_type):
+        """The cross_selective_scan kernel for this device, chosen once and then reused, so a
+        compiled graph holds a plain call (``resolve_backend_name`` is a constant to dynamo)."""
+        backend = self._resolved_backends.get(device_type)
+        if backend is None:
+            backend = dispatch.resolve_backend_name('cross_selective_scan', device_type,
+                                                    self.scan_backend)
+            self._resolved_backends[device_type] = backend
+        return dispatch.implementation('cross_selective_scan', backend).fn
+
     def scan(self, x):
         """(B, D, H, W) -> merged scan output in this module's layout."""
-        y = cross_selective_scan(x, self.x_proj_weight, self.dt_projs_weight,
-                                 -torch.exp(self.A_logs.float()), self.Ds.float(),
-                                 self.dt_projs_bias.reshape(-1).float(), order=self.scan_order,
-                                 channel_first=self.channel_first, backend=self.scan_backend)
+        y = self.scan_implementation(x.device.type)(
+            x, self.x_proj_weight, self.dt_projs_weight, -torch.exp(self.A_logs.float()),
+            self.Ds.float(), self.dt_projs_bias.reshape(-1).float(), self.scan_order,
+            self.channel_first)
         return y.to(x.dtype)

@@ -3,13 +3,19 @@
 State-dict keys are the official ones (``patch_embed.*``, ``layers.{i}.blocks.{j}.*``,
 ``layers.{i}.downsample.*``) plus one norm per output stage, ``outnorm{i}``, as in the official
 detection backbone. In a classifier, ``outnorm3`` is the official ``classifier.norm``.
+
+Needs torch only. With mmengine installed it still behaves as an OpenMMLab backbone:
+``init_cfg`` and ``init_weights()``, and the ``is_init`` flag that mmengine's
+``BaseModule.init_weights`` reads before initialising a child.
 """
 import copy
+import importlib
+import importlib.util
+import logging
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
-from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .arch_checks import (check_arch_size, check_arch_values, check_drop_path_rate,
@@ -18,6 +24,8 @@ from .arch_checks import (check_arch_size, check_arch_values, check_drop_path_ra
 from .layers import DropPath, Mlp, downsample, norm_layer, patch_embed
 from .pretrained import load_pretrained_backbone
 from .ss2d import SS2D
+
+logger = logging.getLogger(__name__)
 
 # The nine released architectures, in the official constructor's keyword names.
 _VANILLA = dict(ssm_d_state=16, ssm_ratio=2.0, ssm_conv_bias=True, forward_type='v0',
@@ -114,20 +122,24 @@ def _dtype_mismatch_message(input_dtype, weight_dtype, device_type):
 
 
 class VSSBlock(nn.Module):
-    """x + DropPath(SS2D(LN(x))), then x + DropPath(MLP(LN(x))) when mlp_ratio > 0."""
+    """x + DropPath(SS2D(LN(x))), then x + DropPath(MLP(LN(x))) when mlp_ratio > 0.
 
-    def __init__(self, channels, drop_path, settings, channel_first, scan_backend):
+    The SS2D arguments (state_size ... scan_order, channel_first, scan_backend) are SS2D's;
+    mlp_ratio 0 means no MLP (the vanilla archs).
+    """
+
+    def __init__(self, channels, *, state_size, expand_ratio, dt_rank, conv_size, conv_bias,
+                 gated, scan_order, mlp_ratio, channel_first, scan_backend=None, drop_path=0.0):
         super().__init__()
         self.norm = norm_layer(channels, channel_first)
-        self.op = SS2D(channels, state_size=settings['ssm_d_state'],
-                       expand_ratio=settings['ssm_ratio'], dt_rank=settings['ssm_dt_rank'],
-                       conv_size=settings['ssm_conv'], conv_bias=settings['ssm_conv_bias'],
-                       gated=settings['gated'], scan_order=settings['scan_order'],
-                       channel_first=channel_first, scan_backend=scan_backend)
+        self.op = SS2D(channels, state_size=state_size, expand_ratio=expand_ratio,
+                       dt_rank=dt_rank, conv_size=conv_size, conv_bias=conv_bias, gated=gated,
+                       scan_order=scan_order, channel_first=channel_first,
+                       scan_backend=scan_backend)
         self.drop_path = DropPath(drop_path)
-        if settings['mlp_ratio'] > 0:
+        if mlp_ratio > 0:
             self.norm2 = norm_layer(channels, channel_first)
-            self.mlp = Mlp(channels, int(channels * settings['mlp_ratio']), channel_first)
+            self.mlp = Mlp(channels, int(channels * mlp_ratio), channel_first)
         else:
             self.mlp = None
 
@@ -146,7 +158,31 @@ class VSSStage(nn.Module):
         self.downsample = downsample_layer
 
 
-class VSSM(BaseModule):
+def block_arguments(settings):
+    """VSSBlock's keyword arguments from a resolved arch (official key names -> block names)."""
+    return dict(state_size=settings['ssm_d_state'], expand_ratio=settings['ssm_ratio'],
+                dt_rank=settings['ssm_dt_rank'], conv_size=settings['ssm_conv'],
+                conv_bias=settings['ssm_conv_bias'], gated=settings['gated'],
+                scan_order=settings['scan_order'], mlp_ratio=settings['mlp_ratio'])
+
+
+def _init_cfg_list(init_cfg):
+    if init_cfg is None:
+        return []
+    cfgs = [init_cfg] if isinstance(init_cfg, dict) else init_cfg
+    if not isinstance(cfgs, (list, tuple)) or not all(
+            isinstance(cfg, dict) and 'type' in cfg for cfg in cfgs):
+        raise TypeError(f'VSSM init_cfg must be None, a dict with a type, or a list of such '
+                        f'dicts; got {init_cfg!r}.')
+    return list(cfgs)
+
+
+def _is_pretrained_cfg(cfg):
+    kind = cfg['type']
+    return kind == 'Pretrained' or getattr(kind, '__name__', None) == 'PretrainedInit'
+
+
+class VSSM(nn.Module):
     """VMamba backbone.
 
     Args:
@@ -171,12 +207,19 @@ class VSSM(BaseModule):
             (None) is channels-last, the faster one on the CPU.
         scan_backend: selective-scan backend for this model ('torch', 'reference', ...); None
             chooses by device.
+        init_cfg: what ``init_weights()`` does: ``dict(type='Pretrained', checkpoint=PATH,
+            prefix=None)`` loads a checkpoint strictly (see ``load_pretrained_backbone``); other
+            types (mmengine initialisers such as ``Kaiming``) need mmengine. None: the
+            initialisation done at construction stays.
     """
 
     def __init__(self, arch='tiny-s1l8', in_channels=3, out_indices=(-1, ), frozen_stages=-1,
                  norm_eval=False, drop_path_rate=None, with_cp=False, channel_first=None,
                  scan_backend=None, init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
+        super().__init__()
+        self.init_cfg = copy.deepcopy(init_cfg)
+        _init_cfg_list(self.init_cfg)
+        self._is_init = False
         settings = resolve_arch(arch)
         self.arch_name = arch if isinstance(arch, str) else 'custom arch'
         self.arch_settings = copy.deepcopy(settings)
@@ -205,11 +248,12 @@ class VSSM(BaseModule):
                                        self.patch_size, self.channel_first)
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.layers = nn.ModuleList()
+        block_settings = block_arguments(settings)
         for i, depth in enumerate(depths):
             first = sum(depths[:i])
             blocks = [
-                VSSBlock(dims[i], rates[first + j], settings, self.channel_first, scan_backend)
-                for j in range(depth)
+                VSSBlock(dims[i], drop_path=rates[first + j], channel_first=self.channel_first,
+                         scan_backend=scan_backend, **block_settings) for j in range(depth)
             ]
             down = (downsample(settings['downsample_version'], dims[i], dims[i + 1],
                                self.channel_first) if i + 1 < self.num_stages else nn.Identity())
@@ -232,15 +276,40 @@ class VSSM(BaseModule):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    @property
+    def is_init(self):
+        """Whether init_weights() ran; mmengine's BaseModule skips a child that says so."""
+        return self._is_init
+
+    @is_init.setter
+    def is_init(self, value):
+        self._is_init = value
+
     def init_weights(self):
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+        """Apply ``init_cfg``: other initialisers first, then Pretrained (it has the last word,
+        as in mmengine's BaseModule)."""
+        if self._is_init:
+            logger.warning('init_weights of VSSM has been called more than once; ignored.')
+            return
+        cfgs = _init_cfg_list(self.init_cfg)
+        pretrained = [cfg for cfg in cfgs if _is_pretrained_cfg(cfg)]
+        others = [cfg for cfg in cfgs if not _is_pretrained_cfg(cfg)]
+        if others:
+            if importlib.util.find_spec('mmengine') is None:
+                raise RuntimeError(
+                    f"VSSM init_cfg type(s) {[cfg['type'] for cfg in others]} are mmengine "
+                    f'initialisers, and mmengine is not installed: install mmengine, or use '
+                    f"init_cfg=dict(type='Pretrained', checkpoint=PATH) or None.")
+            importlib.import_module('mmengine.model').initialize(self, others)
+        for cfg in pretrained:
+            if 'checkpoint' not in cfg:
+                raise KeyError(f"VSSM init_cfg {cfg!r} has no 'checkpoint': give the path of "
+                               f'the weights to load.')
             # mmengine's own Pretrained init loads non-strictly and only warns; a backbone
             # that silently keeps random weights is worse than a stopped run.
-            load_pretrained_backbone(self, self.init_cfg['checkpoint'],
-                                     prefix=self.init_cfg.get('prefix'))
-            self._is_init = True
-            return
-        super().init_weights()
+            load_pretrained_backbone(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
+                                     map_location=cfg.get('map_location', 'cpu'))
+        self._is_init = True
 
     def _store_conv_weights_channels_last(self):
         # The convs here read channels-last maps; with weights in the same memory format oneDNN

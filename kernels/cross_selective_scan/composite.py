@@ -1,0 +1,65 @@
+"""SS2D's scan core as three operations: cross-scan, selective scan, cross-merge.
+
+``composite(backend)`` is the ``cross_selective_scan`` of any backend, built from that backend's
+``cross_scan``, ``selective_scan`` and ``cross_merge``; it is what runs under autograd.
+``fused_scan_reference`` computes what the fused kernels compute (per-route projections given in
+pixel order, routes walked through the route table) from a selective scan: it is their test
+oracle and the recomputation their backward differentiates.
+"""
+import torch
+
+from ..dispatch import implementation
+from ..routes import NUM_ROUTES
+
+
+def project(x, x_proj_weight, rank, state):
+    """Per-route projections of a (B, C, L) sequence: (delta low rank, B, C), in its order."""
+    projected = torch.einsum('kcd,bdl->bkcl', x_proj_weight, x)
+    return projected.split([rank, state, state], dim=2)
+
+
+def composite(backend):
+
+    def cross_selective_scan(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, order,
+                             channel_first):
+        # Looked up here, not when built: the three operations may register after this one.
+        scan = implementation('cross_scan', backend).fn
+        selective_scan = implementation('selective_scan', backend).fn
+        merge = implementation('cross_merge', backend).fn
+        batch, channels, height, width = x.shape
+        length = height * width
+        rank, state = dt_projs_weight.shape[-1], A.shape[1]
+        routes = scan(x, order, True)  # (B, routes, C, L)
+        projected = torch.einsum('bkdl,kcd->bkcl', routes, x_proj_weight)
+        dts, Bs, Cs = projected.split([rank, state, state], dim=2)
+        dts = torch.einsum('bkrl,kdr->bkdl', dts, dt_projs_weight)
+        ys = selective_scan(routes.reshape(batch, -1, length), dts.reshape(batch, -1, length),
+                            A, Bs, Cs, D=D, delta_bias=delta_bias, delta_softplus=True,
+                            out_dtype=torch.float32)
+        return merge(ys.view(batch, NUM_ROUTES, channels, length), height, width, order,
+                     channel_first)
+
+    return cross_selective_scan
+
+
+def _along_routes(t, pixels):
+    """(B, routes, K, L) in pixel order -> each route's rows in its own step order."""
+    batch, routes, rows, length = t.shape
+    return t.gather(-1, pixels.view(1, routes, 1, length).expand(batch, routes, rows, length))
+
+
+def fused_scan_reference(x, dt_low, dt_weight, A, B, C, D, delta_bias, pixels, selective_scan):
+    """What a fused kernel returns: (B, C, L) float32, the routes' outputs summed in place.
+
+    x: (B, C, H, W); dt_low: (B, routes, R, L), B and C: (B, routes, N, L), all in pixel order;
+    dt_weight: (routes, C, R); pixels: the (routes, L) table of ``routes.route_pixels``.
+    """
+    batch, channels = x.shape[:2]
+    routes, length = pixels.shape
+    u = x.reshape(batch, 1, channels, length).expand(batch, routes, channels, length)
+    u = _along_routes(u, pixels)
+    delta = torch.einsum('bkrl,kdr->bkdl', _along_routes(dt_low, pixels), dt_weight)
+    ys = selective_scan(u.reshape(batch, -1, length), delta.reshape(batch, -1, length), A,
+                        _along_routes(B, pixels), _along_routes(C, pixels), D, delta_bias, True)
+    steps = torch.argsort(pixels, dim=-1)
+    return _along_routes(ys.view(batch, routes, channels, length).float(), steps).sum(1)

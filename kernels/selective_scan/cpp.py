@@ -1,0 +1,93 @@
+"""The ``cpp`` backend (CPU): the compiled kernels of csrc/selective_scan_cpu.cpp as custom ops.
+
+``vmamba::selective_scan_cpp`` runs the whole scan of a row in one C++ pass; its backward is the
+closed form of ``gradients.py`` with both recurrences in C++ (``vmamba::linear_recurrence_cpp``).
+Being ``torch.library`` operators with fake implementations, they stay whole in
+``torch.compile`` graphs and ``torch.export`` programs.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..cpu_extension import float32_contiguous, load_extension
+from .gradients import selective_scan_gradients
+
+
+@torch.library.custom_op('vmamba::linear_recurrence_cpp', mutates_args=())
+def linear_recurrence_cpp(decay: Tensor, drive: Tensor, reverse: bool) -> Tensor:
+    """h_t = decay_t h_{t-1} + drive_t along the rows of float32 (rows, L) tensors (reverse:
+    h_t = decay_t h_{t+1} + drive_t)."""
+    return load_extension().linear_recurrence(decay.contiguous(), drive.contiguous(), reverse)
+
+
+@linear_recurrence_cpp.register_fake
+def _(decay, drive, reverse):
+    return torch.empty_like(drive)
+
+
+def _recurrence_setup(ctx, inputs, output):
+    decay, _, reverse = inputs
+    ctx.reverse = reverse
+    ctx.save_for_backward(decay, output)
+
+
+def _recurrence_backward(ctx, grad_h):
+    decay, h = ctx.saved_tensors
+    # The adjoint runs the other way: forward h_t = a_t h_{t-1} + b_t gives
+    # grad_b_t = grad_h_t + a_{t+1} grad_b_{t+1}, and grad_a_t = grad_b_t h_{t-1}.
+    if ctx.reverse:
+        neighbour_decay = F.pad(decay[:, :-1], (1, 0))
+        grad_drive = linear_recurrence_cpp(neighbour_decay, grad_h.contiguous(), False)
+        return grad_drive * F.pad(h[:, 1:], (0, 1)), grad_drive, None
+    neighbour_decay = F.pad(decay[:, 1:], (0, 1))
+    grad_drive = linear_recurrence_cpp(neighbour_decay, grad_h.contiguous(), True)
+    return grad_drive * F.pad(h[:, :-1], (1, 0)), grad_drive, None
+
+
+linear_recurrence_cpp.register_autograd(_recurrence_backward, setup_context=_recurrence_setup)
+
+
+def recurrence_rows(decay, drive, reverse):
+    """``linear_recurrence_cpp`` on tensors of any shape (the last dim is time)."""
+    shape = drive.shape
+    rows = decay.expand(shape).reshape(-1, shape[-1]).float()
+    return linear_recurrence_cpp(rows, drive.reshape(-1, shape[-1]).float(), reverse).view(shape)
+
+
+@torch.library.custom_op('vmamba::selective_scan_cpp', mutates_args=())
+def selective_scan_cpp(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                       D: Optional[Tensor], delta_bias: Optional[Tensor],
+                       delta_softplus: bool) -> Tensor:
+    """The selective scan of ``vmamba_kernels.selective_scan`` (B, C as (batch, G, N, L)) in one
+    C++ pass per row; float32 (batch, dim, L) out."""
+    args = [float32_contiguous(t, u) for t in (u, delta, A, B, C, D, delta_bias)]
+    return load_extension().selective_scan_forward(*args, delta_softplus)
+
+
+@selective_scan_cpp.register_fake
+def _(u, delta, A, B, C, D, delta_bias, delta_softplus):
+    return u.new_empty(u.shape, dtype=torch.float32)
+
+
+def _scan_setup(ctx, inputs, output):
+    u, delta, A, B, C, D, delta_bias, delta_softplus = inputs
+    ctx.delta_softplus = delta_softplus
+    ctx.save_for_backward(u, delta, A, B, C, D, delta_bias)
+
+
+def _scan_backward(ctx, grad_y):
+    u, delta, A, B, C, D, delta_bias = ctx.saved_tensors
+    grads = selective_scan_gradients(grad_y, u, delta, A, B, C, D, delta_bias,
+                                     ctx.delta_softplus, recurrence_rows)
+    return (*grads, None)
+
+
+selective_scan_cpp.register_autograd(_scan_backward, setup_context=_scan_setup)
+
+
+def selective_scan_compiled(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
+                            out_dtype=torch.float32):
+    """The ``cpp`` backend's entry, called by ``selective_scan`` with checked inputs."""
+    return selective_scan_cpp(u, delta, A, B, C, D, delta_bias, delta_softplus).to(out_dtype)

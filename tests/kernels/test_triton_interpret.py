@@ -1,0 +1,226 @@
+"""The Triton kernels on the CPU, under TRITON_INTERPRET=1: their custom ops pass opcheck and
+agree with the sequential reference and with the route tables of ``routes.py``.
+
+Triton decides at import time whether it interprets, so the plain test run re-runs this file in a
+child process with the variable set; the tests proper only run there. The interpreter is slow:
+shapes are small, yet cross a chunk boundary, use groups, and leave odd maps.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+INTERPRETING = os.environ.get('TRITON_INTERPRET') == '1'
+
+if not INTERPRETING:
+
+    def test_triton_kernels_under_the_interpreter():
+        pytest.importorskip('triton')
+        env = dict(os.environ, TRITON_INTERPRET='1')
+        child = subprocess.run(
+            [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', __file__], env=env,
+            capture_output=True, text=True, timeout=900)
+        assert child.returncode == 0, child.stdout[-6000:] + child.stderr[-3000:]
+        assert ' passed' in child.stdout and 'skipped' not in child.stdout.splitlines()[-1]
+
+else:
+    import vmamba_kernels
+    from vmamba_kernels.cross_scan.triton import cross_merge_op, cross_scan_op
+    from vmamba_kernels.cross_selective_scan.composite import fused_scan_reference
+    from vmamba_kernels.cross_selective_scan.triton import cross_selective_scan_op
+    from vmamba_kernels.routes import NUM_ROUTES, SCAN_ORDERS, route_pixels, route_table
+    from vmamba_kernels.selective_scan.reference import selective_scan_reference
+    from vmamba_kernels.selective_scan.triton import (selective_scan_triton_backward,
+                                                      selective_scan_triton_forward)
+
+    # (batch, dim, L, N, groups): one token, a chunk boundary (L > chunk), grouped B/C,
+    # d_state 64, no D/bias.
+    SHAPES = [(1, 4, 1, 1, 1), (2, 8, 37, 4, 2), (1, 8, 130, 3, 4), (1, 2, 20, 64, 1)]
+    # Odd maps, a single row and a single column: transposes and reversals that a square hides.
+    MAP_SIZES = [(3, 5), (1, 7), (7, 1)]
+
+    def _inputs(batch, dim, length, state, groups, dtype, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        return [
+            torch.randn(batch, dim, length, generator=gen).to(dtype),
+            (torch.randn(batch, dim, length, generator=gen) * 0.5).to(dtype),
+            -torch.rand(dim, state, generator=gen) - 0.1,
+            torch.randn(batch, groups, state, length, generator=gen).to(dtype),
+            torch.randn(batch, groups, state, length, generator=gen).to(dtype),
+            torch.randn(dim, generator=gen),
+            torch.randn(dim, generator=gen) * 0.5,
+        ]
+
+    def _run(inputs, backend, with_skip=True):
+        leaves = [t.detach().clone().requires_grad_() for t in inputs]
+        D, bias = (leaves[5], leaves[6]) if with_skip else (None, None)
+        y = vmamba_kernels.selective_scan(*leaves[:5], D=D, delta_bias=bias, delta_softplus=True,
+                                          out_dtype=torch.float32, backend=backend)
+        y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
+        return y, [t.grad for t in leaves]
+
+    def _close(actual, expected, rtol):
+        if expected is None:
+            assert actual is None or not actual.abs().any()
+            return
+        scale = expected.abs().max().clamp(min=1.0)
+        err = (actual.float() - expected.float()).abs().max()
+        assert err <= rtol * scale, f'error {err:.3g} at scale {scale:.3g}'
+
+    def _fused_inputs(channels, height, width, rank, state, seed=0):
+        """(x, dt_low, dt_weight, A, B, C, D, delta_bias) of the fused op, in pixel order."""
+        gen = torch.Generator().manual_seed(seed)
+        length = height * width
+        return [torch.randn(2, channels, height, width, generator=gen),
+                torch.randn(2, NUM_ROUTES, rank, length, generator=gen),
+                torch.randn(NUM_ROUTES, channels, rank, generator=gen) * 0.5,
+                -torch.rand(NUM_ROUTES * channels, state, generator=gen) - 0.1,
+                torch.randn(2, NUM_ROUTES, state, length, generator=gen),
+                torch.randn(2, NUM_ROUTES, state, length, generator=gen),
+                torch.randn(NUM_ROUTES * channels, generator=gen),
+                torch.randn(NUM_ROUTES * channels, generator=gen) * 0.5]
+
+    # --- torch.library.opcheck: schema, fake (meta) implementation, autograd registration, and
+    # --- AOT dispatch with dynamic shapes, for every Triton operator.
+
+    def _leaves(tensors):
+        return [t.detach().clone().requires_grad_() if t is not None and t.is_floating_point()
+                else t for t in tensors]
+
+    @pytest.mark.parametrize('with_skip', [True, False], ids=['D_bias', 'plain'])
+    def test_opcheck_selective_scan_forward(with_skip):
+        u, delta, A, B, C, D, bias = _leaves(_inputs(1, 2, 5, 2, 1, torch.float32))
+        if not with_skip:
+            D = bias = None
+        torch.library.opcheck(selective_scan_triton_forward,
+                              (u, delta, A, B, C, D, bias, with_skip))
+
+    def test_opcheck_selective_scan_backward():
+        inputs = _inputs(1, 4, 5, 2, 2, torch.float32)
+        _, states = selective_scan_triton_forward(*inputs, True)
+        grad_y = torch.randn(1, 4, 5, generator=torch.Generator().manual_seed(1))
+        torch.library.opcheck(selective_scan_triton_backward, (*inputs, states, grad_y, True))
+
+    def test_opcheck_cross_scan_and_merge():
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 3, 3, 5, generator=gen, requires_grad=True)
+        torch.library.opcheck(cross_scan_op, (x, 'cross', True))
+        routes = torch.randn(2, NUM_ROUTES, 3, 15, generator=gen, requires_grad=True)
+        torch.library.opcheck(cross_merge_op, (routes, 3, 5, 'bidirectional', False))
+
+    def test_opcheck_fused_cross_selective_scan():
+        inputs = _leaves(_fused_inputs(channels=2, height=2, width=3, rank=1, state=2))
+        torch.library.opcheck(cross_selective_scan_op,
+                              (*inputs, route_table('cross', 2, 3, 'cpu')))
+
+    # --- Values and gradients against the sequential reference.
+
+    @pytest.mark.parametrize('shape', SHAPES, ids=lambda s: 'b{}d{}L{}N{}G{}'.format(*s))
+    def test_triton_forward_and_gradients(shape):
+        inputs = _inputs(*shape, torch.float32)
+        with_skip = shape[3] != 64
+        ref, ref_grads = _run(inputs, 'reference', with_skip)
+        out, grads = _run(inputs, 'triton', with_skip)
+        _close(out, ref, 1e-4)
+        for grad, ref_grad in zip(grads, ref_grads):
+            _close(grad, ref_grad, 2e-4)
+
+    @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+    def test_triton_half_inputs(dtype):
+        inputs = _inputs(2, 8, 37, 4, 2, dtype)
+        ref, _ = _run([t.float() for t in inputs], 'reference')
+        out, grads = _run(inputs, 'triton')
+        assert out.dtype == torch.float32
+        _close(out, ref, 1e-4)
+        assert grads[0].dtype == dtype  # gradients come back in the input's dtype
+
+    def test_triton_in_the_model():
+        from vmamba_mm.models import VSSM
+        torch.manual_seed(0)
+        arch = dict(depths=[1], dims=8, ssm_d_state=2, ssm_ratio=1.0, mlp_ratio=0.0)
+        ref_model = VSSM(arch, scan_backend='reference')
+        tri_model = VSSM(arch, scan_backend='triton')
+        tri_model.load_state_dict(ref_model.state_dict())
+        x = torch.randn(1, 3, 20, 12)
+        for model in (ref_model, tri_model):
+            model(x)[0].sum().backward()
+        for ref_param, tri_param in zip(ref_model.parameters(), tri_model.parameters()):
+            _close(tri_param.grad, ref_param.grad, 2e-4)
+
+    @pytest.mark.parametrize('order', SCAN_ORDERS)
+    @pytest.mark.parametrize('height, width, state', [(5, 7, 1), (3, 4, 3)])
+    def test_triton_fused_cross_scan_for_inference(order, height, width, state):
+        gen = torch.Generator().manual_seed(height)
+        channels, rank = 6, 2
+        x = torch.randn(2, channels, height, width, generator=gen)
+        args = (torch.randn(NUM_ROUTES, rank + 2 * state, channels, generator=gen) * 0.5,
+                torch.randn(NUM_ROUTES, channels, rank, generator=gen) * 0.5,
+                -torch.rand(NUM_ROUTES * channels, state, generator=gen) - 0.1,
+                torch.randn(NUM_ROUTES * channels, generator=gen),
+                torch.randn(NUM_ROUTES * channels, generator=gen) * 0.5)
+        ref = vmamba_kernels.cross_selective_scan(x, *args, order=order, backend='reference')
+        with torch.no_grad():
+            out = vmamba_kernels.cross_selective_scan(x, *args, order=order, backend='triton')
+        _close(out, ref, 1e-4)
+
+    def test_fused_op_values_and_gradients_match_the_reference_scan():
+        # The fused op's own autograd (recomputation on the Triton scan) against autograd through
+        # fused_scan_reference on the sequential scan; a 3x5 map walked column-major and reversed.
+        height, width = 3, 5
+        inputs = _fused_inputs(channels=4, height=height, width=width, rank=2, state=3, seed=2)
+        pixels = route_table('cross', height, width, 'cpu')
+        grad = torch.randn(2, 4, height * width, generator=torch.Generator().manual_seed(3))
+        ref_leaves, leaves = _leaves(inputs), _leaves(inputs)
+        ref = fused_scan_reference(*ref_leaves, pixels, selective_scan_reference)
+        out = cross_selective_scan_op(*leaves, pixels)
+        _close(out, ref, 1e-4)
+        ref.backward(grad)
+        out.backward(grad)
+        for leaf, ref_leaf in zip(leaves, ref_leaves):
+            _close(leaf.grad, ref_leaf.grad, 2e-4)
+
+    # --- Routes: the Triton cross-scan/merge follow routes.route_pixels.
+
+    def _gather_oracle(x, order, channel_first):
+        """Routes read pixel by pixel from the route table: (B, routes, C, L)."""
+        maps = x if channel_first else x.permute(0, 3, 1, 2)
+        flat = maps.flatten(2)  # (B, C, L) in row-major pixel order
+        pixels = route_pixels(order, maps.shape[2], maps.shape[3])
+        return torch.stack([flat[..., pixels[route]] for route in range(pixels.shape[0])], 1)
+
+    def _merge_oracle(routes, height, width, order, channel_first):
+        """Each route's step t added into its pixel route_pixels[route, t]."""
+        pixels = route_pixels(order, height, width)
+        merged = routes.new_zeros(routes.shape[0], routes.shape[2], height * width)
+        for route in range(pixels.shape[0]):
+            merged.index_add_(2, pixels[route], routes[:, route])
+        merged = merged.unflatten(2, (height, width))
+        return merged if channel_first else merged.permute(0, 2, 3, 1)
+
+    @pytest.mark.parametrize('order', SCAN_ORDERS)
+    @pytest.mark.parametrize('channel_first', [True, False], ids=['BCHW', 'BHWC'])
+    def test_triton_cross_scan_and_merge_follow_the_route_table(order, channel_first):
+        gen = torch.Generator().manual_seed(0)
+        for height, width in MAP_SIZES:
+            shape = (2, 3, height, width) if channel_first else (2, height, width, 3)
+            x = torch.randn(*shape, generator=gen, requires_grad=True)
+            routes = vmamba_kernels.cross_scan(x, order, channel_first, backend='triton')
+            assert routes.shape == (2, NUM_ROUTES, 3, height * width)
+            torch.testing.assert_close(routes, _gather_oracle(x.detach(), order, channel_first),
+                                       rtol=0, atol=0)
+            ys = torch.randn(routes.shape, generator=gen, requires_grad=True)
+            merged = vmamba_kernels.cross_merge(ys, height, width, order, channel_first,
+                                                backend='triton')
+            torch.testing.assert_close(
+                merged, _merge_oracle(ys.detach(), height, width, order, channel_first))
+            # Each is the other's adjoint: <scan(x), g> = <x, merge(g)> for the backward passes.
+            grad_routes = torch.randn(routes.shape, generator=gen)
+            routes.backward(grad_routes)
+            torch.testing.assert_close(
+                x.grad, _merge_oracle(grad_routes, height, width, order, channel_first))
+            grad_map = torch.randn(merged.shape, generator=gen)
+            merged.backward(grad_map)
+            torch.testing.assert_close(ys.grad, _gather_oracle(grad_map, order, channel_first),
+                                       rtol=0, atol=0)

@@ -1,0 +1,37 @@
+"""Running the repository's scripts on generated data, as the tool, demo and checkpoint tests do."""
+import subprocess
+import sys
+
+from tests.paths import DEMO_DATA_GENERATOR, ROOT
+
+SPLITS = ('train', 'val', 'test')
+
+
+def run_python(*args, timeout=900, env=None):
+    """``python ARGS`` with this interpreter in the repository root, output captured as text.
+
+    The timeout only bounds a hang; a busy 2-core machine runs the tools several times slower."""
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def generate_demo_data(task, root, *options):
+    """tools/misc/generate_demo_data.py TASK ROOT OPTIONS; a failure fails the test with its
+    stderr. Returns ``root``."""
+    result = run_python(DEMO_DATA_GENERATOR, task, root, *options)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def data_root_options(root, no_workers=False):
+    """--cfg-options values that point a config's train, val and test dataloaders at ``root``.
+
+    With ``no_workers`` each loads in the main process: quicker for a handful of images, and no
+    worker is left behind by a run that is killed."""
+    options = []
+    for split in SPLITS:
+        options.append(f'{split}_dataloader.dataset.data_root={root}')
+        if no_workers:
+            options += [f'{split}_dataloader.num_workers=0',
+                        f'{split}_dataloader.persistent_workers=False']
+    return options

@@ -1,0 +1,181 @@
+"""tools/train.py and tools/test.py on the real stack, with generated data, on the CPU."""
+import os
+import pickle
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.paths import DEMO_CLASSIFICATION as DEMO, ROOT
+from tests.tool_runs import data_root_options as data_options
+from tests.tool_runs import generate_demo_data
+from tests.tool_runs import run_python as run_tool
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    root = generate_demo_data('cls', tmp_path_factory.mktemp('demo_cls'), '--train-per-class', '8',
+                              '--val-per-class', '4')
+    assert sorted(os.listdir(root / 'train')) == ['circle', 'square', 'stripes', 'triangle']
+    return root
+
+
+def test_train_then_test_the_saved_checkpoint(tiny_data, tmp_path):
+    work = tmp_path / 'work'
+    train = run_tool('tools/train.py', DEMO, '--work-dir', str(work), '--cfg-options',
+                     *data_options(tiny_data), 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+                     'default_hooks.checkpoint.interval=1')
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert (work / 'epoch_1.pth').is_file()
+    out = tmp_path / 'predictions.pkl'
+    shown = tmp_path / 'shown'
+    test = run_tool('tools/test.py', DEMO, str(work / 'epoch_1.pth'), '--work-dir', str(work),
+                    '--out', str(out), '--show-dir', str(shown), '--cfg-options',
+                    *data_options(tiny_data))
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert len(list(shown.glob('*.png'))) == 16  # every test image drawn with its prediction
+    assert re.search(r'accuracy/top1: \d', test.stdout + test.stderr)
+    with open(out, 'rb') as f:
+        predictions = pickle.load(f)
+    assert len(predictions) == 16  # 4 classes x 4 validation images
+
+    # --tta: each image and its mirror, scores averaged: still one prediction per image.
+    tta_out = tmp_path / 'tta.pkl'
+    tta = run_tool('tools/test.py', DEMO, str(work / 'epoch_1.pth'), '--work-dir', str(work),
+                   '--tta', '--out', str(tta_out), '--cfg-options', *data_options(tiny_data))
+    assert tta.returncode == 0, tta.stderr[-3000:]
+    assert re.search(r'accuracy/top1: \d', tta.stdout + tta.stderr)
+    with open(tta_out, 'rb') as f:
+        tta_predictions = pickle.load(f)
+    assert len(tta_predictions) == 16
+    assert any(not torch.allclose(a['pred_score'], b['pred_score'])
+               for a, b in zip(predictions, tta_predictions))
+
+
+def test_demo_learns_well_above_chance(tmp_path):
+    root = tmp_path / 'data'
+    generate_demo_data('cls', root, '--train-per-class', '200', '--val-per-class', '50')
+    train = run_tool('tools/train.py', DEMO, '--work-dir', str(tmp_path / 'work'),
+                     '--cfg-options', *data_options(root), 'train_cfg.max_epochs=10',
+                     'param_scheduler.1.end=10')
+    assert train.returncode == 0, train.stderr[-3000:]
+    top1 = [float(v) for v in re.findall(r'accuracy/top1: ([\d.]+)', train.stdout + train.stderr)]
+    assert top1 and top1[-1] > 40.0, top1  # four classes: chance is 25 %
+
+
+@pytest.mark.parametrize('args, message', [
+    pytest.param(['--amp'], '--amp needs a CUDA GPU',
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is present')),
+    (['--cfg-options', 'train_dataloadr.batch_size=3'], "no 'train_dataloadr'"),
+    (['--resume', '/nope/epoch_3.pth'], 'not found: /nope/epoch_3.pth'),
+])
+def test_bad_training_flags_are_named(args, message):
+    result = run_tool('tools/train.py', DEMO, *args, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+
+
+def test_imagenet_config_with_amp_on_a_cpu_says_what_to_do():
+    result = run_tool('tools/train.py', 'configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py',
+                      timeout=120)
+    assert result.returncode == 2
+    assert 'optim_wrapper.type=OptimWrapper' in result.stderr
+
+
+def test_missing_checkpoint_and_config_are_named(tmp_path):
+    result = run_tool('tools/test.py', DEMO, str(tmp_path / 'missing.pth'), timeout=120)
+    assert result.returncode == 2 and 'missing.pth' in result.stderr
+    result = run_tool('tools/train.py', 'configs/nope.py', timeout=120)
+    assert result.returncode == 2 and 'configs/nope.py' in result.stderr
+
+
+# No random augmentation, a fixed sample order, no drop path: the run is a function of its inputs.
+DETERMINISTIC = ['train_dataloader.sampler.shuffle=False',
+                 'train_dataloader.dataset.pipeline.1.prob=0.0',
+                 'model.backbone.drop_path_rate=0.0', 'train_cfg.max_epochs=1',
+                 'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1']
+
+
+def _final_state(work):
+    return torch.load(work / 'epoch_1.pth', map_location='cpu', weights_only=False)['state_dict']
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_data, tmp_path):
+    single, double = tmp_path / 'single', tmp_path / 'double'
+    one = run_tool('tools/train.py', DEMO, '--work-dir', str(single), '--cfg-options',
+                   *data_options(tiny_data), *DETERMINISTIC, 'train_dataloader.batch_size=8')
+    assert one.returncode == 0, one.stderr[-3000:]
+    env = dict(os.environ, PYTHON=sys.executable, PORT='29631')
+    # Two ranks of 4 images see, step by step, the same 8 images as one process of 8.
+    two = subprocess.run(['bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir', str(double),
+                          '--cfg-options', *data_options(tiny_data), *DETERMINISTIC,
+                          'train_dataloader.batch_size=4'], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    log = two.stdout + two.stderr
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log  # two ranks, gloo
+    a, b = _final_state(single), _final_state(double)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tiny_data, tmp_path):
+    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+    common = [*data_options(tiny_data), *DETERMINISTIC[:3], 'default_hooks.checkpoint.interval=1',
+              'train_cfg.val_interval=5']
+    run = run_tool('tools/train.py', DEMO, '--work-dir', str(straight), '--cfg-options', *common,
+                   'train_cfg.max_epochs=2')
+    assert run.returncode == 0, run.stderr[-3000:]
+    first = run_tool('tools/train.py', DEMO, '--work-dir', str(resumed), '--cfg-options', *common,
+                     'train_cfg.max_epochs=1')
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_tool('tools/train.py', DEMO, '--work-dir', str(resumed), '--resume',
+                      '--cfg-options', *common, 'train_cfg.max_epochs=2')
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert 'resumed epoch: 1' in (second.stdout + second.stderr).lower()
+    a = torch.load(straight / 'epoch_2.pth', map_location='cpu', weights_only=False)
+    b = torch.load(resumed / 'epoch_2.pth', map_location='cpu', weights_only=False)
+    for key in a['state_dict']:
+        torch.testing.assert_close(b['state_dict'][key], a['state_dict'][key], rtol=1e-5,
+                                   atol=1e-6, msg=key)
+    for group_a, group_b in zip(a['optimizer']['param_groups'], b['optimizer']['param_groups']):
+        assert group_a['lr'] == pytest.approx(group_b['lr'])
+    for index, state in a['optimizer']['state'].items():
+        for name, value in state.items():
+            torch.testing.assert_close(b['optimizer']['state'][index][name], value, rtol=1e-5,
+                                       atol=1e-6)
+    assert a['param_schedulers'] == b['param_schedulers']
+    assert a['meta']['iter'] == b['meta']['iter'] and a['meta']['epoch'] == b['meta']['epoch'] == 2
+
+
+def test_bad_data_is_named_before_training(tiny_data, tmp_path):
+    import shutil
+    broken = tmp_path / 'data'
+    shutil.copytree(tiny_data, broken)
+    for image in (broken / 'train' / 'circle').iterdir():
+        image.unlink()
+    result = run_tool('tools/train.py', DEMO, '--cfg-options', *data_options(broken), timeout=120)
+    assert result.returncode == 2 and str(broken / 'train' / 'circle') in result.stderr
+    result = run_tool('tools/train.py', DEMO, '--cfg-options', *data_options(tiny_data),
+                      'model.head.num_classes=5', timeout=120)
+    assert result.returncode == 2 and 'num_classes is 5' in result.stderr
+    assert 'model.head.num_classes=4' in result.stderr
+    result = run_tool('tools/train.py', DEMO, '--cfg-options', *data_options(tmp_path / 'none'),
+                      timeout=120)
+    assert result.returncode == 2 and str(tmp_path / 'none' / 'train') in result.stderr
+
+
+def test_an_image_that_does_not_decode_is_named(tiny_data, tmp_path):
+    import shutil
+    broken = tmp_path / 'data'
+    shutil.copytree(tiny_data, broken)
+    bad = sorted((broken / 'train' / 'square').iterdir())[0]
+    bad.write_bytes(b'not a png at all')
+    result = run_tool('tools/train.py', DEMO, '--work-dir', str(tmp_path / 'work'),
+                      '--cfg-options', *data_options(broken), 'train_cfg.max_epochs=1',
+                      timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith('error: image file does not decode: ') and str(bad) in last_line

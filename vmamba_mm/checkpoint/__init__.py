@@ -1,0 +1,19 @@
+"""Checkpoint reading and key conversion, with torch alone.
+
+* ``reading``: :func:`safe_load`, a restricted unpickler that never runs code from the file;
+* ``conversion``: official VMamba keys -> ours (:func:`convert_official_state_dict`,
+  :func:`extract_state_dict`, :func:`load_official_state_dict`);
+* ``mmengine_loader``: the loader vmamba-mm installs into mmengine's ``CheckpointLoader``
+  (``trusted_load``, ``register_checkpoint_loader``). It needs mmengine and is not imported here:
+  ``from vmamba_mm.checkpoint.mmengine_loader import ...``.
+"""
+from .conversion import (convert_official_state_dict, extract_state_dict,
+                         load_official_state_dict, looks_official)
+from .reading import (CheckpointContentError, CheckpointReadError, UnsafeCheckpointError,
+                      UntrustedObject, safe_load)
+
+__all__ = [
+    'UnsafeCheckpointError', 'CheckpointContentError', 'CheckpointReadError', 'UntrustedObject',
+    'safe_load', 'extract_state_dict', 'load_official_state_dict', 'convert_official_state_dict',
+    'looks_official'
+]
