@@ -67,15 +67,24 @@ _MAX_TABLES = 64
 _TABLES = OrderedDict()
 
 
-def route_table(order, height, width, device):
-    """``route_pixels`` for the compiled kernels, cached per (order, H, W, device)."""
-    key = (order, int(height), int(width), torch.device(device))
+def _cached(build, order, height, width, device):
+    key = (build.__name__, order, int(height), int(width), torch.device(device))
     table = _TABLES.get(key)
     if table is None:
-        table = route_pixels(order, int(height), int(width), device).contiguous()
+        table = build(order, int(height), int(width), device).contiguous()
         _TABLES[key] = table
         if len(_TABLES) > _MAX_TABLES:
             _TABLES.popitem(last=False)
     else:
         _TABLES.move_to_end(key)
     return table
+
+
+def route_table(order, height, width, device):
+    """``route_pixels`` for the compiled kernels, cached per (order, H, W, device)."""
+    return _cached(route_pixels, order, height, width, device)
+
+
+def step_table(order, height, width, device):
+    """``pixel_steps`` for the compiled kernels, cached the same way."""
+    return _cached(pixel_steps, order, height, width, device)

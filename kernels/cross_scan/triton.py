@@ -6,12 +6,10 @@ each route into pixel q (``pixel_steps``, the inverse table). They are ``torch.l
 operators, ``vmamba::cross_scan_triton`` and ``vmamba::cross_merge_triton``; the scan order is an
 argument and the tables are looked up inside, from caches, so compiled graphs carry no tables.
 """
-from collections import OrderedDict
-
 import torch
 from torch import Tensor
 
-from ..routes import NUM_ROUTES, pixel_steps, route_table
+from ..routes import NUM_ROUTES, route_table, step_table
 from ..triton_common import tl, triton
 
 if triton is not None:
@@ -57,26 +55,6 @@ if triton is not None:
 
 
 BLOCK_CHANNELS, BLOCK_STEPS = 32, 64
-
-# The merge's inverse tables, cached like ``routes.route_table`` (a few sizes per model; detection
-# inputs change size from image to image, so only the recent ones are kept).
-_MAX_STEP_TABLES = 64
-_STEP_TABLES = OrderedDict()
-
-
-def step_table(order, height, width, device):
-    """``pixel_steps`` as a contiguous tensor, cached per (order, H, W, device)."""
-    key = (order, int(height), int(width), torch.device(device))
-    table = _STEP_TABLES.get(key)
-    if table is None:
-        table = pixel_steps(order, int(height), int(width), device).contiguous()
-        _STEP_TABLES[key] = table
-        if len(_STEP_TABLES) > _MAX_STEP_TABLES:
-            _STEP_TABLES.popitem(last=False)
-    else:
-        _STEP_TABLES.move_to_end(key)
-    return table
-
 
 def _map_size(x, channel_first):
     """(channels, height, width) of a (B, C, H, W) or (B, H, W, C) map."""

@@ -3,20 +3,16 @@
 Each route reads its pixels through the route table of ``routes.py`` and writes its output back
 in pixel order (B, routes, C, L); one reduction sums the routes: no route copies of the input,
 no (B, routes, C, L) delta, no flips or transposes. The kernel is the operator
-``vmamba::cross_selective_scan_triton``; its backward differentiates ``fused_scan_reference`` on
-the Triton selective scan (the entry takes the composite under autograd, which keeps no
-recomputation, so that path serves opcheck and double-checking more than training).
+``vmamba::cross_selective_scan_triton``; its fake and backward are ``fused.py``'s.
 """
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..routes import route_table
-from ..scan_common import needs_grad
 from ..selective_scan.triton import selective_scan_triton_forward
 from ..triton_common import FORWARD_TILE, block_channels, chunk_config, pair_combine, tl, triton
-from .composite import composite, fused_scan_reference, project
+from .fused import fused_entry, register_fused_operator
 
 if triton is not None:
 
@@ -105,49 +101,10 @@ def cross_selective_scan_op(x: Tensor, dt_low: Tensor, dt_weight: Tensor, A: Ten
     return y.sum(1)
 
 
-@cross_selective_scan_op.register_fake
-def _(x, dt_low, dt_weight, A, B, C, D, delta_bias, pixels):
-    return x.new_empty(x.shape[0], x.shape[1], x.shape[2] * x.shape[3], dtype=torch.float32)
-
-
 def _scan_output(u, delta, A, B, C, D, delta_bias, delta_softplus):
     """The Triton selective scan's y, in the call form ``fused_scan_reference`` uses."""
     return selective_scan_triton_forward(u, delta, A, B, C, D, delta_bias, delta_softplus)[0]
 
 
-def _setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _backward(ctx, grad):
-    *differentiable, pixels = ctx.saved_tensors
-    wanted = [i for i, t in enumerate(differentiable)
-              if t is not None and ctx.needs_input_grad[i]]
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(i in wanted) if t is not None else None
-                  for i, t in enumerate(differentiable)]
-        y = fused_scan_reference(*leaves, pixels, _scan_output)
-        found = torch.autograd.grad(y, [leaves[i] for i in wanted], grad)
-    grads = [None] * len(ctx.saved_tensors)
-    for i, g in zip(wanted, found):
-        grads[i] = g
-    return tuple(grads)
-
-
-cross_selective_scan_op.register_autograd(_backward, setup_context=_setup)
-
-_composite = composite('triton')
-
-
-def cross_selective_scan_triton(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, order,
-                                channel_first):
-    """The ``triton`` backend's entry: the fused kernel without autograd, else the composite."""
-    if needs_grad(x, x_proj_weight, dt_projs_weight, A, D, delta_bias):
-        return _composite(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, order,
-                          channel_first)
-    batch, channels, height, width = x.shape
-    dt_low, Bs, Cs = project(x.flatten(2), x_proj_weight, dt_projs_weight.shape[-1], A.shape[1])
-    y = cross_selective_scan_op(x, dt_low, dt_projs_weight, A, Bs, Cs, D, delta_bias,
-                                route_table(order, height, width, x.device))
-    y = y.view(batch, channels, height, width)
-    return y if channel_first else y.permute(0, 2, 3, 1)
+register_fused_operator(cross_selective_scan_op, _scan_output)
+cross_selective_scan_triton = fused_entry(cross_selective_scan_op, 'triton')

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..cuda_extension import load_extension
+from .kernel_ops import backward_fake, register_saved_state_autograd
 
 # The kernel stores the state every kCheckpoint tokens (csrc/selective_scan_cuda.cu); the fake
 # implementation sizes the checkpoint tensor with it (tests/kernels/test_cuda_build.py checks
@@ -63,32 +64,10 @@ def selective_scan_cuda_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
 
 @selective_scan_cuda_backward.register_fake
 def _(u, delta, A, B, C, D, delta_bias, checkpoints, grad_y, delta_softplus):
-    dim, state = A.shape
-    return (torch.empty_like(u, memory_format=torch.contiguous_format),
-            torch.empty_like(delta, memory_format=torch.contiguous_format),
-            u.new_empty(dim, state, dtype=torch.float32),
-            torch.empty_like(B, memory_format=torch.contiguous_format),
-            torch.empty_like(C, memory_format=torch.contiguous_format),
-            u.new_empty(dim, dtype=torch.float32), u.new_empty(dim, dtype=torch.float32))
+    return backward_fake(u, delta, A, B, C)
 
 
-def _forward_setup(ctx, inputs, output):
-    u, delta, A, B, C, D, delta_bias, delta_softplus = inputs
-    _, checkpoints = output
-    ctx.delta_softplus = delta_softplus
-    ctx.mark_non_differentiable(checkpoints)
-    ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, checkpoints)
-
-
-def _forward_gradients(ctx, grad_y, grad_checkpoints):
-    u, delta, A, B, C, D, delta_bias, checkpoints = ctx.saved_tensors
-    du, ddelta, dA, dB, dC, dD, dbias = selective_scan_cuda_backward(
-        u, delta, A, B, C, D, delta_bias, checkpoints, grad_y, ctx.delta_softplus)
-    return (du, ddelta, dA, dB, dC, dD if D is not None else None,
-            dbias if delta_bias is not None else None, None)
-
-
-selective_scan_cuda_forward.register_autograd(_forward_gradients, setup_context=_forward_setup)
+register_saved_state_autograd(selective_scan_cuda_forward, selective_scan_cuda_backward)
 
 
 def selective_scan_cuda(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,

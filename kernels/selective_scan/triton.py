@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..triton_common import (BACKWARD_TILE, FORWARD_TILE, block_channels, chunk_config,
                              num_chunks, pair_combine, tl, triton)
+from .kernel_ops import backward_fake, register_saved_state_autograd
 
 if triton is not None:
 
@@ -266,32 +267,10 @@ def selective_scan_triton_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tenso
 
 @selective_scan_triton_backward.register_fake
 def _(u, delta, A, B, C, D, delta_bias, states, grad_y, delta_softplus):
-    dim, state = A.shape
-    return (torch.empty_like(u, memory_format=torch.contiguous_format),
-            torch.empty_like(delta, memory_format=torch.contiguous_format),
-            u.new_empty(dim, state, dtype=torch.float32),
-            torch.empty_like(B, memory_format=torch.contiguous_format),
-            torch.empty_like(C, memory_format=torch.contiguous_format),
-            u.new_empty(dim, dtype=torch.float32), u.new_empty(dim, dtype=torch.float32))
+    return backward_fake(u, delta, A, B, C)
 
 
-def _forward_setup(ctx, inputs, output):
-    u, delta, A, B, C, D, delta_bias, delta_softplus = inputs
-    _, states = output
-    ctx.delta_softplus = delta_softplus
-    ctx.mark_non_differentiable(states)
-    ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, states)
-
-
-def _forward_gradients(ctx, grad_y, grad_states):
-    u, delta, A, B, C, D, delta_bias, states = ctx.saved_tensors
-    du, ddelta, dA, dB, dC, dD, dbias = selective_scan_triton_backward(
-        u, delta, A, B, C, D, delta_bias, states, grad_y, ctx.delta_softplus)
-    return (du, ddelta, dA, dB, dC, dD if D is not None else None,
-            dbias if delta_bias is not None else None, None)
-
-
-selective_scan_triton_forward.register_autograd(_forward_gradients, setup_context=_forward_setup)
+register_saved_state_autograd(selective_scan_triton_forward, selective_scan_triton_backward)
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,

@@ -7,6 +7,7 @@ import torch
 
 import vmamba_kernels
 from vmamba_kernels.routes import NUM_ROUTES, SCAN_ORDERS, route_pixels, route_table
+from tests.kernels.scan_inputs import assert_close_scaled, input_list
 from vmamba_mm.models import VSSM
 
 pytestmark = [
@@ -19,16 +20,6 @@ GPU_BACKENDS = [b for b in ('cuda', 'triton', 'torch')
                 if b in vmamba_kernels.available_backends()]
 
 
-def _inputs(batch, dim, length, state, groups, dtype, device='cpu', seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.randn(batch, dim, length, generator=gen).to(dtype)
-    delta = (torch.randn(batch, dim, length, generator=gen) * 0.5).to(dtype)
-    A = -torch.rand(dim, state, generator=gen) - 0.1
-    B = torch.randn(batch, groups, state, length, generator=gen).to(dtype)
-    C = torch.randn(batch, groups, state, length, generator=gen).to(dtype)
-    D, bias = torch.randn(dim, generator=gen), torch.randn(dim, generator=gen) * 0.5
-    return [t.to(device) for t in (u, delta, A, B, C, D, bias)]
-
 
 def _run(inputs, backend, grad_seed=1):
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
@@ -40,36 +31,31 @@ def _run(inputs, backend, grad_seed=1):
     return y, [t.grad for t in leaves]
 
 
-def _close(actual, expected, rtol):
-    scale = expected.abs().max().clamp(min=1.0)
-    err = (actual.float().cpu() - expected.float().cpu()).abs().max()
-    assert err <= rtol * scale, f'error {err:.3g} at scale {scale:.3g}'
-
 
 @pytest.mark.parametrize('backend', GPU_BACKENDS)
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('shape', [(2, 64, 1000, 4, 4), (1, 8, 1, 1, 1), (1, 16, 77, 64, 2),
                                    (2, 12, 300, 16, 3)])
 def test_gpu_backends_against_the_reference(backend, dtype, shape):
-    cpu = _inputs(*shape, dtype)
+    cpu = input_list(*shape, dtype)
     ref, ref_grads = _run([t.float() for t in cpu], 'reference')
     out, grads = _run([t.cuda() for t in cpu], backend)
     assert out.dtype == torch.float32 and out.is_cuda
-    _close(out, ref, 1e-4)
+    assert_close_scaled(out, ref, 1e-4)
     for grad, ref_grad in zip(grads, ref_grads):
         # Half-precision inputs get half-precision gradients, rounded accordingly.
-        _close(grad, ref_grad, 1e-4 if dtype == torch.float32 else 1e-2)
+        assert_close_scaled(grad, ref_grad, 1e-4 if dtype == torch.float32 else 1e-2)
 
 
 @pytest.mark.parametrize('backend', [b for b in GPU_BACKENDS if b != 'torch'])
 def test_long_sequences_and_deterministic_backward(backend):
     # A 1024 x 1024 image gives L = 65,536 at stage 1; the vectorised torch path is the oracle.
-    inputs = _inputs(1, 8, 65536, 4, 2, torch.float32, device='cuda')
+    inputs = input_list(1, 8, 65536, 4, 2, torch.float32, device='cuda')
     out, grads = _run(inputs, backend)
     ref, ref_grads = _run(inputs, 'torch')
-    _close(out, ref, 1e-4)
+    assert_close_scaled(out, ref, 1e-4)
     for grad, ref_grad in zip(grads, ref_grads):
-        _close(grad, ref_grad, 1e-3)
+        assert_close_scaled(grad, ref_grad, 1e-3)
     again, grads_again = _run(inputs, backend)
     assert torch.equal(out, again)
     assert all(torch.equal(a, b) for a, b in zip(grads, grads_again))
@@ -93,7 +79,7 @@ def test_fused_cross_scan_on_cuda(backend, order):
     with torch.no_grad():
         out = vmamba_kernels.cross_selective_scan(x.cuda(), *[a.cuda() for a in args],
                                                   order=order, backend=backend)
-    _close(out, ref, 1e-4)
+    assert_close_scaled(out, ref, 1e-4)
 
 
 def test_automatic_choice_on_cuda_is_a_gpu_kernel():
@@ -191,7 +177,7 @@ def _scan_ops(backend):
 @pytest.mark.parametrize('with_skip', [True, False], ids=['D_bias', 'plain'])
 def test_opcheck_selective_scan_ops(backend, dtype, with_skip):
     forward, backward = _scan_ops(backend)
-    u, delta, A, B, C, D, bias = _inputs(2, 16, 45, 4, 2, dtype, device='cuda')
+    u, delta, A, B, C, D, bias = input_list(2, 16, 45, 4, 2, dtype, device='cuda')
     if not with_skip:
         D = bias = None
     torch.library.opcheck(forward, (*_op_leaves((u, delta, A, B, C, D, bias)), with_skip))

@@ -3,7 +3,7 @@ registration, AOT dispatch) and gradients against the sequential reference."""
 import pytest
 import torch
 
-from tests.kernels.scan_inputs import make_inputs
+from tests.kernels.scan_inputs import fused_inputs, make_inputs
 from vmamba_kernels import available_backends, route_pixels
 from vmamba_kernels.cross_selective_scan.composite import fused_scan_reference
 from vmamba_kernels.selective_scan.reference import selective_scan_reference
@@ -52,17 +52,9 @@ def test_linear_recurrence_op(reverse):
 @pytest.mark.parametrize('height, width', [(3, 5), (1, 6)])
 def test_fused_cross_selective_scan_op(order, height, width):
     from vmamba_kernels.cross_selective_scan.cpp import cross_selective_scan_cpp
+    args = leaves(*fused_inputs(channels=6, height=height, width=width, rank=2, state=3,
+                                seed=height))
     gen = torch.Generator().manual_seed(height)
-    batch, channels, rank, state = 2, 6, 2, 3
-    length = height * width
-    args = leaves(torch.randn(batch, channels, height, width, generator=gen),
-                  torch.randn(batch, 4, rank, length, generator=gen),
-                  torch.randn(4, channels, rank, generator=gen) * 0.5,
-                  -torch.rand(4 * channels, state, generator=gen) - 0.1,
-                  torch.randn(batch, 4, state, length, generator=gen),
-                  torch.randn(batch, 4, state, length, generator=gen),
-                  torch.randn(4 * channels, generator=gen),
-                  torch.randn(4 * channels, generator=gen) * 0.5)
     pixels = route_pixels(order, height, width)
     torch.library.opcheck(cross_selective_scan_cpp, (*args, pixels))
 

@@ -27,6 +27,7 @@ if not INTERPRETING:
 
 else:
     import vmamba_kernels
+    from tests.kernels.scan_inputs import assert_close_scaled, fused_inputs, input_list
     from vmamba_kernels.cross_scan.triton import cross_merge_op, cross_scan_op
     from vmamba_kernels.cross_selective_scan.composite import fused_scan_reference
     from vmamba_kernels.cross_selective_scan.triton import cross_selective_scan_op
@@ -41,17 +42,6 @@ else:
     # Odd maps, a single row and a single column: transposes and reversals that a square hides.
     MAP_SIZES = [(3, 5), (1, 7), (7, 1)]
 
-    def _inputs(batch, dim, length, state, groups, dtype, seed=0):
-        gen = torch.Generator().manual_seed(seed)
-        return [
-            torch.randn(batch, dim, length, generator=gen).to(dtype),
-            (torch.randn(batch, dim, length, generator=gen) * 0.5).to(dtype),
-            -torch.rand(dim, state, generator=gen) - 0.1,
-            torch.randn(batch, groups, state, length, generator=gen).to(dtype),
-            torch.randn(batch, groups, state, length, generator=gen).to(dtype),
-            torch.randn(dim, generator=gen),
-            torch.randn(dim, generator=gen) * 0.5,
-        ]
 
     def _run(inputs, backend, with_skip=True):
         leaves = [t.detach().clone().requires_grad_() for t in inputs]
@@ -61,26 +51,7 @@ else:
         y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
         return y, [t.grad for t in leaves]
 
-    def _close(actual, expected, rtol):
-        if expected is None:
-            assert actual is None or not actual.abs().any()
-            return
-        scale = expected.abs().max().clamp(min=1.0)
-        err = (actual.float() - expected.float()).abs().max()
-        assert err <= rtol * scale, f'error {err:.3g} at scale {scale:.3g}'
 
-    def _fused_inputs(channels, height, width, rank, state, seed=0):
-        """(x, dt_low, dt_weight, A, B, C, D, delta_bias) of the fused op, in pixel order."""
-        gen = torch.Generator().manual_seed(seed)
-        length = height * width
-        return [torch.randn(2, channels, height, width, generator=gen),
-                torch.randn(2, NUM_ROUTES, rank, length, generator=gen),
-                torch.randn(NUM_ROUTES, channels, rank, generator=gen) * 0.5,
-                -torch.rand(NUM_ROUTES * channels, state, generator=gen) - 0.1,
-                torch.randn(2, NUM_ROUTES, state, length, generator=gen),
-                torch.randn(2, NUM_ROUTES, state, length, generator=gen),
-                torch.randn(NUM_ROUTES * channels, generator=gen),
-                torch.randn(NUM_ROUTES * channels, generator=gen) * 0.5]
 
     # --- torch.library.opcheck: schema, fake (meta) implementation, autograd registration, and
     # --- AOT dispatch with dynamic shapes, for every Triton operator.
@@ -91,14 +62,14 @@ else:
 
     @pytest.mark.parametrize('with_skip', [True, False], ids=['D_bias', 'plain'])
     def test_opcheck_selective_scan_forward(with_skip):
-        u, delta, A, B, C, D, bias = _leaves(_inputs(1, 2, 5, 2, 1, torch.float32))
+        u, delta, A, B, C, D, bias = _leaves(input_list(1, 2, 5, 2, 1, torch.float32))
         if not with_skip:
             D = bias = None
         torch.library.opcheck(selective_scan_triton_forward,
                               (u, delta, A, B, C, D, bias, with_skip))
 
     def test_opcheck_selective_scan_backward():
-        inputs = _inputs(1, 4, 5, 2, 2, torch.float32)
+        inputs = input_list(1, 4, 5, 2, 2, torch.float32)
         _, states = selective_scan_triton_forward(*inputs, True)
         grad_y = torch.randn(1, 4, 5, generator=torch.Generator().manual_seed(1))
         torch.library.opcheck(selective_scan_triton_backward, (*inputs, states, grad_y, True))
@@ -111,7 +82,7 @@ else:
         torch.library.opcheck(cross_merge_op, (routes, 3, 5, 'bidirectional', False))
 
     def test_opcheck_fused_cross_selective_scan():
-        inputs = _leaves(_fused_inputs(channels=2, height=2, width=3, rank=1, state=2))
+        inputs = _leaves(fused_inputs(channels=2, height=2, width=3, rank=1, state=2))
         torch.library.opcheck(cross_selective_scan_op,
                               (*inputs, route_table('cross', 2, 3, 'cpu')))
 
@@ -119,21 +90,21 @@ else:
 
     @pytest.mark.parametrize('shape', SHAPES, ids=lambda s: 'b{}d{}L{}N{}G{}'.format(*s))
     def test_triton_forward_and_gradients(shape):
-        inputs = _inputs(*shape, torch.float32)
+        inputs = input_list(*shape, torch.float32)
         with_skip = shape[3] != 64
         ref, ref_grads = _run(inputs, 'reference', with_skip)
         out, grads = _run(inputs, 'triton', with_skip)
-        _close(out, ref, 1e-4)
+        assert_close_scaled(out, ref, 1e-4)
         for grad, ref_grad in zip(grads, ref_grads):
-            _close(grad, ref_grad, 2e-4)
+            assert_close_scaled(grad, ref_grad, 2e-4)
 
     @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
     def test_triton_half_inputs(dtype):
-        inputs = _inputs(2, 8, 37, 4, 2, dtype)
+        inputs = input_list(2, 8, 37, 4, 2, dtype)
         ref, _ = _run([t.float() for t in inputs], 'reference')
         out, grads = _run(inputs, 'triton')
         assert out.dtype == torch.float32
-        _close(out, ref, 1e-4)
+        assert_close_scaled(out, ref, 1e-4)
         assert grads[0].dtype == dtype  # gradients come back in the input's dtype
 
     def test_triton_in_the_model():
@@ -147,7 +118,7 @@ else:
         for model in (ref_model, tri_model):
             model(x)[0].sum().backward()
         for ref_param, tri_param in zip(ref_model.parameters(), tri_model.parameters()):
-            _close(tri_param.grad, ref_param.grad, 2e-4)
+            assert_close_scaled(tri_param.grad, ref_param.grad, 2e-4)
 
     @pytest.mark.parametrize('order', SCAN_ORDERS)
     @pytest.mark.parametrize('height, width, state', [(5, 7, 1), (3, 4, 3)])
@@ -163,23 +134,23 @@ else:
         ref = vmamba_kernels.cross_selective_scan(x, *args, order=order, backend='reference')
         with torch.no_grad():
             out = vmamba_kernels.cross_selective_scan(x, *args, order=order, backend='triton')
-        _close(out, ref, 1e-4)
+        assert_close_scaled(out, ref, 1e-4)
 
     def test_fused_op_values_and_gradients_match_the_reference_scan():
         # The fused op's own autograd (recomputation on the Triton scan) against autograd through
         # fused_scan_reference on the sequential scan; a 3x5 map walked column-major and reversed.
         height, width = 3, 5
-        inputs = _fused_inputs(channels=4, height=height, width=width, rank=2, state=3, seed=2)
+        inputs = fused_inputs(channels=4, height=height, width=width, rank=2, state=3, seed=2)
         pixels = route_table('cross', height, width, 'cpu')
         grad = torch.randn(2, 4, height * width, generator=torch.Generator().manual_seed(3))
         ref_leaves, leaves = _leaves(inputs), _leaves(inputs)
         ref = fused_scan_reference(*ref_leaves, pixels, selective_scan_reference)
         out = cross_selective_scan_op(*leaves, pixels)
-        _close(out, ref, 1e-4)
+        assert_close_scaled(out, ref, 1e-4)
         ref.backward(grad)
         out.backward(grad)
         for leaf, ref_leaf in zip(leaves, ref_leaves):
-            _close(leaf.grad, ref_leaf.grad, 2e-4)
+            assert_close_scaled(leaf.grad, ref_leaf.grad, 2e-4)
 
     # --- Routes: the Triton cross-scan/merge follow routes.route_pixels.
 

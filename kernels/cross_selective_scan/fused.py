@@ -1,0 +1,61 @@
+"""What the fused cross_selective_scan kernels share: their fake, their backward, their entry.
+
+A fused kernel takes the per-route projections in pixel order and the route table, and returns
+what ``fused_scan_reference`` returns. Its backward recomputes that reference on the backend's own
+selective-scan operator and differentiates it (inference is what the fused kernels are for; the
+composite serves training without recomputation).
+"""
+import torch
+
+from ..routes import route_table
+from ..scan_common import needs_grad
+from .composite import composite, fused_scan_reference, project
+
+
+def register_fused_operator(fused_op, selective_scan):
+    """Fake implementation and autograd of ``fused_op``; ``selective_scan(u, delta, A, B, C, D,
+    delta_bias, delta_softplus)`` is the differentiable scan the backward recomputes with."""
+
+    @fused_op.register_fake
+    def _(x, dt_low, dt_weight, A, B, C, D, delta_bias, pixels):
+        return x.new_empty(x.shape[0], x.shape[1], x.shape[2] * x.shape[3], dtype=torch.float32)
+
+    def setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def backward(ctx, grad):
+        *differentiable, pixels = ctx.saved_tensors
+        wanted = [i for i, t in enumerate(differentiable)
+                  if t is not None and ctx.needs_input_grad[i]]
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(i in wanted) if t is not None else None
+                      for i, t in enumerate(differentiable)]
+            y = fused_scan_reference(*leaves, pixels, selective_scan)
+            found = torch.autograd.grad(y, [leaves[i] for i in wanted], grad)
+        grads = [None] * len(ctx.saved_tensors)
+        for i, g in zip(wanted, found):
+            grads[i] = g
+        return tuple(grads)
+
+    fused_op.register_autograd(backward, setup_context=setup)
+
+
+def fused_entry(fused_op, backend):
+    """A backend's cross_selective_scan: ``fused_op`` without autograd, else the composite."""
+    tracked = composite(backend)
+
+    def cross_selective_scan(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, order,
+                             channel_first):
+        if needs_grad(x, x_proj_weight, dt_projs_weight, A, D, delta_bias):
+            return tracked(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, order,
+                           channel_first)
+        batch, channels, height, width = x.shape
+        x = x.contiguous()  # one copy if x came channels-last from a conv; the kernel reuses it
+        dt_low, Bs, Cs = project(x.flatten(2), x_proj_weight, dt_projs_weight.shape[-1],
+                                 A.shape[1])
+        y = fused_op(x, dt_low, dt_projs_weight, A, Bs, Cs, D, delta_bias,
+                     route_table(order, height, width, x.device))
+        y = y.view(batch, channels, height, width)
+        return y if channel_first else y.permute(0, 2, 3, 1)
+
+    return cross_selective_scan
