@@ -54,7 +54,8 @@ def test_scan_matches_index_maps_and_merge_is_adjoint(order, height, width, chan
 
     # Merging the routes of x sums four visits of every pixel.
     torch.testing.assert_close(
-        cross_merge(routes, height, width, order, channel_first, backend=backend), 4 * layout)
+        cross_merge(routes, height, width, order, channel_first, backend=backend),
+        NUM_ROUTES * layout)
 
 
 @pytest.mark.parametrize('order', SCAN_ORDERS)
