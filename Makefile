@@ -5,11 +5,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo demo-cls demo-det demo-seg bench clean-venv
+.PHONY: install test demo demo-cls demo-det demo-seg demo-cls2d bench bench-2d clean-venv
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cfg tools/install/build_mmcv.sh kernels/csrc/selective_scan_cpu.cpp kernels/csrc/selective_scan_cuda.cu
+$(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cfg tools/install/build_mmcv.sh kernels/csrc/selective_scan_cpu.cpp kernels/csrc/selective_scan_2d_cpu.cpp kernels/csrc/selective_scan_cuda.cu
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -r requirements-build.txt
@@ -18,6 +18,7 @@ $(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cf
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	$(PY) -c "import vmamba_mm, vmamba_kernels, mmcv.ops, mmpretrain, mmdet, mmseg; print('vmamba-mm environment ready')"
 	$(PY) -c "from vmamba_kernels import cpu_extension as e; r = e.unavailable_reason(); print('CPU scan kernel:', r or 'built (cached in ~/.cache/torch_extensions)')"
+	$(PY) -c "from vmamba_kernels.selective_scan_2d import cpp as e; r = e.unavailable_reason(); print('CPU 2D scan kernel:', r or 'built (cached in ~/.cache/torch_extensions)')"
 	$(PY) -c "from vmamba_kernels import cuda_extension as c, triton_common as t; print('Triton scan kernels:', t.unavailable_reason() or 'ready'); print('CUDA scan extension:', c.unavailable_reason() or 'built')"
 	touch $(STAMP)
 
@@ -28,25 +29,33 @@ test: install
 	$(PY) -m pytest tests -q
 
 # The demos: generated data, a small VSSM trained and tested on the CPU. `make demo` runs all
-# three in turn; `make demo TASK=cls|det|seg` one of them (DEMO_ROOT and DEMO_WORK then override its
+# three in turn; `make demo TASK=cls|det|seg|cls2d` one of them (cls2d: the classification demo
+# with 2DMamba's 2D scan; DEMO_ROOT and DEMO_WORK then override its
 # data and work folders).
-DEMO_TASKS := cls det seg
-TASK ?= $(DEMO_TASKS)
+DEMO_TASKS := cls det seg cls2d
+TASK ?= cls det seg
 DEMO_CONFIG_cls := configs/demo/classification.py
+DEMO_CONFIG_cls2d := configs/demo/classification_2d.py
 DEMO_CONFIG_det := configs/demo/detection.py
 DEMO_CONFIG_seg := configs/demo/segmentation.py
 # The checkpoint each config's schedule ends with.
 DEMO_CHECKPOINT_cls := epoch_20.pth
 DEMO_CHECKPOINT_det := epoch_8.pth
 DEMO_CHECKPOINT_seg := iter_1500.pth
+DEMO_CHECKPOINT_cls2d := $(DEMO_CHECKPOINT_cls)
 # A path that exists once the generator has written the task's training split.
 DEMO_GENERATED_cls := train
 DEMO_GENERATED_det := annotations/instances_train.json
 DEMO_GENERATED_seg := annotations/training
+DEMO_GENERATED_cls2d := $(DEMO_GENERATED_cls)
 DEMO_METRIC_cls := Epoch\(test\).*accuracy/top1
 DEMO_METRIC_det := Epoch\(test\).*coco/bbox_mAP
 DEMO_METRIC_seg := Iter\(test\).*mIoU
-demo_root = $(or $(DEMO_ROOT),data/demo_$*)
+DEMO_METRIC_cls2d := $(DEMO_METRIC_cls)
+# The data each demo trains on (the 2D-scan variant shares the classification data).
+DEMO_DATA_cls2d := cls
+demo_data_task = $(or $(DEMO_DATA_$*),$*)
+demo_root = $(or $(DEMO_ROOT),data/demo_$(demo_data_task))
 demo_work = $(or $(DEMO_WORK),work_dirs/demo_$*)
 demo_data = $(foreach split,train val test,$(split)_dataloader.dataset.data_root=$(demo_root))
 
@@ -59,12 +68,16 @@ endif
 demo: $(addprefix demo-,$(TASK))
 
 $(addprefix demo-,$(DEMO_TASKS)): demo-%: install
-	test -e $(demo_root)/$(DEMO_GENERATED_$*) || $(PY) tools/misc/generate_demo_data.py $* $(demo_root)
+	test -e $(demo_root)/$(DEMO_GENERATED_$*) || $(PY) tools/misc/generate_demo_data.py $(demo_data_task) $(demo_root)
 	$(PY) tools/train.py $(DEMO_CONFIG_$*) --work-dir $(demo_work) --cfg-options $(demo_data)
 	$(PY) tools/test.py $(DEMO_CONFIG_$*) $(demo_work)/$(DEMO_CHECKPOINT_$*) --work-dir $(demo_work) --cfg-options $(demo_data) 2>&1 | tee $(demo_work)/test.log | grep -E "$(DEMO_METRIC_$*)" || { tail -20 $(demo_work)/test.log; exit 1; }
 
 bench: install
 	$(PY) tools/analysis_tools/benchmark.py configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin --batch-size 1 --shape 224 224 --device cpu
+
+# 2DVMamba-T against VMamba-T (the 2D scan's cost), interleaved in one run.
+bench-2d: install
+	$(PY) tools/analysis_tools/benchmark.py configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py configs/vmamba2d/vmamba2d-tiny_8xb128_in1k.py --batch-size 1 --shape 224 224 --device cpu
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,7 +11,7 @@ import torch
 from .lazy_extension import LazyExtension
 
 
-def _compile_flags():
+def compile_flags():
     # -fopenmp: at::parallel_for is an OpenMP pragma in a header. -ffast-math: glibc declares its
     # vector exp/log1p only under __FAST_MATH__; the kernel has no NaN/inf-dependent logic.
     flags = ['-O3', '-std=c++20', '-fopenmp', '-ffast-math']
@@ -26,7 +26,7 @@ def _compile_flags():
 
 
 _EXTENSION = LazyExtension('vmamba_cpu_scan', 'selective_scan_cpu.cpp',
-                           extra_cflags=_compile_flags(), extra_ldflags=['-fopenmp'])
+                           extra_cflags=compile_flags(), extra_ldflags=['-fopenmp'])
 load_extension = _EXTENSION.load
 unavailable_reason = _EXTENSION.unavailable_reason
 

@@ -33,6 +33,13 @@ CLASSIFIERS = {
     'base-s1l20': Classifier('vmamba_base_s1l20', 86_614_504, 128, 0.5),
 }
 
+# 2DVMamba (2DMamba's release, scan-families.md section 1): a VMamba arch with the 2D scan and no
+# new parameters. Our arch name -> (the VMamba arch it extends, the official config name).
+VMAMBA_2D = {
+    '2dvmamba-tiny': ('tiny-s1l8', 'vmambav2v_2d_tiny_224'),
+    '2dvmamba-small': ('small-s2l15', 'vmambav2_2d_small_224'),
+}
+
 
 class Downstream(NamedTuple):
     arch: str

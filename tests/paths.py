@@ -10,6 +10,7 @@ DATA_DIR = os.path.join(ROOT, 'tests', 'data')
 TOOLS_DIR = os.path.join(ROOT, 'tools')
 
 DEMO_CLASSIFICATION = os.path.join(CONFIG_DIR, 'demo', 'classification.py')
+DEMO_CLASSIFICATION_2D = os.path.join(CONFIG_DIR, 'demo', 'classification_2d.py')
 DEMO_DETECTION = os.path.join(CONFIG_DIR, 'demo', 'detection.py')
 DEMO_SEGMENTATION = os.path.join(CONFIG_DIR, 'demo', 'segmentation.py')
 IMAGENET_TINY = os.path.join(CONFIG_DIR, 'vmamba', 'vmamba-tiny-s1l8_8xb128_in1k.py')

@@ -30,6 +30,23 @@ register(OPERATION, 'cuda', composite('cuda'), devices=('cuda', ), priority=1,
          description='CUDA C++ selective scan between tensor-op cross-scan/merge')
 
 
+def check_core_inputs(operation, x, x_proj_weight, dt_projs_weight, A):
+    """The map and route weights against each other; errors name ``operation`` and the input."""
+    if x.dim() != 4:
+        raise ValueError(f'{operation} expects a (B, C, H, W) map, got shape {tuple(x.shape)}.')
+    channels = x.shape[1]
+    expected = {'x_proj_weight': (NUM_ROUTES, None, channels),
+                'dt_projs_weight': (NUM_ROUTES, channels, None),
+                'A': (NUM_ROUTES * channels, None)}
+    for name, t in (('x_proj_weight', x_proj_weight), ('dt_projs_weight', dt_projs_weight),
+                    ('A', A)):
+        shape = expected[name]
+        if t.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape)):
+            raise ValueError(f'{operation}: {name} has shape {tuple(t.shape)}, expected '
+                             f"{tuple('*' if s is None else s for s in shape)} for {channels} "
+                             f'channels.')
+
+
 def cross_selective_scan(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, order='cross',
                          channel_first=True, backend=None):
     """Route-wise selective scan of a (B, C, H, W) map; float32 out in the chosen layout.
@@ -39,19 +56,6 @@ def cross_selective_scan(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, or
     softplus. ``channel_first=False`` returns (B, H, W, C).
     """
     check_order(order)
-    if x.dim() != 4:
-        raise ValueError(f'cross_selective_scan expects a (B, C, H, W) map, got shape '
-                         f'{tuple(x.shape)}.')
-    channels = x.shape[1]
-    expected = {'x_proj_weight': (NUM_ROUTES, None, channels),
-                'dt_projs_weight': (NUM_ROUTES, channels, None),
-                'A': (NUM_ROUTES * channels, None)}
-    for name, t in (('x_proj_weight', x_proj_weight), ('dt_projs_weight', dt_projs_weight),
-                    ('A', A)):
-        shape = expected[name]
-        if t.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape)):
-            raise ValueError(f'cross_selective_scan: {name} has shape {tuple(t.shape)}, expected '
-                             f"{tuple('*' if s is None else s for s in shape)} for {channels} "
-                             f'channels.')
+    check_core_inputs(OPERATION, x, x_proj_weight, dt_projs_weight, A)
     return run(OPERATION, x.device.type, backend, x, x_proj_weight, dt_projs_weight, A, D,
                delta_bias, order, channel_first)

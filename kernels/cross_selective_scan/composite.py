@@ -42,7 +42,7 @@ def composite(backend):
     return cross_selective_scan
 
 
-def _along_routes(t, pixels):
+def along_routes(t, pixels):
     """(B, routes, K, L) in pixel order -> each route's rows in its own step order."""
     batch, routes, rows, length = t.shape
     return t.gather(-1, pixels.view(1, routes, 1, length).expand(batch, routes, rows, length))
@@ -57,9 +57,9 @@ def fused_scan_reference(x, dt_low, dt_weight, A, B, C, D, delta_bias, pixels, s
     batch, channels = x.shape[:2]
     routes, length = pixels.shape
     u = x.reshape(batch, 1, channels, length).expand(batch, routes, channels, length)
-    u = _along_routes(u, pixels)
-    delta = torch.einsum('bkrl,kdr->bkdl', _along_routes(dt_low, pixels), dt_weight)
+    u = along_routes(u, pixels)
+    delta = torch.einsum('bkrl,kdr->bkdl', along_routes(dt_low, pixels), dt_weight)
     ys = selective_scan(u.reshape(batch, -1, length), delta.reshape(batch, -1, length), A,
-                        _along_routes(B, pixels), _along_routes(C, pixels), D, delta_bias, True)
+                        along_routes(B, pixels), along_routes(C, pixels), D, delta_bias, True)
     steps = torch.argsort(pixels, dim=-1)
-    return _along_routes(ys.view(batch, routes, channels, length).float(), steps).sum(1)
+    return along_routes(ys.view(batch, routes, channels, length).float(), steps).sum(1)

@@ -12,25 +12,32 @@ from ..scan_common import needs_grad
 from .composite import composite, fused_scan_reference, project
 
 
-def register_fused_operator(fused_op, selective_scan):
+# The fused operators' differentiable inputs come first: x, dt_low, dt_weight, A, B, C, D,
+# delta_bias; route tables follow.
+NUM_DIFFERENTIABLE = 8
+
+
+def register_fused_operator(fused_op, selective_scan, reference=fused_scan_reference):
     """Fake implementation and autograd of ``fused_op``; ``selective_scan(u, delta, A, B, C, D,
-    delta_bias, delta_softplus)`` is the differentiable scan the backward recomputes with."""
+    delta_bias, delta_softplus)`` is the differentiable scan the backward recomputes with, through
+    ``reference(x, ..., delta_bias, *tables, selective_scan)``."""
 
     @fused_op.register_fake
-    def _(x, dt_low, dt_weight, A, B, C, D, delta_bias, pixels):
+    def _(x, *rest):
         return x.new_empty(x.shape[0], x.shape[1], x.shape[2] * x.shape[3], dtype=torch.float32)
 
     def setup(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
 
     def backward(ctx, grad):
-        *differentiable, pixels = ctx.saved_tensors
+        differentiable = ctx.saved_tensors[:NUM_DIFFERENTIABLE]
+        tables = ctx.saved_tensors[NUM_DIFFERENTIABLE:]
         wanted = [i for i, t in enumerate(differentiable)
                   if t is not None and ctx.needs_input_grad[i]]
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_(i in wanted) if t is not None else None
                       for i, t in enumerate(differentiable)]
-            y = fused_scan_reference(*leaves, pixels, selective_scan)
+            y = reference(*leaves, *tables, selective_scan)
             found = torch.autograd.grad(y, [leaves[i] for i in wanted], grad)
         grads = [None] * len(ctx.saved_tensors)
         for i, g in zip(wanted, found):
@@ -40,9 +47,15 @@ def register_fused_operator(fused_op, selective_scan):
     fused_op.register_autograd(backward, setup_context=setup)
 
 
-def fused_entry(fused_op, backend):
-    """A backend's cross_selective_scan: ``fused_op`` without autograd, else the composite."""
-    tracked = composite(backend)
+def route_tables(order, height, width, device):
+    """The tables a 1D fused kernel reads after the differentiable inputs."""
+    return (route_table(order, height, width, device), )
+
+
+def fused_entry(fused_op, backend, tracked=None, tables=route_tables):
+    """A backend's cross_selective_scan: ``fused_op`` without autograd, else ``tracked`` (the
+    backend's composite by default); ``tables(order, H, W, device)`` gives the kernel's tables."""
+    tracked = composite(backend) if tracked is None else tracked
 
     def cross_selective_scan(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, order,
                              channel_first):
@@ -54,7 +67,7 @@ def fused_entry(fused_op, backend):
         dt_low, Bs, Cs = project(x.flatten(2), x_proj_weight, dt_projs_weight.shape[-1],
                                  A.shape[1])
         y = fused_op(x, dt_low, dt_projs_weight, A, Bs, Cs, D, delta_bias,
-                     route_table(order, height, width, x.device))
+                     *tables(order, height, width, x.device))
         y = y.view(batch, channels, height, width)
         return y if channel_first else y.permute(0, 2, 3, 1)
 

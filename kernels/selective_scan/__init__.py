@@ -38,39 +38,42 @@ register(OPERATION, 'cuda', cuda.selective_scan_cuda, devices=('cuda', ), priori
          description='CUDA C++ kernel')
 
 
-def _shape_error(name, tensor, expected):
-    return ValueError(f'selective_scan: {name} has shape {tuple(tensor.shape)}, expected '
+def _shape_error(operation, name, tensor, expected):
+    return ValueError(f'{operation}: {name} has shape {tuple(tensor.shape)}, expected '
                       f'{expected}.')
 
 
-def check_inputs(u, delta, A, B, C, D, delta_bias):
-    """Validate shapes against the contract and return (B, C) as (batch, G, N, L)."""
+def check_inputs(u, delta, A, B, C, D, delta_bias, operation=OPERATION):
+    """Validate shapes against the contract and return (B, C) as (batch, G, N, L).
+
+    ``operation`` names the caller in the errors (the 2D scan shares this contract).
+    """
     if u.dim() != 3:
-        raise _shape_error('u', u, '(batch, dim, L)')
+        raise _shape_error(operation, 'u', u, '(batch, dim, L)')
     batch, dim, length = u.shape
     if delta.shape != u.shape:
-        raise _shape_error('delta', delta, f'{tuple(u.shape)} like u')
+        raise _shape_error(operation, 'delta', delta, f'{tuple(u.shape)} like u')
     if A.dim() != 2 or A.shape[0] != dim:
-        raise _shape_error('A', A, f'({dim}, N)')
+        raise _shape_error(operation, 'A', A, f'({dim}, N)')
     state = A.shape[1]
     grouped = []
     for name, t in (('B', B), ('C', C)):
         if t.dim() == 3:
             t = t.unsqueeze(1)
         if t.dim() != 4 or t.shape[0] != batch or t.shape[2] != state or t.shape[3] != length:
-            raise _shape_error(name, t, f'({batch}, G, {state}, {length}) or ({batch}, {state}, '
-                               f'{length})')
+            raise _shape_error(operation, name, t,
+                               f'({batch}, G, {state}, {length}) or ({batch}, {state}, {length})')
         if dim % t.shape[1]:
-            raise ValueError(f'selective_scan: dim={dim} is not divisible by the {t.shape[1]} '
+            raise ValueError(f'{operation}: dim={dim} is not divisible by the {t.shape[1]} '
                              f'groups of {name}.')
         grouped.append(t)
     for name, t in (('D', D), ('delta_bias', delta_bias)):
         if t is not None and tuple(t.shape) != (dim,):
-            raise _shape_error(name, t, f'({dim},)')
+            raise _shape_error(operation, name, t, f'({dim},)')
     for name, t in (('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D),
                     ('delta_bias', delta_bias)):
         if t is not None and t.device != u.device:
-            raise ValueError(f'selective_scan: {name} is on {t.device} but u is on {u.device}.')
+            raise ValueError(f'{operation}: {name} is on {t.device} but u is on {u.device}.')
     return grouped
 
 

@@ -31,8 +31,8 @@ from .kernel_ops import backward_fake, register_saved_state_autograd
 if triton is not None:
 
     @triton.jit
-    def _load_step(delta_ptr, bias, t, t_ok, rows, row_ok, A, SOFTPLUS: tl.constexpr,
-                   HAS_BIAS: tl.constexpr):
+    def load_step(delta_ptr, bias, t, t_ok, rows, row_ok, A, SOFTPLUS: tl.constexpr,
+                  HAS_BIAS: tl.constexpr):
         """delta (after bias and softplus) at positions t, and exp(delta * A)."""
         mask = row_ok[:, None] & t_ok[None, :]
         raw = tl.load(delta_ptr + rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -72,8 +72,8 @@ if triton is not None:
             tl.store(states_ptr + ((b * dim + d[:, None]) * NP + n[None, :]) * num_chunks + c, h,
                      mask=row_ok[:, None])
             u = tl.load(u_ptr + rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
-            _, step, decay = _load_step(delta_ptr, bias, t, t_ok, rows, row_ok, A, SOFTPLUS,
-                                        HAS_BIAS)
+            _, step, decay = load_step(delta_ptr, bias, t, t_ok, rows, row_ok, A, SOFTPLUS,
+                                       HAS_BIAS)
             Bt = tl.load(B_ptr + bc_rows[:, None] + t[None, :], mask=bc_mask, other=0.0)
             Ct = tl.load(C_ptr + bc_rows[:, None] + t[None, :], mask=bc_mask, other=0.0)
             x = (step * u)[:, None, :] * Bt.to(tl.float32)[None, :, :]
@@ -126,8 +126,8 @@ if triton is not None:
                          mask=row_ok[:, None], other=0.0)
             u = tl.load(u_ptr + rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
             dy = tl.load(dy_ptr + rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
-            raw, step, decay = _load_step(delta_ptr, bias, t, t_ok, rows, row_ok, A, SOFTPLUS,
-                                          HAS_BIAS)
+            raw, step, decay = load_step(delta_ptr, bias, t, t_ok, rows, row_ok, A, SOFTPLUS,
+                                         HAS_BIAS)
             Bt = tl.load(B_ptr + bc_rows[:, None] + t[None, :], mask=bc_mask,
                          other=0.0).to(tl.float32)
             Ct = tl.load(C_ptr + bc_rows[:, None] + t[None, :], mask=bc_mask,
@@ -137,8 +137,8 @@ if triton is not None:
             tp_ok = (tp >= c * CHUNK) & (tp < length)
             u_p = tl.load(u_ptr + rows[:, None] + tp[None, :],
                           mask=row_ok[:, None] & tp_ok[None, :], other=0.0).to(tl.float32)
-            _, step_p, decay_p = _load_step(delta_ptr, bias, tp, tp_ok, rows, row_ok, A,
-                                            SOFTPLUS, HAS_BIAS)
+            _, step_p, decay_p = load_step(delta_ptr, bias, tp, tp_ok, rows, row_ok, A,
+                                           SOFTPLUS, HAS_BIAS)
             B_p = tl.load(B_ptr + bc_rows[:, None] + tp[None, :],
                           mask=n_ok[:, None] & tp_ok[None, :], other=0.0).to(tl.float32)
             valid_p = tp_ok[None, None, :]
@@ -149,8 +149,8 @@ if triton is not None:
             # dh_t = C_t dy_t + a_{t+1} dh_{t+1}, scanned from the chunk's end.
             tn = t + 1
             tn_ok = tn < length
-            _, _, decay_n = _load_step(delta_ptr, bias, tn, tn_ok, rows, row_ok, A, SOFTPLUS,
-                                       HAS_BIAS)
+            _, _, decay_n = load_step(delta_ptr, bias, tn, tn_ok, rows, row_ok, A, SOFTPLUS,
+                                      HAS_BIAS)
             decay_n = tl.where(tn_ok[None, None, :], decay_n, 0.0)
             grad_h = tl.where(valid, Ct[None, :, :] * dy[:, None, :], 0.0)
             a_rev, g_rev = tl.associative_scan((decay_n, grad_h), 2, pair_combine, reverse=True)

@@ -265,8 +265,9 @@ def test_benchmark_rejects_missing_config(capsys):
 
 def test_benchmark_smoke(capsys):
     bench = _load_benchmark()
+    two_d = Path(CONFIG_DIR) / 'vmamba2d' / 'vmamba2d-tiny_8xb128_in1k.py'
     rc = bench.main([
-        str(config_path('tiny-s1l8')), '--device', 'cpu', '--shape', '32',
+        str(config_path('tiny-s1l8')), str(two_d), '--device', 'cpu', '--shape', '32',
         '32', '--warmup', '0', '--iters', '1', '--rounds', '1'
     ])
     assert rc == 0
@@ -276,3 +277,6 @@ def test_benchmark_smoke(capsys):
     assert len(line) == 1
     assert f'{CLASSIFIERS["tiny-s1l8"].params:,}' in line[0]
     assert 'img/s' in line[0] and 'ms/iter' in line[0]
+    # A second config is also given as a multiple of the first one's time.
+    line = [ln for ln in out.splitlines() if ln.startswith('vmamba2d-tiny')]
+    assert len(line) == 1 and 'the time of vmamba-tiny-s1l8_8xb128_in1k' in line[0]

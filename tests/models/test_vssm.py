@@ -9,7 +9,7 @@ from vmamba_kernels import selective_scan
 from vmamba_mm.models import ARCH_SETTINGS, VSSM
 from vmamba_mm.models.ss2d import SS2D
 
-from tests.official import CLASSIFIERS
+from tests.official import CLASSIFIERS, VMAMBA_2D
 
 
 def classifier_params(backbone, num_classes=1000):
@@ -19,12 +19,14 @@ def classifier_params(backbone, num_classes=1000):
 
 
 def test_all_released_archs_are_known():
-    assert sorted(ARCH_SETTINGS) == sorted(CLASSIFIERS)
+    assert sorted(ARCH_SETTINGS) == sorted([*CLASSIFIERS, *VMAMBA_2D])
 
 
-@pytest.mark.parametrize('arch', sorted(CLASSIFIERS))
+@pytest.mark.parametrize('arch', [*sorted(CLASSIFIERS), *VMAMBA_2D])
 def test_parameter_count_and_every_official_key(arch, official_keys):
-    official_name, count = CLASSIFIERS[arch].constructor, CLASSIFIERS[arch].params
+    # A 2DVMamba arch has its VMamba arch's parameters and keys.
+    released = CLASSIFIERS[VMAMBA_2D[arch][0] if arch in VMAMBA_2D else arch]
+    official_name, count = released.constructor, released.params
     backbone = VSSM(arch, out_indices=(3, ))
     assert classifier_params(backbone) == count == official_keys[official_name]['params']
     ours = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}

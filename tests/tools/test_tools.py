@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from tests.paths import DEMO_CLASSIFICATION as DEMO, ROOT
+from tests.paths import DEMO_CLASSIFICATION as DEMO, DEMO_CLASSIFICATION_2D as DEMO_2D, ROOT
 from tests.tool_runs import data_root_options as data_options
 from tests.tool_runs import generate_demo_data
 from tests.tool_runs import run_python as run_tool
@@ -54,10 +54,11 @@ def test_train_then_test_the_saved_checkpoint(tiny_data, tmp_path):
                for a, b in zip(predictions, tta_predictions))
 
 
-def test_demo_learns_well_above_chance(tmp_path):
+@pytest.mark.parametrize('config', [DEMO, DEMO_2D], ids=['1d-scan', '2d-scan'])
+def test_demo_learns_well_above_chance(tmp_path, config):
     root = tmp_path / 'data'
     generate_demo_data('cls', root, '--train-per-class', '200', '--val-per-class', '50')
-    train = run_tool('tools/train.py', DEMO, '--work-dir', str(tmp_path / 'work'),
+    train = run_tool('tools/train.py', config, '--work-dir', str(tmp_path / 'work'),
                      '--cfg-options', *data_options(root), 'train_cfg.max_epochs=10',
                      'param_scheduler.1.end=10')
     assert train.returncode == 0, train.stderr[-3000:]

@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Time each selective-scan backend (and cross-scan) on given shapes; print ms and GB/s.
 
+With ``--grid H W`` the 2D selective scan (2DMamba) is timed too, on that grid (L = H * W),
+beside the 1D scan of the same tokens: the same bytes move, so the GB/s compare directly.
+
 GB/s counts the bytes a kernel must move at the least: its inputs read once and its outputs
 written once (forward: u, delta, B, C in, y out; forward+backward adds dy in and du, ddelta, dB,
 dC out, with the forward's inputs read again). On a GPU the figure is also shown as a share of the
@@ -10,6 +13,11 @@ Example (VMamba-T stage 1 at batch 128)::
 
     python tools/analysis_tools/bench_scan.py --batch 128 --dim 384 --length 3136 --state 1 \\
         --groups 4 --device cuda --dtype bfloat16
+
+and the 2D scan against the 1D one at the same stage, on the CPU::
+
+    python tools/analysis_tools/bench_scan.py --batch 1 --dim 384 --grid 56 56 --state 1 \\
+        --groups 4 --device cpu
 """
 import argparse
 import os.path as osp
@@ -29,6 +37,8 @@ def parse_args(argv=None):
     parser.add_argument('--batch', type=int, default=128)
     parser.add_argument('--dim', type=int, default=384, help='channels (4 routes x d_inner)')
     parser.add_argument('--length', type=int, default=3136)
+    parser.add_argument('--grid', type=int, nargs=2, default=None, metavar=('H', 'W'),
+                        help='also time the 2D scan on this grid (sets --length to H * W)')
     parser.add_argument('--state', type=int, default=1)
     parser.add_argument('--groups', type=int, default=4)
     parser.add_argument('--dtype', default='float32',
@@ -61,6 +71,8 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     dev = args.device
     b, d, length, n, g = args.batch, args.dim, args.length, args.state, args.groups
+    if args.grid is not None:
+        length = args.grid[0] * args.grid[1]
     u = torch.randn(b, d, length, device=dev, dtype=dtype)
     delta = (torch.randn(b, d, length, device=dev) * 0.5).to(dtype)
     A = -torch.rand(d, n, device=dev) - 0.1
@@ -73,35 +85,42 @@ def main(argv=None):
     bc = b * g * n * length * size
     fwd_bytes = 2 * seq + 2 * bc + b * d * length * 4
     bwd_bytes = fwd_bytes + b * d * length * 4 + 2 * seq + 2 * bc + 2 * bc * 4 // size
-    backends = args.backends or [x for x in vmamba_kernels.available_backends()
-                                 if x != 'reference']
-    print(f'selective_scan batch {b} dim {d} L {length} N {n} groups {g} {args.dtype} on {dev}')
-    for name in backends:
-        try:
-            vmamba_kernels.resolve('selective_scan', dev, name)
-        except (RuntimeError, ValueError) as exc:
-            print(f'  {name:9s} skipped: {exc}')
-            continue
+    operations = [('selective_scan', vmamba_kernels.selective_scan, {})]
+    if args.grid is not None:
+        height, width = args.grid
+        operations.append(('selective_scan_2d', vmamba_kernels.selective_scan_2d,
+                           dict(height=height, width=width)))
+    for operation, scan, grid in operations:
+        print(f'{operation} batch {b} dim {d} L {length} N {n} groups {g} {args.dtype} on {dev}'
+              + (f' grid {grid["height"]}x{grid["width"]}' if grid else ''))
+        backends = args.backends or [x for x in vmamba_kernels.available_backends(operation)
+                                     if x != 'reference']
+        for name in backends:
+            try:
+                vmamba_kernels.resolve(operation, dev, name)
+            except (RuntimeError, ValueError) as exc:
+                print(f'  {name:9s} skipped: {exc}')
+                continue
 
-        def forward(name=name):
-            with torch.no_grad():
-                vmamba_kernels.selective_scan(u, delta, A, B, C, D, bias, True,
-                                              out_dtype=torch.float32, backend=name)
+            def forward(name=name, scan=scan, grid=grid):
+                with torch.no_grad():
+                    scan(u, delta, A, B, C, D, bias, True, out_dtype=torch.float32,
+                         backend=name, **grid)
 
-        leaves = [t.clone().requires_grad_() for t in (u, delta, B, C)]
+            leaves = [t.clone().requires_grad_() for t in (u, delta, B, C)]
 
-        def train_step(name=name, leaves=leaves):
-            y = vmamba_kernels.selective_scan(leaves[0], leaves[1], A, leaves[2], leaves[3], D,
-                                              bias, True, out_dtype=torch.float32, backend=name)
-            y.backward(torch.ones_like(y))
+            def train_step(name=name, leaves=leaves, scan=scan, grid=grid):
+                y = scan(leaves[0], leaves[1], A, leaves[2], leaves[3], D, bias, True,
+                         out_dtype=torch.float32, backend=name, **grid)
+                y.backward(torch.ones_like(y))
 
-        for label, fn, nbytes in (('fwd', forward, fwd_bytes), ('fwd+bwd', train_step,
-                                                                 bwd_bytes)):
-            sec = timed(fn, args.iters, dev)
-            gbs = nbytes / sec / 1e9
-            share = f'  {100 * gbs / args.bandwidth_gbs:5.1f}% of {args.bandwidth_gbs:.0f} GB/s' \
-                if dev == 'cuda' else ''
-            print(f'  {name:9s} {label:8s} {sec * 1e3:9.3f} ms  {gbs:8.1f} GB/s{share}')
+            for label, fn, nbytes in (('fwd', forward, fwd_bytes),
+                                      ('fwd+bwd', train_step, bwd_bytes)):
+                sec = timed(fn, args.iters, dev)
+                gbs = nbytes / sec / 1e9
+                share = f'  {100 * gbs / args.bandwidth_gbs:5.1f}% of ' \
+                    f'{args.bandwidth_gbs:.0f} GB/s' if dev == 'cuda' else ''
+                print(f'  {name:9s} {label:8s} {sec * 1e3:9.3f} ms  {gbs:8.1f} GB/s{share}')
     x = torch.randn(b, d // 4, int(length**0.5), length // int(length**0.5), device=dev,
                     dtype=dtype)
     sec = timed(lambda: vmamba_kernels.cross_scan(x), args.iters, dev)

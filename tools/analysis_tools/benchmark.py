@@ -252,6 +252,9 @@ def main(argv=None):
             line += f'  peak {m["peak"] / 2**30:6.2f} GiB'
         if ref is not None:
             line += f'  x{m["ips"] / ref["ips"]:.2f} of Swin-T img/s'
+        if len(args.configs) > 1 and m is not models[0] and m is not ref:
+            # e.g. 2DVMamba-T after VMamba-T: what the change costs, as a time ratio.
+            line += f'  x{m["ms"] / models[0]["ms"]:.2f} the time of {models[0]["name"]}'
         print(line, flush=True)
     return 0
 

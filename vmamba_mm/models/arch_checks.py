@@ -76,7 +76,8 @@ def _check_depths_and_dims(settings):
 
 
 def check_arch_values(settings):
-    """Types and ranges of every setting (the official key names plus gated / scan_order)."""
+    """Types and ranges of every setting (the official key names plus gated / scan_order /
+    scan_2d)."""
     _check_depths_and_dims(settings)
     _int_at_least(settings, 'patch_size', 1)
     _int_at_least(settings, 'ssm_d_state', 1)
@@ -93,7 +94,7 @@ def check_arch_values(settings):
         # An even kernel with padding (k - 1) // 2 changes the map size; the scan needs it kept.
         raise ValueError(f"VSSM arch ssm_conv must be odd (or below 2 for no conv), got "
                          f"{settings['ssm_conv']}.")
-    for key in ('ssm_conv_bias', ):
+    for key in ('ssm_conv_bias', 'scan_2d'):
         if not isinstance(settings[key], bool):
             raise TypeError(f'VSSM arch {key} must be True or False, got {settings[key]!r}.')
     for key in ('gated', ):

@@ -31,19 +31,24 @@ class SS2D(nn.Module):
         gated: multiply the output by SiLU(z) from a second half of in_proj (official forward
             types without the ``_noz`` suffix).
         scan_order: 'cross', 'bidirectional' or 'unidirectional' (see ``vmamba_kernels``).
+        scan_2d: scan each route as a 2D grid with 2DMamba's 2D selective scan (2DVMamba):
+            row-major routes as H x W, column-major ones as W x H. No parameter changes.
         channel_first: memory layout of the maps this module receives and returns.
         scan_backend: selective-scan backend name, or None for the automatic choice.
     """
 
     def __init__(self, channels, state_size=16, expand_ratio=2.0, dt_rank='auto', conv_size=3,
-                 conv_bias=True, gated=True, scan_order='cross', channel_first=False,
-                 scan_backend=None, dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4):
+                 conv_bias=True, gated=True, scan_order='cross', scan_2d=False,
+                 channel_first=False, scan_backend=None, dt_min=0.001, dt_max=0.1,
+                 dt_init_floor=1e-4):
         super().__init__()
         inner = int(expand_ratio * channels)
         self.dt_rank = math.ceil(channels / 16) if dt_rank == 'auto' else int(dt_rank)
         self.state_size = state_size
         self.gated = gated
         self.scan_order = scan_order
+        self.scan_2d = scan_2d
+        self.scan_operation = 'cross_selective_scan_2d' if scan_2d else 'cross_selective_scan'
         self.channel_first = channel_first
         self.scan_backend = scan_backend
         # Backend name per device type, resolved at the first forward there (see ``scan``).
@@ -88,14 +93,15 @@ class SS2D(nn.Module):
         return self.out_proj(y)
 
     def scan_implementation(self, device_type):
-        """The cross_selective_scan kernel for this device, chosen once and then reused, so a
-        compiled graph holds a plain call (``resolve_backend_name`` is a constant to dynamo)."""
+        """The scan core's kernel (1D or 2D scans) for this device, chosen once and then reused,
+        so a compiled graph holds a plain call (``resolve_backend_name`` is a constant to
+        dynamo)."""
         backend = self._resolved_backends.get(device_type)
         if backend is None:
-            backend = dispatch.resolve_backend_name('cross_selective_scan', device_type,
+            backend = dispatch.resolve_backend_name(self.scan_operation, device_type,
                                                     self.scan_backend)
             self._resolved_backends[device_type] = backend
-        return dispatch.implementation('cross_selective_scan', backend).fn
+        return dispatch.implementation(self.scan_operation, backend).fn
 
     def scan(self, x):
         """(B, D, H, W) -> merged scan output in this module's layout."""

@@ -43,11 +43,17 @@ ARCH_SETTINGS = {
     'small-s1l20': dict(_V2, depths=[2, 2, 20, 2], dims=96, ssm_ratio=1.0, drop_path_rate=0.3),
     'base-s1l20': dict(_V2, depths=[2, 2, 20, 2], dims=128, ssm_ratio=1.0, drop_path_rate=0.5),
 }
+# 2DVMamba (2DMamba, CVPR 2025): VMamba's settings with the 2D scan on every route, nothing else
+# changed, so the parameters (and checkpoint keys) are the VMamba ones.
+ARCH_SETTINGS.update({
+    '2dvmamba-tiny': dict(ARCH_SETTINGS['tiny-s1l8'], scan_2d=True),
+    '2dvmamba-small': dict(ARCH_SETTINGS['small-s2l15'], scan_2d=True),
+})
 # What an arch dict gets for the keys it leaves out: the official VSSM constructor's defaults.
 ARCH_DEFAULTS = dict(patch_size=4, ssm_d_state=16, ssm_ratio=2.0, ssm_dt_rank='auto', ssm_conv=3,
                      ssm_conv_bias=True, forward_type='v2', mlp_ratio=4.0,
                      downsample_version='v2', patchembed_version='v1', norm_layer='ln',
-                     drop_path_rate=0.1, gated=None, scan_order=None)
+                     drop_path_rate=0.1, gated=None, scan_order=None, scan_2d=False)
 ARCH_KEYS = frozenset({'depths', 'dims', *ARCH_DEFAULTS})
 
 # Official forward_type strings -> our options. All compute the same function; they differ in
@@ -124,17 +130,18 @@ def _dtype_mismatch_message(input_dtype, weight_dtype, device_type):
 class VSSBlock(nn.Module):
     """x + DropPath(SS2D(LN(x))), then x + DropPath(MLP(LN(x))) when mlp_ratio > 0.
 
-    The SS2D arguments (state_size ... scan_order, channel_first, scan_backend) are SS2D's;
+    The SS2D arguments (state_size ... scan_2d, channel_first, scan_backend) are SS2D's;
     mlp_ratio 0 means no MLP (the vanilla archs).
     """
 
     def __init__(self, channels, *, state_size, expand_ratio, dt_rank, conv_size, conv_bias,
-                 gated, scan_order, mlp_ratio, channel_first, scan_backend=None, drop_path=0.0):
+                 gated, scan_order, mlp_ratio, channel_first, scan_2d=False, scan_backend=None,
+                 drop_path=0.0):
         super().__init__()
         self.norm = norm_layer(channels, channel_first)
         self.op = SS2D(channels, state_size=state_size, expand_ratio=expand_ratio,
                        dt_rank=dt_rank, conv_size=conv_size, conv_bias=conv_bias, gated=gated,
-                       scan_order=scan_order, channel_first=channel_first,
+                       scan_order=scan_order, scan_2d=scan_2d, channel_first=channel_first,
                        scan_backend=scan_backend)
         self.drop_path = DropPath(drop_path)
         if mlp_ratio > 0:
@@ -163,7 +170,8 @@ def block_arguments(settings):
     return dict(state_size=settings['ssm_d_state'], expand_ratio=settings['ssm_ratio'],
                 dt_rank=settings['ssm_dt_rank'], conv_size=settings['ssm_conv'],
                 conv_bias=settings['ssm_conv_bias'], gated=settings['gated'],
-                scan_order=settings['scan_order'], mlp_ratio=settings['mlp_ratio'])
+                scan_order=settings['scan_order'], scan_2d=settings['scan_2d'],
+                mlp_ratio=settings['mlp_ratio'])
 
 
 def _init_cfg_list(init_cfg):
@@ -191,7 +199,8 @@ class VSSM(nn.Module):
             ``ssm_ratio``, ``ssm_dt_rank``, ``ssm_conv``, ``ssm_conv_bias``, ``forward_type``,
             ``mlp_ratio``, ``downsample_version``, ``patchembed_version``, ``norm_layer``,
             ``patch_size``), optionally with our ``gated`` / ``scan_order`` in place of
-            ``forward_type``.
+            ``forward_type``, and ``scan_2d=True`` for 2DMamba's 2D scan on every route
+            (2DVMamba; the official ``USE_V2D``).
         in_channels: image channels.
         out_indices: stages whose (normalised, NCHW) features are returned, taken before each
             stage's downsample; negative counts from the end. Default: the last stage.
