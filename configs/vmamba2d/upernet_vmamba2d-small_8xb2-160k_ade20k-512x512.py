@@ -1,12 +1,8 @@
 # UperNet, 2DVMamba-S (VMamba small-s2l15 with the 2D scan, arch '2dvmamba-small'), ADE20K,
-# 512x512 crops, 160k iterations of 16 images (8 GPUs x 2), VMamba's UperNet recipe.
+# 512x512 crops, 160k iterations of 16 images (8 GPUs x 2): VMamba's UperNet config and recipe,
+# only the scan and the backbone's checkpoint differ.
 # Official mIoU single-scale / multi-scale (--tta): not listed in the reference notes.
-_base_ = [
-    '../_base_/models/upernet_vmamba.py',
-    '../_base_/datasets/ade20k.py',
-    '../_base_/schedules/ade20k_bs16_adamw_160k_vmamba.py',
-    '../_base_/default_runtime_mmseg.py',
-]
+_base_ = ['../upernet/upernet_vmamba-small-s2l15_8xb2-160k_ade20k-512x512.py']
 
 # Backbone initialisation: the released 2DVMamba-S ImageNet-1k classifier (its keys are
 # VMamba's), converted once with
@@ -16,8 +12,4 @@ _base_ = [
 backbone_checkpoint = 'checkpoints/vmamba2d-small_in1k.pth'
 
 model = dict(
-    backbone=dict(
-        arch='2dvmamba-small',
-        drop_path_rate=0.3,
-        init_cfg=dict(checkpoint=backbone_checkpoint)),
-)
+    backbone=dict(arch='2dvmamba-small', init_cfg=dict(checkpoint=backbone_checkpoint)))

@@ -1,12 +1,8 @@
 # UperNet, 2DVMamba-T (VMamba tiny-s1l8 with the 2D scan, arch '2dvmamba-tiny'), ADE20K,
-# 512x512 crops, 160k iterations of 16 images (8 GPUs x 2), VMamba's UperNet recipe.
+# 512x512 crops, 160k iterations of 16 images (8 GPUs x 2): VMamba's UperNet config and recipe,
+# only the scan and the backbone's checkpoint differ.
 # Official mIoU single-scale / multi-scale (--tta): 48.6 / 49.3 (VMamba-T: 47.9 / 48.8).
-_base_ = [
-    '../_base_/models/upernet_vmamba.py',
-    '../_base_/datasets/ade20k.py',
-    '../_base_/schedules/ade20k_bs16_adamw_160k_vmamba.py',
-    '../_base_/default_runtime_mmseg.py',
-]
+_base_ = ['../upernet/upernet_vmamba-tiny-s1l8_8xb2-160k_ade20k-512x512.py']
 
 # Backbone initialisation: the released 2DVMamba-T ImageNet-1k classifier (its keys are
 # VMamba's), converted once with
@@ -16,8 +12,4 @@ _base_ = [
 backbone_checkpoint = 'checkpoints/vmamba2d-tiny_in1k.pth'
 
 model = dict(
-    backbone=dict(
-        arch='2dvmamba-tiny',
-        drop_path_rate=0.2,
-        init_cfg=dict(checkpoint=backbone_checkpoint)),
-)
+    backbone=dict(arch='2dvmamba-tiny', init_cfg=dict(checkpoint=backbone_checkpoint)))

@@ -1,5 +1,4 @@
-// CPU 2D selective scan (2DMamba's recurrence), forward only: the backward is the closed form of
-// selective_scan_2d/gradients.py on the 1D extension's linear_recurrence.
+// CPU 2D selective scan (2DMamba's recurrence): forward, and its backward in one pass per grid.
 //
 // Per channel and state, on an H x W grid in row-major token order, with a = exp(delta A) and
 // x = delta B u:  g[i,j] = a g[i,j-1] + x (row pass),  h[i,j] = a h[i-1,j] + g (column pass),
@@ -7,6 +6,9 @@
 // current row, and the column states h[i-1, :] of the row above (W x N floats).
 //
 // selective_scan_2d_forward: one grid per (batch, channel).
+// selective_scan_2d_backward: the closed form of selective_scan_2d/gradients.py, one grid per
+// (batch, channel): the forward's g and h recomputed into a per-thread workspace, then the grid
+// walked backwards with the adjoint carries (see backward_grid).
 // cross_selective_scan_2d_forward: SS2D's routes of a 2D map walked in place through a pixel table
 // (as cross_selective_scan_forward of selective_scan_cpu.cpp), each route's steps forming a grid
 // of its own width.
@@ -14,11 +16,15 @@
 // As in the 1D kernel, tokens go in tiles: the independent per-token work (softplus, exp,
 // products) over a whole tile in loops the compiler vectorises, then the recurrence over the tile.
 // A tile spans grid rows (the column index just wraps), so narrow grids still get long
-// vectorised loops.
+// vectorised loops. The backward keeps the whole grid instead (its L x N states fit a CPU's
+// caches at VMamba's sizes): the column recurrences of a row are independent of each other, one
+// vectorised loop per row, and the row recurrences, the only sequential work, run eight rows at a
+// time so their dependency chains overlap.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -134,15 +140,203 @@ void scan_grid(const GridScan& in, PixelOf pixel_of, int64_t length, int64_t wid
   }
 }
 
-}  // namespace
+// One grid's backward: its forward inputs (GridScan, y unused), the output gradient, and where its
+// gradients go. grad_B and grad_C take this channel's share of its group's dB and dC.
+struct GridGrad {
+  const float* grad_y;
+  float* grad_u;
+  float* grad_delta;  // with respect to delta before bias and softplus
+  float* grad_B;      // (N, L), added to
+  float* grad_C;      // (N, L), added to
+  float* grad_A;      // (N,) of this (batch, channel)
+  float* grad_skip;   // of this (batch, channel)
+  float* grad_bias;   // of this (batch, channel)
+};
 
-// u, delta: (batch, dim, H*W); A: (dim, N); B, C: (batch, G, N, H*W); D, delta_bias: (dim,) or
-// empty. Returns float32 (batch, dim, H*W).
-torch::Tensor selective_scan_2d_forward(const torch::Tensor& u, const torch::Tensor& delta,
-                                        const torch::Tensor& A, const torch::Tensor& B,
-                                        const torch::Tensor& C, const torch::Tensor& D,
-                                        const torch::Tensor& delta_bias, bool delta_softplus,
-                                        int64_t height, int64_t width) {
+// Scratch of one thread for the backward, reused across its channels: the forward recomputed over
+// the whole grid (state-major: [n * L + t]), the adjoints of one state, per-token sums over
+// states, and row buffers.
+struct BackwardWorkspace {
+  std::vector<float> step, slope, drive, decay, rows, columns, gamma, beta, grad_step, grad_u;
+  std::vector<float> column_carry, grad_log_decay, zeros;  // one grid row each
+  BackwardWorkspace(int64_t length, int64_t width, int64_t state)
+      : step(length), slope(length), drive(length), decay(length * state), rows(length * state),
+        columns(length * state), gamma(length), beta(length), grad_step(length), grad_u(length),
+        column_carry(width), grad_log_decay(width), zeros(width) {}
+};
+
+// The row recurrences are the only sequential work, one chain per grid row and each a few cycles
+// of latency per token; kRows rows at once (rows of `width` floats, one after another) keep that
+// many independent chains in flight, which the compiler holds in registers.
+constexpr int kRowsAtOnce = 8;
+
+// g[i,j] = a[i,j] g[i,j-1] + drive[i,j] b[i,j], g = 0 left of column 0.
+template <int kRows>
+void row_states(int64_t width, const float* __restrict__ a, const float* __restrict__ drive,
+                const float* __restrict__ b, float* __restrict__ g) {
+  float carry[kRows] = {};
+  for (int64_t j = 0; j < width; ++j) {
+    for (int k = 0; k < kRows; ++k) {
+      const int64_t t = k * width + j;
+      carry[k] = a[t] * carry[k] + drive[t] * b[t];
+      g[t] = carry[k];
+    }
+  }
+}
+
+// beta[i,j] = gamma[i,j] + a[i,j+1] beta[i,j+1], beta = gamma in the last column.
+template <int kRows>
+void row_adjoints(int64_t width, const float* __restrict__ a, const float* __restrict__ gamma,
+                  float* __restrict__ beta) {
+  float right[kRows] = {};  // a[i,j+1] beta[i,j+1]
+  for (int64_t j = width - 1; j >= 0; --j) {
+    for (int k = 0; k < kRows; ++k) {
+      const int64_t t = k * width + j;
+      beta[t] = gamma[t] + right[k];
+      right[k] = a[t] * beta[t];
+    }
+  }
+}
+
+// `pass` over all `height` rows of a grid: kRowsAtOnce rows at a time, then the rest one by one.
+template <typename Pass8, typename Pass1>
+void over_rows(int64_t height, int64_t width, Pass8 pass8, Pass1 pass1) {
+  int64_t i = 0;
+  for (; i + kRowsAtOnce <= height; i += kRowsAtOnce) pass8(i * width);
+  for (; i < height; ++i) pass1(i * width);
+}
+
+// The chain rule over one grid row of one state, from its adjoints gamma, beta and the forward's
+// h of the row above (h_up) and g of the row (g, whose j-1 is the left neighbour). Separate
+// restrict-qualified arguments let the compiler vectorise it (the pointers never overlap).
+// Returns this row's share of dA.
+float chain_rule_row(int64_t width, float a_scale, const float* __restrict__ gamma,
+                     const float* __restrict__ beta, const float* __restrict__ h_up,
+                     const float* __restrict__ g, const float* __restrict__ h,
+                     const float* __restrict__ decay, const float* __restrict__ step,
+                     const float* __restrict__ drive, const float* __restrict__ u,
+                     const float* __restrict__ b, const float* __restrict__ dy,
+                     float* __restrict__ grad_log_decay, float* __restrict__ grad_step,
+                     float* __restrict__ grad_u, float* __restrict__ grad_b,
+                     float* __restrict__ grad_c) {
+  // dL/da a = (gamma h[i-1,j] + beta g[i,j-1]) a, with g = 0 left of column 0.
+  for (int64_t j = 0; j < width; ++j) grad_log_decay[j] = gamma[j] * h_up[j];
+  for (int64_t j = 1; j < width; ++j) grad_log_decay[j] += beta[j] * g[j - 1];
+  float grad_a = 0.f;
+  for (int64_t j = 0; j < width; ++j) {
+    const float gld = grad_log_decay[j] * decay[j];
+    grad_step[j] += gld * a_scale + beta[j] * u[j] * b[j];
+    grad_u[j] += beta[j] * step[j] * b[j];
+    grad_b[j] += beta[j] * drive[j];
+    grad_c[j] += h[j] * dy[j];
+    grad_a += gld * step[j];
+  }
+  return grad_a;
+}
+
+// The gradients of one height x width grid, as selective_scan_2d/gradients.py computes them:
+//   gamma = dL/dg: gamma[i,j] = C dy + a[i+1,j] gamma[i+1,j]   (reverse column pass)
+//   beta = dL/dx:  beta[i,j] = gamma + a[i,j+1] beta[i,j+1]     (reverse row pass)
+//   dL/da = gamma h[i-1,j] + beta g[i,j-1]
+// The column passes (forward h, adjoint gamma) go a whole row at a time, vectorised across the
+// columns; the row passes (forward g, adjoint beta) several rows at a time (row_states,
+// row_adjoints); the chain rule a row at a time.
+void backward_grid(const GridScan& in, const GridGrad& out, int64_t height, int64_t width,
+                   int64_t state, bool delta_softplus, BackwardWorkspace& ws) {
+  const int64_t length = height * width;
+  float* __restrict__ step = ws.step.data();
+  float* __restrict__ slope = ws.slope.data();  // dstep/draw: softplus' = sigmoid, or 1
+  float* __restrict__ drive = ws.drive.data();  // step * u: x = drive * B
+  const float* __restrict__ raw_delta = in.delta;
+  const float* __restrict__ u = in.u;
+  if (delta_softplus) {
+    for (int64_t t = 0; t < length; ++t) {
+      const float raw = raw_delta[t] + in.bias;
+      const float e = std::exp(raw);
+      // F.softplus's threshold; above it the step is raw and its slope 1 (e may be inf there).
+      step[t] = raw > 20.f ? raw : std::log1p(e);
+      slope[t] = raw > 20.f ? 1.f : e / (1.f + e);
+    }
+  } else {
+    for (int64_t t = 0; t < length; ++t) step[t] = raw_delta[t] + in.bias;
+  }
+  for (int64_t t = 0; t < length; ++t) drive[t] = step[t] * u[t];
+  // The forward again, keeping g (rows) and h (columns) of every token and state.
+  for (int64_t n = 0; n < state; ++n) {
+    float* __restrict__ a = ws.decay.data() + n * length;
+    float* __restrict__ g = ws.rows.data() + n * length;
+    float* __restrict__ h = ws.columns.data() + n * length;
+    const float* __restrict__ b = in.B + n * length;
+    const float an = in.A[n];
+    for (int64_t t = 0; t < length; ++t) a[t] = std::exp(step[t] * an);
+    over_rows(
+        height, width,
+        [&](int64_t r) { row_states<kRowsAtOnce>(width, a + r, drive + r, b + r, g + r); },
+        [&](int64_t r) { row_states<1>(width, a + r, drive + r, b + r, g + r); });
+    std::copy(g, g + width, h);
+    for (int64_t r = width; r < length; r += width) {
+      for (int64_t j = 0; j < width; ++j) h[r + j] = a[r + j] * h[r - width + j] + g[r + j];
+    }
+  }
+
+  float* __restrict__ grad_step = ws.grad_step.data();  // dL/dstep, summed over states
+  float* __restrict__ grad_u = ws.grad_u.data();        // dL/du through the drive, likewise
+  std::fill(ws.grad_step.begin(), ws.grad_step.end(), 0.f);
+  std::fill(ws.grad_u.begin(), ws.grad_u.end(), 0.f);
+  const float* __restrict__ dy = out.grad_y;
+  float* __restrict__ gamma = ws.gamma.data();
+  float* __restrict__ beta = ws.beta.data();
+  float* __restrict__ column_carry = ws.column_carry.data();  // a[i+1,j] gamma[i+1,j]
+  for (int64_t n = 0; n < state; ++n) {
+    const float* __restrict__ a = ws.decay.data() + n * length;
+    const float* g = ws.rows.data() + n * length;
+    const float* h = ws.columns.data() + n * length;
+    const float* __restrict__ c = in.C + n * length;
+    std::fill(column_carry, column_carry + width, 0.f);  // nothing below the last row
+    for (int64_t r = length - width; r >= 0; r -= width) {
+      for (int64_t j = 0; j < width; ++j) {
+        gamma[r + j] = c[r + j] * dy[r + j] + column_carry[j];
+        column_carry[j] = a[r + j] * gamma[r + j];
+      }
+    }
+    over_rows(
+        height, width,
+        [&](int64_t r) { row_adjoints<kRowsAtOnce>(width, a + r, gamma + r, beta + r); },
+        [&](int64_t r) { row_adjoints<1>(width, a + r, gamma + r, beta + r); });
+    float grad_a = 0.f;
+    for (int64_t r = 0; r < length; r += width) {
+      grad_a += chain_rule_row(width, in.A[n], gamma + r, beta + r,
+                               r > 0 ? h + r - width : ws.zeros.data(), g + r, h + r, a + r,
+                               step + r, drive + r, u + r, in.B + n * length + r, dy + r,
+                               ws.grad_log_decay.data(), grad_step + r, grad_u + r,
+                               out.grad_B + n * length + r, out.grad_C + n * length + r);
+    }
+    out.grad_A[n] = grad_a;
+  }
+
+  float* __restrict__ grad_delta = out.grad_delta;
+  float* __restrict__ grad_u_out = out.grad_u;
+  if (delta_softplus) {
+    for (int64_t t = 0; t < length; ++t) grad_delta[t] = grad_step[t] * slope[t];
+  } else {
+    std::copy(grad_step, grad_step + length, grad_delta);
+  }
+  float grad_skip = 0.f, grad_bias = 0.f;
+  for (int64_t t = 0; t < length; ++t) {
+    grad_u_out[t] = grad_u[t] + dy[t] * in.skip;
+    grad_bias += grad_delta[t];
+    grad_skip += dy[t] * u[t];
+  }
+  *out.grad_skip = grad_skip;
+  *out.grad_bias = grad_bias;
+}
+
+// The checks of the plain 2D scan's inputs (see selective_scan_2d_forward); returns the channels
+// per group of B and C.
+int64_t check_scan_inputs(const torch::Tensor& u, const torch::Tensor& delta,
+                          const torch::Tensor& A, const torch::Tensor& B, const torch::Tensor& C,
+                          const torch::Tensor& D, const torch::Tensor& delta_bias, int64_t height,
+                          int64_t width) {
   check(u, "u", 3);
   check(delta, "delta", 3);
   check(A, "A", 2);
@@ -162,7 +356,21 @@ torch::Tensor selective_scan_2d_forward(const torch::Tensor& u, const torch::Ten
   TORCH_CHECK(C.sizes() == B.sizes(), "C must have B's shape ", B.sizes(), ", got ", C.sizes());
   check_optional(D, "D", dim);
   check_optional(delta_bias, "delta_bias", dim);
-  const int64_t per_group = dim / groups;
+  return dim / groups;
+}
+
+}  // namespace
+
+// u, delta: (batch, dim, H*W); A: (dim, N); B, C: (batch, G, N, H*W); D, delta_bias: (dim,) or
+// empty. Returns float32 (batch, dim, H*W).
+torch::Tensor selective_scan_2d_forward(const torch::Tensor& u, const torch::Tensor& delta,
+                                        const torch::Tensor& A, const torch::Tensor& B,
+                                        const torch::Tensor& C, const torch::Tensor& D,
+                                        const torch::Tensor& delta_bias, bool delta_softplus,
+                                        int64_t height, int64_t width) {
+  const int64_t per_group = check_scan_inputs(u, delta, A, B, C, D, delta_bias, height, width);
+  const int64_t batch = u.size(0), dim = u.size(1), length = u.size(2);
+  const int64_t groups = B.size(1), state = A.size(1);
   const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
   auto y = torch::empty_like(u);
   const float *pu = u.data_ptr<float>(), *pdelta = delta.data_ptr<float>();
@@ -187,6 +395,84 @@ torch::Tensor selective_scan_2d_forward(const torch::Tensor& u, const torch::Ten
     }
   });
   return y;
+}
+
+// The gradients of selective_scan_2d_forward for the output gradient grad_y (float32, u's shape):
+// (du, ddelta, dA, dB, dC, dD, ddelta_bias), all float32; dD and ddelta_bias are zeros when D or
+// delta_bias is absent. dB and dC sum over the channels of a group: the channels of a group go in
+// chunks of kChannelsPerChunk, each chunk adding into its own (N, L) partial, and the partials are
+// summed afterwards in a fixed order: no atomic adds, the same bits whatever the thread count.
+std::vector<torch::Tensor> selective_scan_2d_backward(
+    const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+    const torch::Tensor& B, const torch::Tensor& C, const torch::Tensor& D,
+    const torch::Tensor& delta_bias, const torch::Tensor& grad_y, bool delta_softplus,
+    int64_t height, int64_t width) {
+  const int64_t per_group = check_scan_inputs(u, delta, A, B, C, D, delta_bias, height, width);
+  check(grad_y, "grad_y", 3);
+  TORCH_CHECK(grad_y.sizes() == u.sizes(), "grad_y must have u's shape ", u.sizes(), ", got ",
+              grad_y.sizes());
+  const int64_t batch = u.size(0), dim = u.size(1), length = u.size(2);
+  const int64_t groups = B.size(1), state = A.size(1);
+  const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
+  constexpr int64_t kChannelsPerChunk = 8;
+  const int64_t chunks = (per_group + kChannelsPerChunk - 1) / kChannelsPerChunk;
+  auto grad_u = torch::empty_like(u);
+  auto grad_delta = torch::empty_like(u);
+  auto grad_B_parts = torch::zeros({batch, groups, chunks, state, length}, u.options());
+  auto grad_C_parts = torch::zeros({batch, groups, chunks, state, length}, u.options());
+  auto grad_A_parts = torch::empty({batch, dim, state}, u.options());
+  auto grad_D_parts = torch::empty({batch, dim}, u.options());
+  auto grad_bias_parts = torch::empty({batch, dim}, u.options());
+  const float *pu = u.data_ptr<float>(), *pdelta = delta.data_ptr<float>();
+  const float *pA = A.data_ptr<float>(), *pB = B.data_ptr<float>(), *pC = C.data_ptr<float>();
+  const float* pD = has_d ? D.data_ptr<float>() : nullptr;
+  const float* pbias = has_bias ? delta_bias.data_ptr<float>() : nullptr;
+  const float* pdy = grad_y.data_ptr<float>();
+  float *pdu = grad_u.data_ptr<float>(), *pddelta = grad_delta.data_ptr<float>();
+  float *pdB = grad_B_parts.data_ptr<float>(), *pdC = grad_C_parts.data_ptr<float>();
+  float *pdA = grad_A_parts.data_ptr<float>(), *pdD = grad_D_parts.data_ptr<float>();
+  float* pdbias = grad_bias_parts.data_ptr<float>();
+
+  // Units are handed out one at a time rather than split evenly up front: on a busy machine a
+  // descheduled thread would otherwise hold back its whole share. Each unit writes only its own
+  // outputs, so the order they are taken in does not change the result.
+  const int64_t units = batch * groups * chunks;
+  std::atomic<int64_t> next_unit{0};
+  at::parallel_for(0, std::min<int64_t>(units, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+    BackwardWorkspace ws(length, width, state);
+    for (int64_t unit = next_unit++; unit < units; unit = next_unit++) {
+      const int64_t b = unit / (groups * chunks), g = unit / chunks % groups, k = unit % chunks;
+      const int64_t first = g * per_group + k * kChannelsPerChunk;
+      const int64_t last = std::min(first + kChannelsPerChunk, (g + 1) * per_group);
+      for (int64_t d = first; d < last; ++d) {
+        const int64_t row = b * dim + d;
+        const int64_t group_offset = (b * groups + g) * state * length;
+        const GridScan in{pdelta + row * length,
+                          pu + row * length,
+                          pB + group_offset,
+                          pC + group_offset,
+                          pA + d * state,
+                          has_bias ? pbias[d] : 0.f,
+                          has_d ? pD[d] : 0.f,
+                          nullptr};  // no output: the backward only recomputes the states
+        const GridGrad grads{pdy + row * length,
+                             pdu + row * length,
+                             pddelta + row * length,
+                             pdB + unit * state * length,  // this chunk's partial
+                             pdC + unit * state * length,
+                             pdA + row * state,
+                             pdD + row,
+                             pdbias + row};
+        backward_grid(in, grads, height, width, state, delta_softplus, ws);
+      }
+    }
+  });
+  // Fixed-order reductions over the chunks of a group and over the batch.
+  auto grad_B = chunks == 1 ? grad_B_parts.squeeze(2) : grad_B_parts.sum(2);
+  auto grad_C = chunks == 1 ? grad_C_parts.squeeze(2) : grad_C_parts.sum(2);
+  auto grad_D = has_d ? grad_D_parts.sum(0) : torch::zeros({dim}, u.options());
+  auto grad_bias = has_bias ? grad_bias_parts.sum(0) : torch::zeros({dim}, u.options());
+  return {grad_u, grad_delta, grad_A_parts.sum(0), grad_B, grad_C, grad_D, grad_bias};
 }
 
 // cross_selective_scan_forward of selective_scan_cpu.cpp with the 2D scan on every route: route
@@ -285,6 +571,8 @@ torch::Tensor cross_selective_scan_2d_forward(
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("selective_scan_2d_forward", &selective_scan_2d_forward,
         "2D selective scan of 2DMamba, no grad (CPU)");
+  m.def("selective_scan_2d_backward", &selective_scan_2d_backward,
+        "gradients of the 2D selective scan, recomputing its forward (CPU)");
   m.def("cross_selective_scan_2d_forward", &cross_selective_scan_2d_forward,
         "SS2D four-route 2D scan with cross-scan and cross-merge fused, no grad (CPU)");
 }

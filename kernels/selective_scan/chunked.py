@@ -49,17 +49,24 @@ def _walk(decay, drive):
     return torch.stack(states, -1), torch.cumprod(decay, 0).movedim(0, -1)
 
 
-def selective_scan_chunked(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
-                           out_dtype=torch.float32):
+def decays_and_drives(u, delta, A, B):
+    """exp(delta A) and delta B u, float32, as (batch, groups, channels per group, N, L): B and C
+    broadcast over a group's channels without copies. ``delta`` is prepared already."""
     batch, dim, length = u.shape
     groups, state = B.shape[1], A.shape[1]
     per_group = dim // groups
-    delta = prepare_delta(delta, delta_bias, delta_softplus)
-    # Work in (batch, groups, channels per group, N, L) so B and C broadcast without copies.
     delta5 = delta.view(batch, groups, per_group, 1, length)
     decay = torch.exp(delta5 * A.float().view(1, groups, per_group, state, 1))
     drive = (delta5 * u.float().view(batch, groups, per_group, 1, length)) * \
         B.float().unsqueeze(2)
+    return decay, drive
+
+
+def selective_scan_chunked(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
+                           out_dtype=torch.float32):
+    batch, dim, length = u.shape
+    state = A.shape[1]
+    decay, drive = decays_and_drives(u, prepare_delta(delta, delta_bias, delta_softplus), A, B)
     h = linear_recurrence(decay, drive)
     if state == 1:
         y = h.squeeze(3) * C.float()

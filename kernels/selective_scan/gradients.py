@@ -8,6 +8,8 @@ only sequential work; ``recurrence(decay, drive, reverse)`` supplies them (the C
 import torch
 import torch.nn.functional as F
 
+from ..scan_common import biased_delta, delta_gradients
+
 
 def selective_scan_gradients(grad_y, u, delta, A, B, C, D, delta_bias, delta_softplus,
                              recurrence):
@@ -16,9 +18,7 @@ def selective_scan_gradients(grad_y, u, delta, A, B, C, D, delta_bias, delta_sof
     batch, dim, length = u.shape
     groups, state = B.shape[1], A.shape[1]
     per_group = dim // groups
-    raw = delta.float()
-    if delta_bias is not None:
-        raw = raw + delta_bias.float().unsqueeze(-1)
+    raw = biased_delta(delta, delta_bias)
     step = F.softplus(raw) if delta_softplus else raw
     shape5 = (batch, groups, per_group, 1, length)
     step5, u5, dy5 = step.view(shape5), u.float().view(shape5), grad_y.float().view(shape5)
@@ -39,8 +39,7 @@ def selective_scan_gradients(grad_y, u, delta, A, B, C, D, delta_bias, delta_sof
     grad_C = (h * dy5).sum(2)
     grad_A = (grad_log_decay * step5).sum((0, 4)).reshape(dim, state)
     grad_D = (grad_y.float() * u.float()).sum((0, 2)) if D is not None else None
-    grad_step = grad_step.reshape(batch, dim, length)
-    grad_raw = grad_step * torch.sigmoid(raw) if delta_softplus else grad_step
-    grad_bias = grad_raw.sum((0, 2)) if delta_bias is not None else None
-    return (grad_u.reshape(batch, dim, length).to(u.dtype), grad_raw.to(delta.dtype), grad_A,
+    grad_delta, grad_bias = delta_gradients(grad_step.reshape(batch, dim, length), raw, delta,
+                                            delta_bias, delta_softplus)
+    return (grad_u.reshape(batch, dim, length).to(u.dtype), grad_delta, grad_A,
             grad_B.to(B.dtype), grad_C.to(C.dtype), grad_D, grad_bias)

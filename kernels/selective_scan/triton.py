@@ -26,7 +26,8 @@ from torch import Tensor
 
 from ..triton_common import (BACKWARD_TILE, FORWARD_TILE, block_channels, chunk_config,
                              num_chunks, pair_combine, tl, triton)
-from .kernel_ops import backward_fake, register_saved_state_autograd
+from .kernel_ops import (backward_fake, gradient_buffers, reduce_gradients,
+                         register_saved_state_autograd)
 
 if triton is not None:
 
@@ -243,26 +244,13 @@ def selective_scan_triton_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tenso
     u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
     A, D, delta_bias = _float32(A), _float32(D), _float32(delta_bias)
     grad_y = grad_y.float().contiguous()
-    float32 = dict(device=u.device, dtype=torch.float32)
-    du = torch.empty(batch, dim, length, **float32)
-    ddelta = torch.empty_like(du)
-    dA = torch.empty(batch, dim, state, **float32)
-    dB_part = torch.empty(batch, num_dblocks, state, length, **float32)
-    dC_part = torch.empty_like(dB_part)
-    dD = torch.zeros(batch, dim, **float32)
-    dbias = torch.zeros(batch, dim, **float32)
+    grads = gradient_buffers(u, state, num_dblocks)
     _selective_scan_bwd[(batch, num_dblocks)](
         u, delta, A, B, C, D if D is not None else A, delta_bias if delta_bias is not None else A,
-        grad_y, states.contiguous(), du, ddelta, dA, dB_part, dC_part, dD, dbias, dim, length,
-        groups, state, chunks, per_group, num_dblocks, HAS_D=D is not None,
-        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, NP=state_pad, CHUNK=chunk,
-        BLOCK_D=block_d)
-    # Blocks never straddle a group (block_d divides per_group): sum them group by group.
-    blocks_per_group = num_dblocks // groups
-    dB = dB_part.view(batch, groups, blocks_per_group, state, length).sum(2)
-    dC = dC_part.view(batch, groups, blocks_per_group, state, length).sum(2)
-    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0), dB.to(B.dtype), dC.to(C.dtype),
-            dD.sum(0), dbias.sum(0))
+        grad_y, states.contiguous(), *grads.values(), dim, length, groups, state, chunks,
+        per_group, num_dblocks, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=delta_softplus, NP=state_pad, CHUNK=chunk, BLOCK_D=block_d)
+    return reduce_gradients(grads, u, delta, B, C)
 
 
 @selective_scan_triton_backward.register_fake

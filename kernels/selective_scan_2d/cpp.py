@@ -1,9 +1,12 @@
 """The ``cpp`` backend of the 2D scan (CPU): csrc/selective_scan_2d_cpu.cpp as a custom op.
 
 ``vmamba::selective_scan_2d_cpp`` walks each (batch, channel) grid in one C++ pass, carrying one
-row of column states. Its backward is the closed form of ``gradients.py`` with the recurrences
-run by the 1D extension's ``vmamba::linear_recurrence_cpp``. The kernel has its own extension,
-built on first use like the 1D one (``cpu_extension.py``) with the same flags.
+row of column states. Its backward, ``vmamba::selective_scan_2d_cpp_backward``, is the closed form
+of ``gradients.py`` in one C++ pass per grid: it recomputes the forward's row and column states,
+then walks the grid from the last token with the adjoint carries; dB and dC are summed over a
+group's channels in a fixed order. Being an operator with a fake implementation, the backward
+traces under ``torch.compile``. The kernels have their own extension, built on first use like the
+1D one (``cpu_extension.py``) with the same flags.
 """
 from typing import Optional
 
@@ -12,8 +15,7 @@ from torch import Tensor
 
 from ..cpu_extension import compile_flags, float32_contiguous
 from ..lazy_extension import LazyExtension
-from ..selective_scan.cpp import recurrence_rows
-from .gradients import selective_scan_2d_gradients
+from ..selective_scan.kernel_ops import backward_fake
 
 _EXTENSION = LazyExtension('vmamba_cpu_scan_2d', 'selective_scan_2d_cpu.cpp',
                            extra_cflags=compile_flags(), extra_ldflags=['-fopenmp'])
@@ -36,6 +38,26 @@ def _(u, delta, A, B, C, D, delta_bias, delta_softplus, height, width):
     return u.new_empty(u.shape, dtype=torch.float32)
 
 
+@torch.library.custom_op('vmamba::selective_scan_2d_cpp_backward', mutates_args=())
+def selective_scan_2d_cpp_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                                   D: Optional[Tensor], delta_bias: Optional[Tensor],
+                                   grad_y: Tensor, delta_softplus: bool, height: int,
+                                   width: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor,
+                                                        Tensor, Tensor]:
+    """(du, ddelta, dA, dB, dC, dD, ddelta_bias) of ``selective_scan_2d_cpp`` for ``grad_y``:
+    du, ddelta, dB, dC in their input's dtype, the rest float32; dD and ddelta_bias are zeros
+    when D or delta_bias is absent (an operator cannot return None)."""
+    args = [float32_contiguous(t, u) for t in (u, delta, A, B, C, D, delta_bias, grad_y)]
+    du, ddelta, dA, dB, dC, dD, dbias = load_extension().selective_scan_2d_backward(
+        *args, delta_softplus, height, width)
+    return du.to(u.dtype), ddelta.to(delta.dtype), dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias
+
+
+@selective_scan_2d_cpp_backward.register_fake
+def _(u, delta, A, B, C, D, delta_bias, grad_y, delta_softplus, height, width):
+    return backward_fake(u, delta, A, B, C)
+
+
 def _scan_setup(ctx, inputs, output):
     u, delta, A, B, C, D, delta_bias, delta_softplus, height, width = inputs
     ctx.delta_softplus, ctx.height, ctx.width = delta_softplus, height, width
@@ -44,10 +66,10 @@ def _scan_setup(ctx, inputs, output):
 
 def _scan_backward(ctx, grad_y):
     u, delta, A, B, C, D, delta_bias = ctx.saved_tensors
-    grads = selective_scan_2d_gradients(grad_y, u, delta, A, B, C, D, delta_bias,
-                                        ctx.delta_softplus, ctx.height, ctx.width,
-                                        recurrence_rows)
-    return (*grads, None, None, None)  # delta_softplus, height, width
+    du, ddelta, dA, dB, dC, dD, dbias = selective_scan_2d_cpp_backward(
+        u, delta, A, B, C, D, delta_bias, grad_y, ctx.delta_softplus, ctx.height, ctx.width)
+    return (du, ddelta, dA, dB, dC, dD if D is not None else None,
+            dbias if delta_bias is not None else None, None, None, None)
 
 
 selective_scan_2d_cpp.register_autograd(_scan_backward, setup_context=_scan_setup)

@@ -10,6 +10,8 @@ only sequential work; ``recurrence(decay, drive, reverse)`` (along the last dim)
 import torch
 import torch.nn.functional as F
 
+from ..scan_common import biased_delta, delta_gradients
+
 
 def _along_columns(recurrence, decay, drive, reverse):
     """``recurrence`` down the columns of (..., H, W) grids."""
@@ -24,9 +26,7 @@ def selective_scan_2d_gradients(grad_y, u, delta, A, B, C, D, delta_bias, delta_
     batch, dim, length = u.shape
     groups, state = B.shape[1], A.shape[1]
     per_group = dim // groups
-    raw = delta.float()
-    if delta_bias is not None:
-        raw = raw + delta_bias.float().unsqueeze(-1)
+    raw = biased_delta(delta, delta_bias)
     step = F.softplus(raw) if delta_softplus else raw
     # (batch, groups, channels per group, N, H, W); B and C broadcast over a group's channels.
     flat = (batch, groups, per_group, 1, height, width)
@@ -55,9 +55,8 @@ def selective_scan_2d_gradients(grad_y, u, delta, A, B, C, D, delta_bias, delta_
     grad_C = (h * dy6).sum(2)
     grad_A = (grad_log_decay * step6).sum((0, 4, 5)).reshape(dim, state)
     grad_D = (grad_y.float() * u.float()).sum((0, 2)) if D is not None else None
-    grad_step = grad_step.reshape(batch, dim, length)
-    grad_raw = grad_step * torch.sigmoid(raw) if delta_softplus else grad_step
-    grad_bias = grad_raw.sum((0, 2)) if delta_bias is not None else None
-    return (grad_u.reshape(batch, dim, length).to(u.dtype), grad_raw.to(delta.dtype), grad_A,
+    grad_delta, grad_bias = delta_gradients(grad_step.reshape(batch, dim, length), raw, delta,
+                                            delta_bias, delta_softplus)
+    return (grad_u.reshape(batch, dim, length).to(u.dtype), grad_delta, grad_A,
             grad_B.reshape(batch, groups, state, length).to(B.dtype),
             grad_C.reshape(batch, groups, state, length).to(C.dtype), grad_D, grad_bias)

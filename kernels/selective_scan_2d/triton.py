@@ -40,7 +40,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..selective_scan.kernel_ops import backward_fake
+from ..selective_scan.kernel_ops import (backward_fake, gradient_buffers, reduce_gradients,
+                                         register_saved_state_autograd)
 from ..selective_scan.triton import load_step
 from ..triton_common import BACKWARD_TILE, block_channels, chunk_config, pair_combine, tl, triton
 
@@ -365,30 +366,21 @@ def selective_scan_2d_triton_backward(u: Tensor, delta: Tensor, A: Tensor, B: Te
     u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
     A, D, delta_bias = _float32(A), _float32(D), _float32(delta_bias)
     grad_y = grad_y.float().contiguous()
+    grads = gradient_buffers(u, state, num_dblocks)
     float32 = dict(device=u.device, dtype=torch.float32)
-    du = torch.empty(batch, dim, length, **float32)
-    ddelta = torch.empty_like(du)
-    dA = torch.empty(batch, dim, state, **float32)
-    dB_part = torch.empty(batch, num_dblocks, state, length, **float32)
-    dC_part = torch.empty_like(dB_part)
-    dD = torch.zeros(batch, dim, **float32)
-    dbias = torch.zeros(batch, dim, **float32)
     one_tile = tiles == 1
-    gamma_rows = du if one_tile else torch.empty(batch, dim, state_pad, 2, width, **float32)
+    # Two halves of one grid row of gamma when it does not fit in registers (else unused).
+    gamma_rows = (grads['du'] if one_tile else
+                  torch.empty(batch, dim, state_pad, 2, width, **float32))
     h_block = torch.empty(batch, dim, state_pad, rows_per_block + 1, width, **float32)
     g_block = torch.empty(batch, dim, state_pad, rows_per_block, width, **float32)
     _selective_scan_2d_bwd[(batch, num_dblocks)](
         u, delta, A, B, C, D if D is not None else A, delta_bias if delta_bias is not None else A,
-        grad_y, checkpoints.contiguous(), gamma_rows, h_block, g_block, du, ddelta, dA, dB_part,
-        dC_part, dD, dbias, dim, height, width, groups, state, per_group, tiles, rows_per_block,
-        blocks, num_dblocks, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=delta_softplus, NP=state_pad, TILE=tile, BLOCK_D=block_d, ONE_TILE=one_tile)
-    # Blocks never straddle a group (block_d divides per_group): sum them group by group.
-    blocks_per_group = num_dblocks // groups
-    dB = dB_part.view(batch, groups, blocks_per_group, state, length).sum(2)
-    dC = dC_part.view(batch, groups, blocks_per_group, state, length).sum(2)
-    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0), dB.to(B.dtype), dC.to(C.dtype),
-            dD.sum(0), dbias.sum(0))
+        grad_y, checkpoints.contiguous(), gamma_rows, h_block, g_block, *grads.values(), dim,
+        height, width, groups, state, per_group, tiles, rows_per_block, blocks, num_dblocks,
+        HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        NP=state_pad, TILE=tile, BLOCK_D=block_d, ONE_TILE=one_tile)
+    return reduce_gradients(grads, u, delta, B, C)
 
 
 @selective_scan_2d_triton_backward.register_fake
@@ -396,24 +388,8 @@ def _(u, delta, A, B, C, D, delta_bias, checkpoints, grad_y, delta_softplus, hei
     return backward_fake(u, delta, A, B, C)
 
 
-def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, delta_bias, delta_softplus, height, width = inputs
-    _, checkpoints = output
-    ctx.delta_softplus, ctx.height, ctx.width = delta_softplus, height, width
-    ctx.mark_non_differentiable(checkpoints)
-    ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, checkpoints)
-
-
-def _backward(ctx, grad_y, grad_checkpoints):
-    u, delta, A, B, C, D, delta_bias, checkpoints = ctx.saved_tensors
-    du, ddelta, dA, dB, dC, dD, dbias = selective_scan_2d_triton_backward(
-        u, delta, A, B, C, D, delta_bias, checkpoints, grad_y, ctx.delta_softplus, ctx.height,
-        ctx.width)
-    return (du, ddelta, dA, dB, dC, dD if D is not None else None,
-            dbias if delta_bias is not None else None, None, None, None)
-
-
-selective_scan_2d_triton_forward.register_autograd(_backward, setup_context=_setup_context)
+register_saved_state_autograd(selective_scan_2d_triton_forward,
+                              selective_scan_2d_triton_backward)
 
 
 def selective_scan_2d_triton(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,

@@ -5,7 +5,7 @@ autograd, ``torch.compile`` and ``torch.export`` see one static graph for any gr
 import torch
 
 from ..scan_common import add_skip, prepare_delta
-from ..selective_scan.chunked import linear_recurrence
+from ..selective_scan.chunked import decays_and_drives, linear_recurrence
 
 
 def selective_scan_2d_vectorised(u, delta, A, B, C, D=None, delta_bias=None,
@@ -14,12 +14,7 @@ def selective_scan_2d_vectorised(u, delta, A, B, C, D=None, delta_bias=None,
     batch, dim, length = u.shape
     groups, state = B.shape[1], A.shape[1]
     per_group = dim // groups
-    delta = prepare_delta(delta, delta_bias, delta_softplus)
-    # (batch, groups, channels per group, N, L): B and C broadcast over a group's channels.
-    delta5 = delta.view(batch, groups, per_group, 1, length)
-    decay = torch.exp(delta5 * A.float().view(1, groups, per_group, state, 1))
-    drive = (delta5 * u.float().view(batch, groups, per_group, 1, length)) * \
-        B.float().unsqueeze(2)
+    decay, drive = decays_and_drives(u, prepare_delta(delta, delta_bias, delta_softplus), A, B)
     grid = (batch, groups, per_group, state, height, width)
     decay, drive = decay.reshape(grid), drive.reshape(grid)
     rows = linear_recurrence(decay, drive)

@@ -87,7 +87,7 @@ def test_automatic_choice_on_cuda_is_a_gpu_kernel():
     assert chosen.backend in ('cuda', 'triton')
 
 
-@pytest.mark.parametrize('arch', ['tiny-s1l8', 'vanilla-tiny'])
+@pytest.mark.parametrize('arch', ['tiny-s1l8', 'vanilla-tiny', '2dvmamba-tiny'])
 def test_model_on_cuda_matches_cpu(arch):
     torch.manual_seed(0)
     model = VSSM(arch, out_indices=(0, 1, 2, 3)).eval()
@@ -208,3 +208,53 @@ def test_opcheck_triton_route_ops(order):
     torch.library.opcheck(cross_selective_scan_op,
                           (*_op_leaves([t.cuda() for t in fused]),
                            route_table(order, 5, 7, 'cuda')))
+
+
+# ------------------------------------------------------------------------- the 2D scan (2DMamba)
+
+GPU_2D_BACKENDS = [b for b in ('triton', 'torch')
+                   if b in vmamba_kernels.available_backends('selective_scan_2d')]
+
+
+def _run_2d(inputs, backend, height, width, grad_seed=1):
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    y = vmamba_kernels.selective_scan_2d(*leaves[:5], D=leaves[5], delta_bias=leaves[6],
+                                         delta_softplus=True, height=height, width=width,
+                                         out_dtype=torch.float32, backend=backend)
+    gen = torch.Generator().manual_seed(grad_seed)
+    y.backward(torch.randn(y.shape, generator=gen).to(y.device))
+    return y, [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize('backend', GPU_2D_BACKENDS)
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
+# (batch, dim, H, W, N, groups): VMamba-T stage 1 (56 x 56, N = 1), a grid wider than a tile and
+# taller than a checkpoint block, N = 16, a row and a column.
+@pytest.mark.parametrize('shape', [(2, 32, 56, 56, 1, 4), (1, 8, 37, 300, 4, 2),
+                                   (1, 16, 20, 20, 16, 1), (1, 4, 1, 64, 2, 1),
+                                   (1, 4, 64, 1, 2, 1)])
+def test_gpu_2d_backends_against_the_reference(backend, dtype, shape):
+    batch, dim, height, width, state, groups = shape
+    cpu = input_list(batch, dim, height * width, state, groups, dtype)
+    ref, ref_grads = _run_2d([t.float() for t in cpu], 'torch', height, width)
+    out, grads = _run_2d([t.cuda() for t in cpu], backend, height, width)
+    assert out.dtype == torch.float32 and out.is_cuda
+    assert_close_scaled(out, ref, 1e-4)
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert_close_scaled(grad, ref_grad, 1e-4 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.skipif('triton' not in vmamba_kernels.available_backends('selective_scan_2d'),
+                    reason='no Triton')
+def test_triton_2d_scan_at_256_squared_is_deterministic():
+    # A 1024 x 1024 image is a 256 x 256 grid at stage 1.
+    inputs = input_list(1, 8, 256 * 256, 1, 2, torch.float32, device='cuda')
+    out, grads = _run_2d(inputs, 'triton', 256, 256)
+    ref, ref_grads = _run_2d(inputs, 'torch', 256, 256)
+    assert_close_scaled(out, ref, 1e-4)
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert_close_scaled(grad, ref_grad, 1e-3)
+    again, grads_again = _run_2d(inputs, 'triton', 256, 256)
+    assert torch.equal(out, again)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_again))
+

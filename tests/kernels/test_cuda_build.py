@@ -1,5 +1,7 @@
 """The CUDA backend without a GPU: the sources compile with the installed nvcc, and the custom ops
-wrapping them trace (fake implementations, autograd registration) without building anything."""
+wrapping them trace (fake implementations, autograd registration) without building anything; the
+Triton 2D scan kernels compile to H100 machine code."""
+import importlib.util
 import os
 import re
 import shutil
@@ -91,3 +93,34 @@ def test_cuda_ops_appear_whole_in_a_symbolic_trace():
     graph = make_fx(scan, tracing_mode='symbolic')(*inputs).graph
     targets = [str(node.target) for node in graph.nodes if node.op == 'call_function']
     assert 'vmamba.selective_scan_cuda.default' in targets
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='Triton is not installed')
+@pytest.mark.parametrize('height, width', [(56, 56), (56, 200)], ids=['one-tile', 'tiled'])
+def test_triton_2d_scan_kernels_compile_to_h100_machine_code(height, width, tmp_path):
+    # The interpreter runs the kernels' Python; this compiles them as a GPU would (Triton to PTX,
+    # then ptxas to sm_90a), at VMamba-T stage-1 settings (N = 1, 96 channels per route) in both
+    # layouts of the column states (in registers, or in a scratch row when the row is tiled).
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from vmamba_kernels.selective_scan_2d import triton as kernels
+    from vmamba_kernels.triton_common import BACKWARD_TILE, block_channels
+
+    state_pad, tile, tiles, _, _ = kernels.grid_layout(1, height, width)
+    ptxas = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin', 'ptxas')
+    for kernel, budget in ((kernels._selective_scan_2d_fwd, kernels.FORWARD_TILE_2D),
+                           (kernels._selective_scan_2d_bwd, BACKWARD_TILE)):
+        constants = dict(HAS_D=True, HAS_BIAS=True, SOFTPLUS=True, NP=state_pad, TILE=tile,
+                         BLOCK_D=block_channels(96, state_pad, tile, budget),
+                         ONE_TILE=tiles == 1)
+        signature = {name: 'constexpr' if name in constants else
+                     '*fp32' if name.endswith('_ptr') else 'i32' for name in kernel.arg_names}
+        compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants),
+                                  target=GPUTarget('cuda', 90, 32))
+        ptx = tmp_path / f'{kernel.__name__}.ptx'
+        ptx.write_text(compiled.asm['ptx'])
+        assembled = subprocess.run([ptxas, '--gpu-name=sm_90a', str(ptx), '-o', os.devnull],
+                                   capture_output=True, text=True)
+        assert assembled.returncode == 0, assembled.stderr[-2000:]

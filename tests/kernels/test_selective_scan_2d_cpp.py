@@ -1,6 +1,7 @@
 """The C++ CPU kernels of the 2D scan (csrc/selective_scan_2d_cpu.cpp) as torch.library operators
 and as the 'cpp' backend: opcheck, and value and every gradient against the sequential
-references (``selective_scan_2d_reference``, ``fused_scan_2d_reference``)."""
+references (``selective_scan_2d_reference``, ``fused_scan_2d_reference``); the C++ backward
+operator also against the closed form of ``selective_scan_2d/gradients.py``."""
 import pytest
 import torch
 
@@ -8,6 +9,8 @@ import vmamba_kernels
 from tests.kernels.scan_inputs import assert_close_scaled, fused_inputs, make_inputs
 from vmamba_kernels import available_backends, route_pixels
 from vmamba_kernels.cross_selective_scan_2d.composite import fused_scan_2d_reference, route_widths
+from vmamba_kernels.selective_scan.cpp import recurrence_rows
+from vmamba_kernels.selective_scan_2d.gradients import selective_scan_2d_gradients
 from vmamba_kernels.selective_scan_2d.reference import selective_scan_2d_reference
 
 pytestmark = pytest.mark.skipif('cpp' not in available_backends('selective_scan_2d'),
@@ -26,6 +29,15 @@ SHAPES = [
     (1, 8, 6, 6, 16, 1),
     (1, 4, 23, 17, 1, 2),
     (1, 2, 1, 300, 4, 1),
+]
+# For the C++ backward: 11, 16 and 19 rows (its row passes take 8 rows at a time, then the rest
+# one by one), a single column of them, and groups of more than 8 channels (it sums dB, dC over a
+# group in chunks of 8).
+BACKWARD_SHAPES = SHAPES + [
+    (1, 10, 11, 1, 4, 2),
+    (2, 20, 16, 3, 4, 2),
+    (1, 24, 19, 5, 1, 1),
+    (1, 18, 9, 8, 16, 1),
 ]
 
 
@@ -128,6 +140,114 @@ def test_scan_opcheck(softplus, skip):
     inputs = scan_inputs(2, 6, 3, 5, 4, 2, softplus=softplus, skip=skip)
     args = leaves(*(inputs[k] for k in NAMES))
     torch.library.opcheck(selective_scan_2d_cpp, (*args, softplus, 3, 5))
+
+
+def closed_form_gradients(inputs, grad_y, softplus, height, width):
+    """``gradients.py`` on the 1D extension's recurrence: the backward the C++ one replaces."""
+    return selective_scan_2d_gradients(grad_y, *(inputs[k] for k in NAMES), softplus, height,
+                                       width, recurrence_rows)
+
+
+def kernel_gradients(inputs, grad_y, softplus, height, width):
+    """The C++ backward operator, with dD / ddelta_bias dropped where D / delta_bias is absent
+    (as the autograd formula does)."""
+    from vmamba_kernels.selective_scan_2d.cpp import selective_scan_2d_cpp_backward
+    grads = selective_scan_2d_cpp_backward(*(inputs[k] for k in NAMES), grad_y, softplus, height,
+                                           width)
+    present = [inputs['D'] is not None, inputs['delta_bias'] is not None]
+    return [*grads[:5], *(g if p else None for g, p in zip(grads[5:], present))]
+
+
+def check_backward_against_closed_form(inputs, height, width, softplus, rtol=2e-4):
+    batch, dim = inputs['u'].shape[:2]
+    grad_y = torch.randn(batch, dim, height * width, generator=torch.Generator().manual_seed(7))
+    got = kernel_gradients(inputs, grad_y, softplus, height, width)
+    want = closed_form_gradients(inputs, grad_y, softplus, height, width)
+    for name, g, w in zip(NAMES, got, want):
+        if w is None:
+            assert g is None, name
+            continue
+        assert g.shape == w.shape and g.dtype == w.dtype, name
+        assert torch.isfinite(g).all(), name
+        assert_close_scaled(g, w, rtol)
+
+
+@pytest.mark.parametrize('softplus', [True, False])
+@pytest.mark.parametrize('shape', BACKWARD_SHAPES, ids=lambda s: 'b{}d{}H{}W{}N{}G{}'.format(*s))
+def test_backward_matches_closed_form(shape, softplus):
+    inputs = scan_inputs(*shape, softplus=softplus)
+    check_backward_against_closed_form(inputs, shape[2], shape[3], softplus)
+
+
+@pytest.mark.parametrize('shape', BACKWARD_SHAPES[-3:], ids=['16x3', '19x5', '9x8'])
+def test_backward_of_tall_grids_and_wide_groups_matches_reference(shape):
+    # The autograd path end to end (the op's registered backward) against the reference's.
+    inputs = scan_inputs(*shape)
+    check_against_reference(inputs, shape[2], shape[3], True)
+
+
+@pytest.mark.parametrize('softplus', [True, False])
+@pytest.mark.parametrize('shape', [SHAPES[2], BACKWARD_SHAPES[-1]], ids=['3x5', '9x8'])
+def test_backward_without_skip_and_bias(shape, softplus):
+    inputs = scan_inputs(*shape, softplus=softplus, skip=False)
+    check_backward_against_closed_form(inputs, shape[2], shape[3], softplus)
+    check_against_reference(inputs, shape[2], shape[3], softplus)
+
+
+@pytest.mark.parametrize('softplus', [True, False])
+def test_backward_under_strong_decay(softplus):
+    # Decays that underflow to 0, and (with softplus) raw steps far above its threshold of 20 and
+    # beyond exp's float32 range: the slope is then exactly 1, never inf / inf.
+    inputs = scan_inputs(1, 12, 17, 6, 4, 3, softplus=softplus, decay=8.0)
+    inputs['delta'] = torch.rand(1, 12, 102, generator=torch.Generator().manual_seed(3)) * 120
+    check_backward_against_closed_form(inputs, 17, 6, softplus)
+    check_against_reference(inputs, 17, 6, softplus)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_backward_of_half_inputs(dtype):
+    inputs = scan_inputs(2, 12, 9, 5, 4, 2, dtype=dtype)
+    upcast = {k: v.float() if v is not None else None for k, v in inputs.items()}
+    grad_y = torch.randn(2, 12, 45, generator=torch.Generator().manual_seed(2))
+    got = kernel_gradients(inputs, grad_y, True, 9, 5)
+    want = closed_form_gradients(upcast, grad_y, True, 9, 5)
+    for name, g, w in zip(NAMES, got, want):
+        assert g.dtype == inputs[name].dtype, name  # du, ddelta, dB, dC half; the rest float32
+        # Computed in float32 from the same half values: only the final rounding differs.
+        assert_close_scaled(g, w, 1e-2 if g.dtype == dtype else 2e-4)
+
+
+def test_backward_is_deterministic_across_thread_counts():
+    inputs = scan_inputs(2, 40, 11, 7, 4, 2)
+    grad_y = torch.randn(2, 40, 77, generator=torch.Generator().manual_seed(4))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = kernel_gradients(inputs, grad_y, True, 11, 7)
+        torch.set_num_threads(max(2, threads))
+        several = kernel_gradients(inputs, grad_y, True, 11, 7)
+        again = kernel_gradients(inputs, grad_y, True, 11, 7)
+    finally:
+        torch.set_num_threads(threads)
+    for name, a, b, c in zip(NAMES, single, several, again):
+        assert torch.equal(a, b) and torch.equal(b, c), name
+
+
+@pytest.mark.parametrize('softplus, skip', [(True, True), (False, False)])
+def test_backward_opcheck(softplus, skip):
+    from vmamba_kernels.selective_scan_2d.cpp import selective_scan_2d_cpp_backward
+    inputs = scan_inputs(2, 10, 3, 5, 4, 2, softplus=softplus, skip=skip)
+    grad_y = torch.randn(2, 10, 15, generator=torch.Generator().manual_seed(6))
+    torch.library.opcheck(selective_scan_2d_cpp_backward,
+                          (*(inputs[k] for k in NAMES), grad_y, softplus, 3, 5))
+
+
+def test_backward_names_a_bad_output_gradient():
+    from vmamba_kernels.selective_scan_2d.cpp import selective_scan_2d_cpp_backward
+    inputs = scan_inputs(1, 2, 3, 5, 1, 1)
+    with pytest.raises(RuntimeError, match="grad_y must have u's shape"):
+        selective_scan_2d_cpp_backward(*(inputs[k] for k in NAMES), torch.zeros(1, 2, 14), True,
+                                       3, 5)
 
 
 def test_kernel_names_a_bad_grid():

@@ -55,6 +55,7 @@ VALID = {
     'drop_path_rate': st.floats(0.0, 0.9),
     'gated': st.none() | st.booleans(),
     'scan_order': st.none() | st.sampled_from(['cross', 'bidirectional', 'unidirectional']),
+    'scan_2d': st.booleans(),
 }
 assert sorted(VALID) == ARCH_KEYS
 
