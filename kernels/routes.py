@@ -67,7 +67,8 @@ _MAX_TABLES = 64
 _TABLES = OrderedDict()
 
 
-def _cached(build, order, height, width, device):
+def cached_table(build, order, height, width, device):
+    """``build(order, H, W, device)``, kept per (build, order, H, W, device) for the kernels."""
     key = (build.__name__, order, int(height), int(width), torch.device(device))
     table = _TABLES.get(key)
     if table is None:
@@ -82,9 +83,9 @@ def _cached(build, order, height, width, device):
 
 def route_table(order, height, width, device):
     """``route_pixels`` for the compiled kernels, cached per (order, H, W, device)."""
-    return _cached(route_pixels, order, height, width, device)
+    return cached_table(route_pixels, order, height, width, device)
 
 
 def step_table(order, height, width, device):
     """``pixel_steps`` for the compiled kernels, cached the same way."""
-    return _cached(pixel_steps, order, height, width, device)
+    return cached_table(pixel_steps, order, height, width, device)

@@ -6,7 +6,6 @@ route's grid width (``route_widths``). Inference only in practice (under autogra
 ``fused_scan_2d_reference`` on ``vmamba::selective_scan_2d_cpp`` (see
 ``cross_selective_scan/fused.py``).
 """
-import functools
 from typing import Optional
 
 import torch
@@ -14,7 +13,7 @@ from torch import Tensor
 
 from ..cpu_extension import float32_contiguous
 from ..cross_selective_scan.fused import fused_entry, register_fused_operator
-from ..routes import route_table
+from ..routes import cached_table, route_table
 from ..selective_scan_2d.cpp import load_extension, selective_scan_2d_cpp
 from ..selective_scan_2d.cpp import unavailable_reason  # noqa: F401  (the backend's, re-exported)
 from .composite import composite_2d, fused_scan_2d_reference, route_widths
@@ -37,15 +36,10 @@ register_fused_operator(cross_selective_scan_2d_cpp, selective_scan_2d_cpp,
                         reference=fused_scan_2d_reference)
 
 
-@functools.lru_cache(maxsize=64)  # detection inputs change size: keep the recent tables only
-def _width_table(order, height, width, device):
-    return route_widths(order, height, width, device)
-
-
 def route_tables_2d(order, height, width, device):
     """The fused 2D kernel's tables: the route table and each route's grid width."""
     return (route_table(order, height, width, device),
-            _width_table(order, int(height), int(width), torch.device(device)))
+            cached_table(route_widths, order, height, width, device))
 
 
 cross_selective_scan_2d_compiled = fused_entry(cross_selective_scan_2d_cpp, 'cpp',

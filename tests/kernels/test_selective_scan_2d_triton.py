@@ -7,25 +7,15 @@ associative scan element by element, so its cost grows with channels x N x padde
 grids are small, yet a single row, a single column, odd and non-square ones, and ones that cross
 the kernel's column tiles and checkpoint blocks of rows.
 """
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
-INTERPRETING = os.environ.get('TRITON_INTERPRET') == '1'
+from tests.kernels.interpreter import INTERPRETING, run_under_the_interpreter
 
 if not INTERPRETING:
 
     def test_triton_2d_scan_under_the_interpreter():
-        pytest.importorskip('triton')
-        env = dict(os.environ, TRITON_INTERPRET='1')
-        child = subprocess.run(
-            [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', __file__], env=env,
-            capture_output=True, text=True, timeout=900)
-        assert child.returncode == 0, child.stdout[-6000:] + child.stderr[-3000:]
-        assert ' passed' in child.stdout and 'skipped' not in child.stdout.splitlines()[-1]
+        run_under_the_interpreter(__file__)
 
 else:
     import vmamba_kernels

@@ -1,5 +1,5 @@
-"""VMamba-T and 2DVMamba-T under torch.compile(fullgraph=True) and torch.export on the CPU,
-against eager.
+"""VMamba-T and 2DVMamba-T's blocks under torch.compile(fullgraph=True) and torch.export on the
+CPU, against eager.
 
 fullgraph=True fails on any graph break, so these runs prove that every scan kernel reaches the
 graph as one operator. The compiler backend is ``aot_eager`` (dynamo capture plus AOT autograd,
@@ -12,17 +12,25 @@ import pytest
 import torch
 
 from vmamba_kernels import available_backends
-from vmamba_mm.models import VSSM
+from vmamba_mm.models import ARCH_SETTINGS, VSSM
 
 # The CPU's automatic choice; the torch backend must at least export (ONNX builds on it).
 COMPILED = [b for b in ('cpp', ) if b in available_backends('cross_selective_scan')]
 EXPORTED = COMPILED + ['torch']
-# VMamba-T, and 2DVMamba-T on a non-square input (its routes scan 16x12 and 12x16 grids).
-ARCHS = [('tiny-s1l8', (2, 3, 64, 64)), ('2dvmamba-tiny', (1, 3, 64, 48))]
+
+def one_block_per_stage(arch):
+    """An arch's blocks, one per stage: every block is the same code, and compiling twelve of
+    them takes minutes here and checks nothing more."""
+    return dict(ARCH_SETTINGS[arch], depths=[1, 1, 1, 1])
+
+
+# VMamba-T, and 2DVMamba-T's blocks on a non-square input (its routes scan 16x12 and 12x16 grids).
+ARCHS = [('tiny-s1l8', (2, 3, 64, 64)), (one_block_per_stage('2dvmamba-tiny'), (1, 3, 64, 48))]
+ARCH_IDS = ['tiny-s1l8', '2dvmamba-tiny-one-block-per-stage']
 # The scan operators each exported program holds: the C++ scan is one node; the torch backend
 # is plain aten ops.
-EXPORTED_SCAN_OPS = {('tiny-s1l8', 'cpp'): {'vmamba.selective_scan_cpp.default'},
-                     ('2dvmamba-tiny', 'cpp'): {'vmamba.selective_scan_2d_cpp.default'}}
+EXPORTED_SCAN_OPS = {(False, 'cpp'): {'vmamba.selective_scan_cpp.default'},
+                     (True, 'cpp'): {'vmamba.selective_scan_2d_cpp.default'}}
 
 
 def vmamba_t(arch, backend, **kwargs):
@@ -36,7 +44,7 @@ def assert_same_outputs(actual, expected):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('arch, shape', ARCHS)
+@pytest.mark.parametrize('arch, shape', ARCHS, ids=ARCH_IDS)
 @pytest.mark.parametrize('backend', COMPILED)
 def test_compiled_inference_matches_eager(backend, arch, shape):
     model = vmamba_t(arch, backend).eval()
@@ -47,9 +55,10 @@ def test_compiled_inference_matches_eager(backend, arch, shape):
         assert_same_outputs(compiled(x), expected)
 
 
-# VMamba-T only: a compiled training step takes minutes here, and the 2D scan's operator passes
-# opcheck's AOT-autograd checks (tests/kernels/test_selective_scan_2d_cpp.py).
-@pytest.mark.parametrize('arch, shape', ARCHS[:1])
+# VMamba-T's blocks only: the 2D scan's operators pass opcheck's AOT-autograd checks
+# (tests/kernels/test_selective_scan_2d_cpp.py).
+@pytest.mark.parametrize('arch, shape', [(one_block_per_stage('tiny-s1l8'), ARCHS[0][1])],
+                         ids=['tiny-s1l8-one-block-per-stage'])
 @pytest.mark.parametrize('backend', COMPILED)
 def test_compiled_training_step_matches_eager(backend, arch, shape):
     eager = vmamba_t(arch, backend, drop_path_rate=0.0).train()
@@ -69,7 +78,7 @@ def test_compiled_training_step_matches_eager(backend, arch, shape):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize('arch, shape', ARCHS)
+@pytest.mark.parametrize('arch, shape', ARCHS, ids=ARCH_IDS)
 @pytest.mark.parametrize('backend', EXPORTED)
 def test_export_matches_eager(backend, arch, shape):
     model = vmamba_t(arch, backend).eval()
@@ -79,6 +88,6 @@ def test_export_matches_eager(backend, arch, shape):
     program = torch.export.export(model, (x, ))
     scan_ops = {str(node.target) for node in program.graph.nodes
                 if str(node.target).startswith('vmamba.')}
-    assert scan_ops == EXPORTED_SCAN_OPS.get((arch, backend), set())
+    assert scan_ops == EXPORTED_SCAN_OPS.get((model.arch_settings['scan_2d'], backend), set())
     with torch.no_grad():
         assert_same_outputs(program.module()(x), expected)
