@@ -245,7 +245,7 @@ def test_gpu_2d_backends_against_the_reference(backend, dtype, shape):
 
 
 @pytest.mark.skipif('triton' not in vmamba_kernels.available_backends('selective_scan_2d'),
-                    reason='the triton backend is unavailable (Triton not installed)')
+                    reason='the triton backend of selective_scan_2d is unavailable here')
 def test_triton_2d_scan_at_256_squared_is_deterministic():
     # A 1024 x 1024 image is a 256 x 256 grid at stage 1.
     inputs = input_list(1, 8, 256 * 256, 1, 2, torch.float32, device='cuda')
