@@ -18,6 +18,13 @@ def project(x, x_proj_weight, rank, state):
     return projected.split([rank, state, state], dim=2)
 
 
+def route_parameters(routes, x_proj_weight, dt_projs_weight, state):
+    """The scan's delta, B and C of each route (B, routes, K, L), in the route's own order."""
+    projected = torch.einsum('bkdl,kcd->bkcl', routes, x_proj_weight)
+    dts, Bs, Cs = projected.split([dt_projs_weight.shape[-1], state, state], dim=2)
+    return torch.einsum('bkrl,kdr->bkdl', dts, dt_projs_weight), Bs, Cs
+
+
 def composite(backend):
 
     def cross_selective_scan(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, order,
@@ -28,11 +35,8 @@ def composite(backend):
         merge = implementation('cross_merge', backend).fn
         batch, channels, height, width = x.shape
         length = height * width
-        rank, state = dt_projs_weight.shape[-1], A.shape[1]
         routes = scan(x, order, True)  # (B, routes, C, L)
-        projected = torch.einsum('bkdl,kcd->bkcl', routes, x_proj_weight)
-        dts, Bs, Cs = projected.split([rank, state, state], dim=2)
-        dts = torch.einsum('bkrl,kdr->bkdl', dts, dt_projs_weight)
+        dts, Bs, Cs = route_parameters(routes, x_proj_weight, dt_projs_weight, A.shape[1])
         ys = selective_scan(routes.reshape(batch, -1, length), dts.reshape(batch, -1, length),
                             A, Bs, Cs, D=D, delta_bias=delta_bias, delta_softplus=True,
                             out_dtype=torch.float32)

@@ -9,7 +9,7 @@ recomputation its backward differentiates.
 """
 import torch
 
-from ..cross_selective_scan.composite import along_routes
+from ..cross_selective_scan.composite import along_routes, route_parameters
 from ..dispatch import implementation
 from ..routes import NUM_ROUTES, is_column_major
 
@@ -64,11 +64,8 @@ def composite_2d(backend):
         selective_scan_2d = implementation('selective_scan_2d', backend).fn
         merge = implementation('cross_merge', backend).fn
         height, width = x.shape[2:]
-        rank, state = dt_projs_weight.shape[-1], A.shape[1]
         routes = scan(x, order, True)  # (B, routes, C, L)
-        projected = torch.einsum('bkdl,kcd->bkcl', routes, x_proj_weight)
-        dts, Bs, Cs = projected.split([rank, state, state], dim=2)
-        dts = torch.einsum('bkrl,kdr->bkdl', dts, dt_projs_weight)
+        dts, Bs, Cs = route_parameters(routes, x_proj_weight, dt_projs_weight, A.shape[1])
         ys = scan_routes_2d(selective_scan_2d, routes, dts, A, Bs, Cs, D, delta_bias, order,
                             height, width)
         return merge(ys, height, width, order, channel_first)
