@@ -103,3 +103,20 @@ def random_official_state_dict(constructor, seed):
     shapes = load_official_keys()[constructor]['state_dict']
     return OrderedDict((key, torch.randn(shape, generator=generator))
                        for key, shape in shapes.items())
+
+# GFLOPs (multiply-adds, fvcore's convention) of the nine classifiers at 224x224, as the
+# reference's section 1 table and the issue give them (the whole classifier, head included).
+OFFICIAL_GFLOPS = {
+    'vanilla-tiny': 5.627, 'vanilla-small': 11.23, 'vanilla-base': 18.02,
+    'tiny-s2l5': 4.858, 'small-s2l15': 8.716, 'base-s2l15': 15.359,
+    'tiny-s1l8': 4.906, 'small-s1l20': 8.612, 'base-s1l20': 15.221,
+}
+
+# Released detection and segmentation totals (official README: Mask R-CNN VMamba-T[s1l8] 271G,
+# UperNet VMamba-T[s1l8] 949G), and the figures the official counting script
+# (analyze/flops.py) printed for them: Mask R-CNN on a (3, 1280, 800) input, UperNet on
+# (3, 512, 2048), in GFLOPs. Our config -> (README figure, script figure).
+OFFICIAL_DOWNSTREAM_GFLOPS = {
+    'mask_rcnn/mask-rcnn_vmamba-tiny-s1l8_fpn_1x_coco': (271, 271.163376640),
+    'upernet/upernet_vmamba-tiny-s1l8_8xb2-160k_ade20k-512x512': (949, 948.780189696),
+}

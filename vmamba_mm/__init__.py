@@ -15,3 +15,4 @@ __all__ = ['VSSM', 'create_model', 'list_models']
 if importlib.util.find_spec('mmengine') is not None:
     from .registry import register_all_modules
     register_all_modules()
+    from . import model_index  # noqa: F401,E402 (model names for mmpretrain, vmamba-mm:// files)

@@ -8,7 +8,7 @@ _base_ = [
 ]
 
 # Backbone initialisation: the official ImageNet-1k classifier, converted once with
-#   python tools/model_converters/vmamba2mm.py vssm1_tiny_0230_ckpt_epoch_262.pth \
+#   python tools/model_converters/vmamba2mm.py vssm_tiny_0230_ckpt_epoch_262.pth \
 #       checkpoints/vmamba-tiny-s2l5_in1k.pth
 # (a missing file stops the run when the weights are initialised).
 backbone_checkpoint = 'checkpoints/vmamba-tiny-s2l5_in1k.pth'

@@ -10,7 +10,7 @@ import os
 from .. import cpu_extension, cuda_extension, triton_common
 from ..dispatch import register, run
 from ..routes import NUM_ROUTES, check_order
-from . import cpp, triton
+from . import cpp, flops, triton  # noqa: F401  (flops: the FLOP counter's rule)
 from .composite import composite
 
 OPERATION = 'cross_selective_scan'

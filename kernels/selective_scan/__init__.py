@@ -17,6 +17,7 @@ import os
 from .. import cpu_extension, cuda_extension, triton_common
 from ..dispatch import register, run
 from . import cpp, chunked, cuda, reference, triton
+from . import flops  # noqa: F401  (the FLOP counter's rule for the scan operators)
 
 OPERATION = 'selective_scan'
 register(OPERATION, 'reference', reference.selective_scan_reference, devices=('cpu', 'cuda'),

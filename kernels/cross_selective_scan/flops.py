@@ -1,0 +1,31 @@
+"""The fused SS2D core's cost for ``torch.utils.flop_counter`` (conventions: see
+``selective_scan/flops.py``).
+
+A fused kernel takes the route projections in pixel order and forms each route's delta itself
+(delta = dt_weight @ dt_low per token), so its rule is the scan of every route's channels plus
+that projection's multiply-adds, which the composite path counts as an einsum: both paths give
+the same count.
+"""
+import torch
+from torch.utils.flop_counter import register_flop_formula
+
+from ..selective_scan.flops import selective_scan_macs
+from . import cpp, triton  # noqa: F401  (they define the operators)
+
+
+def cross_selective_scan_macs(batch, channels, length, routes, state, rank, with_skip=True):
+    """Multiply-adds of a fused core: one scan of routes x channels, plus the delta projection
+    (rank multiply-adds per route, channel and token)."""
+    scans = selective_scan_macs(batch, routes * channels, length, state, with_skip=with_skip)
+    return scans + batch * routes * channels * rank * length
+
+
+def _fused_core_flops(x, dt_low, dt_weight, A, B, C, D, *rest, out_shape=None, **kwargs):
+    batch, channels, height, width = x
+    routes, _, rank = dt_weight
+    return 2 * cross_selective_scan_macs(batch, channels, height * width, routes, A[1], rank,
+                                         with_skip=D is not None)
+
+
+register_flop_formula([torch.ops.vmamba.cross_selective_scan_cpp,
+                       torch.ops.vmamba.cross_selective_scan_triton])(_fused_core_flops)
