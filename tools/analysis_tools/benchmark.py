@@ -12,23 +12,47 @@ round-robin (``--rounds`` rounds of ``--iters`` iterations per model), so
 that background load hits every model alike. The reported ms/iter is the
 median over rounds of each round's mean; img/s = batch / that.
 
+``--shapes S [S ...]`` measures every model at each square size in turn (warm-up
+and interleaved rounds per size) and also its peak memory there: on CUDA
+``torch.cuda.max_memory_allocated`` over the timed rounds; on the CPU the peak
+increase of the resident set (VmHWM - VmRSS, Linux) during one step, measured
+in a fresh process per model and size after one warm-up step, with glibc's
+mmap threshold fixed so that freed tensors leave the resident set.
+``--plot PNG`` draws img/s and peak memory against the size, one line per
+model; the plotted series are also stored in the PNG's ``vmamba-mm:series``
+text chunk.
+
 Example::
 
     python tools/analysis_tools/benchmark.py \\
         configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin \\
         --batch-size 1 --shape 224 224 --device cpu
+    python tools/analysis_tools/benchmark.py \\
+        configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin \\
+        --batch-size 1 --shapes 224 448 --device cpu --plot scaling.png
 """
 import argparse
+import gc
 import importlib
 import importlib.util
+import json
+import os
 import os.path as osp
+import re
 import statistics
+import subprocess
 import sys
 import time
 
 import torch
 
 SWIN_T_CONFIG = 'swin_transformer/swin-tiny_16xb64_in1k.py'
+SWIN_T_NAME = 'swin-tiny_16xb64_in1k (mmpretrain)'
+# Freed blocks above this size go back to the OS at once, so the resident set follows the live
+# tensors; a fixed value also stops glibc from raising the threshold as blocks are freed.
+PROBE_MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': '4096', 'MALLOC_TRIM_THRESHOLD_': '4096'}
+PROBE_RESULT_PREFIX = 'memory-probe: '
+SERIES_KEY = 'vmamba-mm:series'
 
 
 def parse_args(argv=None):
@@ -36,8 +60,16 @@ def parse_args(argv=None):
         description='Benchmark the inference throughput of model configs')
     parser.add_argument('configs', nargs='+', help='config file path(s)')
     parser.add_argument('--batch-size', type=int, default=1)
+    shapes = parser.add_mutually_exclusive_group()
+    shapes.add_argument(
+        '--shape', type=int, nargs=2, default=None, metavar=('H', 'W'),
+        help='input size (default 224 224)')
+    shapes.add_argument(
+        '--shapes', type=int, nargs='+', default=None, metavar='S',
+        help='square input sizes to measure in turn, with peak memory at each')
     parser.add_argument(
-        '--shape', type=int, nargs=2, default=[224, 224], metavar=('H', 'W'))
+        '--plot', default=None, metavar='PNG',
+        help='draw img/s and peak memory against the input size into this PNG')
     parser.add_argument(
         '--device',
         choices=['cpu', 'cuda'],
@@ -84,12 +116,22 @@ def parse_args(argv=None):
         default=None,
         help='autocast dtype for --train (default: float16 on cuda with a '
         'GradScaler, bfloat16 on cpu)')
+    # Internal: one model and shape in this (fresh) process, printing its peak memory.
+    parser.add_argument('--memory-probe', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ('batch_size', 'iters', 'rounds'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1')
     if args.warmup < 0:
         parser.error('--warmup must be >= 0')
+    if args.shapes is not None and min(args.shapes) < 1:
+        parser.error(f'--shapes must be positive sizes, got {args.shapes}')
+    if args.plot is not None and not args.plot.lower().endswith('.png'):
+        parser.error(f'--plot writes a PNG; give a path ending in .png, got {args.plot!r}')
+    if args.memory_probe and (len(args.configs) != 1 or args.shapes):
+        parser.error('--memory-probe takes one config and --shape')
+    args.sizes = ([(s, s) for s in args.shapes] if args.shapes else
+                  [tuple(args.shape or (224, 224))])
     return args
 
 
@@ -114,6 +156,8 @@ def resolve_swin_config():
 
 
 def build_model(config_path, cfg_options=None):
+    """The config's model in eval mode, with the config's data preprocessor (as the runner
+    gives it one: the top-level ``data_preprocessor`` unless the model names its own)."""
     from mmengine.config import Config, DictAction
     from mmengine.registry import init_default_scope
 
@@ -134,7 +178,10 @@ def build_model(config_path, cfg_options=None):
         models = registry.MODELS
     except (ImportError, AttributeError):
         from mmengine.registry import MODELS as models
-    model = models.build(cfg.model)
+    model_cfg = cfg.model
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    model = models.build(model_cfg)
     model.eval()
     return model
 
@@ -175,6 +222,137 @@ def run_iters(step, inputs, n, device):
     return time.perf_counter() - start
 
 
+def random_inputs(batch_size, size, device):
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(batch_size, 3, *size, generator=gen).to(device)
+
+
+def time_round_robin(models, inputs, args, device):
+    """Warm every model up on ``inputs``, then time them interleaved; returns, per model, the
+    median round's ms/iter and (CUDA) the peak allocated bytes."""
+    for m in models:
+        if args.warmup:
+            run_iters(m['step'], inputs, args.warmup, device)
+    times = [[] for _ in models]
+    peaks = [None] * len(models)
+    for _ in range(args.rounds):
+        for i, m in enumerate(models):
+            if device == 'cuda':
+                torch.cuda.reset_peak_memory_stats()
+            elapsed = run_iters(m['step'], inputs, args.iters, device)
+            times[i].append(elapsed / args.iters)
+            if device == 'cuda':
+                peaks[i] = max(peaks[i] or 0, torch.cuda.max_memory_allocated())
+    return [statistics.median(t) * 1000 for t in times], peaks
+
+
+def _proc_status_kib(field):
+    with open('/proc/self/status') as status:
+        match = re.search(rf'^{field}:\s+(\d+) kB', status.read(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f'/proc/self/status has no {field} line')
+    return int(match.group(1))
+
+
+def cpu_peak_memory_increase(step, inputs):
+    """Bytes the resident set rises above its level before one call of ``step`` (Linux).
+
+    The high-water mark is reset by writing 5 to /proc/self/clear_refs. Returns None where
+    /proc cannot tell (not Linux)."""
+    gc.collect()
+    try:
+        before = _proc_status_kib('VmRSS')
+        with open('/proc/self/clear_refs', 'w') as clear_refs:
+            clear_refs.write('5')
+    except OSError:
+        return None
+    step(inputs)
+    return max(_proc_status_kib('VmHWM') - before, 0) * 1024
+
+
+def memory_probe(args):
+    """--memory-probe: one warm-up step, then the peak RSS increase of one more step."""
+    device = args.device or 'cpu'
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model = build_model(args.configs[0], args.cfg_options).to(device)
+    step = make_step(model, args, device)
+    inputs = random_inputs(args.batch_size, args.sizes[0], device)
+    step(inputs)
+    peak = cpu_peak_memory_increase(step, inputs)
+    print(PROBE_RESULT_PREFIX + json.dumps({'peak_bytes': peak}), flush=True)
+    return 0
+
+
+def probe_cpu_memory(path, opts, size, args):
+    """Run ``--memory-probe`` for one model and size in a fresh process; bytes or None."""
+    command = [sys.executable, osp.abspath(__file__), path, '--memory-probe', '--device', 'cpu',
+               '--batch-size', str(args.batch_size), '--shape', str(size[0]), str(size[1])]
+    if args.threads is not None:
+        command += ['--threads', str(args.threads)]
+    if args.train:
+        command += ['--train'] + (['--amp-dtype', args.amp_dtype] if args.amp_dtype else [])
+    if opts:
+        command += ['--cfg-options', *opts]
+    env = dict(os.environ, **PROBE_MALLOC_ENV)
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith(PROBE_RESULT_PREFIX)]
+    if result.returncode != 0 or not lines:
+        raise SystemExit(f'error: the memory probe of {path} at {size[0]}x{size[1]} failed '
+                         f'(exit {result.returncode}):\n{result.stderr[-2000:]}')
+    return json.loads(lines[-1][len(PROBE_RESULT_PREFIX):])['peak_bytes']
+
+
+def make_step(model, args, device):
+    amp_dtype = getattr(torch, args.amp_dtype or
+                        ('float16' if device == 'cuda' else 'bfloat16'))
+    return (train_step(model, device, amp_dtype) if args.train else
+            inference_step(model))
+
+
+def plot_scaling(rows, path, title):
+    """Two panels, img/s and peak memory (MiB) against the input size, one line per model.
+
+    rows: dicts with name, size (H), ips and peak (bytes or None). The series are read back from
+    the drawn lines into the PNG's text chunk ``vmamba-mm:series``."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
+
+    names = list(dict.fromkeys(r['name'] for r in rows))
+    fig, (ax_speed, ax_memory) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in names:
+        own = [r for r in rows if r['name'] == name]
+        ax_speed.plot([r['size'] for r in own], [r['ips'] for r in own], 'o-', label=name)
+        with_peak = [r for r in own if r['peak'] is not None]
+        ax_memory.plot([r['size'] for r in with_peak], [r['peak'] / 2**20 for r in with_peak],
+                       'o-', label=name)
+    sizes = sorted({r['size'] for r in rows})
+    for ax, label in ((ax_speed, 'img/s'), (ax_memory, 'peak memory (MiB)')):
+        ax.set_xscale('log', base=2)
+        ax.set_yscale('log')
+        ax.yaxis.set_major_formatter(FormatStrFormatter('%g'))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter('%g'))
+        ax.tick_params(axis='y', which='minor', labelsize=7)
+        ax.set_xticks(sizes, [f'{s}²' for s in sizes])
+        ax.set_xlabel('input size')
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(True, which='both', alpha=0.3)
+    ax_speed.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    series = {}
+    for ax in (ax_speed, ax_memory):
+        series[ax.get_title()] = {
+            line.get_label(): [[float(x), float(y)] for x, y in zip(line.get_xdata(),
+                                                                     line.get_ydata())]
+            for line in ax.get_lines()}
+    fig.savefig(path, dpi=100, metadata={SERIES_KEY: json.dumps(series)})
+    plt.close(fig)
+
+
 def main(argv=None):
     args = parse_args(argv)
 
@@ -183,11 +361,17 @@ def main(argv=None):
         for c in missing:
             print(f'error: config file not found: {c}', file=sys.stderr)
         return 2
+    if args.memory_probe:
+        return memory_probe(args)
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if device == 'cuda' and not torch.cuda.is_available():
         print('error: --device cuda requested but CUDA is not available',
               file=sys.stderr)
+        return 2
+    if args.plot is not None and not osp.isdir(osp.dirname(osp.abspath(args.plot))):
+        print(f'error: --plot {args.plot}: folder {osp.dirname(osp.abspath(args.plot))} does '
+              'not exist', file=sys.stderr)
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -199,16 +383,17 @@ def main(argv=None):
                         args.cfg_options))
     if args.compare == 'swin':
         swin = resolve_swin_config()
-        entries.append(('swin-tiny_16xb64_in1k (mmpretrain)', swin, None))
+        entries.append((SWIN_T_NAME, swin, None))
 
-    h, w = args.shape
     amp_dtype = getattr(torch, args.amp_dtype or
                         ('float16' if device == 'cuda' else 'bfloat16'))
     mode = (f'train (AMP {str(amp_dtype).split(".")[-1]} forward + backward + '
             'AdamW step)' if args.train else 'inference')
+    shapes = ', '.join(f'{h}x{w}' for h, w in args.sizes)
     print(f'{mode}; torch {torch.__version__}, device {device}'
           + (f' ({torch.cuda.get_device_name()})' if device == 'cuda' else '')
-          + f', threads {threads}, batch {args.batch_size}, shape {h}x{w}, '
+          + f', threads {threads}, batch {args.batch_size}, '
+          f'shape{"s" if len(args.sizes) > 1 else ""} {shapes}, '
           f'warmup {args.warmup}, {args.rounds} rounds x {args.iters} iters '
           '(round-robin, median round)', flush=True)
 
@@ -216,46 +401,54 @@ def main(argv=None):
     for name, path, opts in entries:
         model = build_model(path, opts).to(device)
         n_params = sum(p.numel() for p in model.parameters())
-        step = (train_step(model, device, amp_dtype) if args.train else
-                inference_step(model))
-        models.append(dict(name=name, step=step, params=n_params, times=[],
-                           peak=0))
+        models.append(dict(name=name, path=path, opts=opts, params=n_params,
+                           step=make_step(model, args, device)))
 
-    gen = torch.Generator().manual_seed(0)
-    inputs = torch.randn(
-        args.batch_size, 3, h, w, generator=gen).to(device)
-
-    for m in models:
-        if args.warmup:
-            run_iters(m['step'], inputs, args.warmup, device)
-    for _ in range(args.rounds):
-        for m in models:
-            if device == 'cuda':
-                torch.cuda.reset_peak_memory_stats()
-            elapsed = run_iters(m['step'], inputs, args.iters, device)
-            m['times'].append(elapsed / args.iters)
-            if device == 'cuda':
-                m['peak'] = max(m['peak'], torch.cuda.max_memory_allocated())
-
-    for m in models:
-        m['ms'] = statistics.median(m['times']) * 1000
-        m['ips'] = args.batch_size * 1000 / m['ms']
-    ref = models[-1] if args.compare == 'swin' else None
-
+    measure_memory = args.shapes is not None
+    rows = []
     width = max(len(m['name']) for m in models)
-    for m in models:
-        line = (f'{m["name"]:<{width}}  params {m["params"]:>12,}  '
-                f'batch {args.batch_size}  shape {h}x{w}  device {device}  '
-                f'threads {threads}  {m["ips"]:9.2f} img/s  '
-                f'{m["ms"]:9.2f} ms/iter')
-        if device == 'cuda':
-            line += f'  peak {m["peak"] / 2**30:6.2f} GiB'
-        if ref is not None:
-            line += f'  x{m["ips"] / ref["ips"]:.2f} of Swin-T img/s'
-        if len(args.configs) > 1 and m is not models[0] and m is not ref:
-            # e.g. 2DVMamba-T after VMamba-T: what the change costs, as a time ratio.
-            line += f'  x{m["ms"] / models[0]["ms"]:.2f} the time of {models[0]["name"]}'
-        print(line, flush=True)
+    ref = models[-1] if args.compare == 'swin' else None
+    for size in args.sizes:
+        h, w = size
+        inputs = random_inputs(args.batch_size, size, device)
+        ms, peaks = time_round_robin(models, inputs, args, device)
+        del inputs
+        if measure_memory and device == 'cpu':
+            peaks = [probe_cpu_memory(m['path'], m['opts'], size, args) for m in models]
+        shape_rows = [dict(name=m['name'], size=h, shape=f'{h}x{w}', ms=t,
+                           ips=args.batch_size * 1000 / t, peak=peak)
+                      for m, t, peak in zip(models, ms, peaks)]
+        for m, row in zip(models, shape_rows):
+            line = (f'{m["name"]:<{width}}  params {m["params"]:>12,}  '
+                    f'batch {args.batch_size}  shape {h}x{w}  device {device}  '
+                    f'threads {threads}  {row["ips"]:9.2f} img/s  '
+                    f'{row["ms"]:9.2f} ms/iter')
+            if row['peak'] is not None:
+                line += f'  peak {row["peak"] / 2**20:9.1f} MiB'
+            if ref is not None:
+                line += f'  x{row["ips"] / shape_rows[-1]["ips"]:.2f} of Swin-T img/s'
+            if len(args.configs) > 1 and m is not models[0] and m is not ref:
+                # e.g. 2DVMamba-T after VMamba-T: what the change costs, as a time ratio.
+                line += f'  x{row["ms"] / shape_rows[0]["ms"]:.2f} the time of {models[0]["name"]}'
+            print(line, flush=True)
+        rows += shape_rows
+
+    if measure_memory:
+        memory_kind = ('peak allocated (torch.cuda.max_memory_allocated)' if device == 'cuda'
+                       else 'peak RSS increase during one step, fresh process per model and size')
+        print(f'\nscaling (batch {args.batch_size}; memory: {memory_kind})')
+        print(f'{"model":<{width}}  {"shape":>9}  {"img/s":>9}  {"ms/iter":>9}  '
+              f'{"peak MiB":>9}')
+        for row in rows:
+            peak = 'n/a' if row['peak'] is None else f'{row["peak"] / 2**20:.2f}'
+            print(f'{row["name"]:<{width}}  {row["shape"]:>9}  {row["ips"]:9.2f}  '
+                  f'{row["ms"]:9.2f}  {peak:>9}')
+    if args.plot is not None:
+        title = (f'{mode}, batch {args.batch_size}, {device}, {threads} '
+                 f'thread{"s" if threads != 1 else ""}; memory: '
+                 + ('peak allocated' if device == 'cuda' else 'peak RSS increase per step'))
+        plot_scaling(rows, args.plot, title)
+        print(f'plot written to {args.plot}')
     return 0
 
 

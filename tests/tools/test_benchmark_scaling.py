@@ -1,0 +1,70 @@
+"""benchmark.py --shapes/--plot: throughput and peak memory against the input size."""
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.paths import DEMO_CLASSIFICATION, ROOT
+from tests.tool_runs import run_python
+
+TOOL = 'tools/analysis_tools/benchmark.py'
+MIB = 2**20
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('vmamba_benchmark_scaling', Path(ROOT) / TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_peak_memory_sees_a_known_allocation():
+    bench = _load_tool()
+    # 16 Mi float32 = 64 MiB, beyond glibc's largest mmap threshold: mapped, then unmapped.
+    one = bench.cpu_peak_memory_increase(lambda _: torch.ones(16 * MIB), None)
+    assert one == pytest.approx(64 * MIB, abs=2 * MIB)
+    # a + b holds three such tensors at once
+    three = bench.cpu_peak_memory_increase(
+        lambda _: torch.ones(16 * MIB) + torch.ones(16 * MIB), None)
+    assert three == pytest.approx(192 * MIB, abs=3 * MIB)
+
+
+def test_shapes_table_and_plot_agree(tmp_path):
+    plot = tmp_path / 'scaling.png'
+    # One thread: on a busy 2-core machine two threads wait on each other.
+    run = run_python(TOOL, DEMO_CLASSIFICATION, '--device', 'cpu', '--shapes', '64', '128',
+                     '--threads', '1', '--warmup', '1', '--iters', '1', '--rounds', '2',
+                     '--plot', plot)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert 'shapes 64x64, 128x128' in run.stdout
+    table = run.stdout.split('\nscaling (batch 1; memory: peak RSS increase during one step, '
+                             'fresh process per model and size)\n')[1]
+    rows = re.findall(r'^classification\s+(\d+)x\1\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$', table,
+                      re.MULTILINE)
+    assert [size for size, *_ in rows] == ['64', '128'], run.stdout
+    for _, ips, ms, peak in rows:
+        assert float(ips) > 0 and float(ms) > 0 and float(peak) > 0
+        # batch 1; both columns are rounded to 2 decimals
+        assert float(ips) == pytest.approx(1000 / float(ms), rel=2e-3, abs=0.0051)
+    # The series stored in the PNG are read back from the drawn lines; the table rounds to 2
+    # decimals.
+    with Image.open(plot) as image:
+        assert image.format == 'PNG'
+        series = json.loads(image.text['vmamba-mm:series'])
+    for title, column in (('img/s', 1), ('peak memory (MiB)', 3)):
+        drawn = series[title]['classification']
+        assert [x for x, _ in drawn] == [int(row[0]) for row in rows], title
+        assert [y for _, y in drawn] == pytest.approx([float(row[column]) for row in rows],
+                                                      abs=0.0051), title
+
+
+def test_plot_must_be_a_png(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _load_tool().main([DEMO_CLASSIFICATION, '--shapes', '32', '--plot', 'scaling.jpg'])
+    assert exit_info.value.code == 2
+    assert "--plot writes a PNG; give a path ending in .png, got 'scaling.jpg'" in \
+        capsys.readouterr().err
