@@ -10,14 +10,16 @@ import os
 from .. import cpu_extension, cuda_extension, triton_common
 from ..dispatch import register, run
 from ..routes import NUM_ROUTES, check_order
+from ..selective_scan import chunked
 from . import cpp, flops, triton  # noqa: F401  (flops: the FLOP counter's rule)
 from .composite import composite
 
 OPERATION = 'cross_selective_scan'
 register(OPERATION, 'reference', composite('reference'), devices=('cpu', 'cuda'),
          description='sequential selective scan between tensor-op cross-scan/merge')
-register(OPERATION, 'torch', composite('torch'), devices=('cpu', 'cuda'), priority=0,
-         auto_devices=('cpu', ), description='tensor ops')
+# Its own routes (flips and transposes) and a time-first chunk layout: it exports to ONNX.
+register(OPERATION, 'torch', chunked.cross_selective_scan_chunked, devices=('cpu', 'cuda'),
+         priority=0, auto_devices=('cpu', ), description='tensor ops')
 register(OPERATION, 'cpp', cpp.cross_selective_scan_compiled, devices=('cpu', ), priority=1,
          unavailable_reason=cpu_extension.unavailable_reason,
          description='C++ kernel, fused with cross-scan/merge without autograd')

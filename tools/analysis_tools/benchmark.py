@@ -39,9 +39,11 @@ import json
 import os
 import os.path as osp
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -116,6 +118,13 @@ def parse_args(argv=None):
         default=None,
         help='autocast dtype for --train (default: float16 on cuda with a '
         'GradScaler, bfloat16 on cpu)')
+    parser.add_argument(
+        '--runtime',
+        choices=['pytorch', 'onnxruntime'],
+        default='pytorch',
+        help='onnxruntime: export each model to ONNX at each size (tools/deployment/'
+        'pytorch2onnx.py\'s export, the export-safe scan) and time onnxruntime CPU sessions '
+        'of the files instead of PyTorch (inference only)')
     # Internal: one model and shape in this (fresh) process, printing its peak memory.
     parser.add_argument('--memory-probe', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -128,6 +137,8 @@ def parse_args(argv=None):
         parser.error(f'--shapes must be positive sizes, got {args.shapes}')
     if args.plot is not None and not args.plot.lower().endswith('.png'):
         parser.error(f'--plot writes a PNG; give a path ending in .png, got {args.plot!r}')
+    if args.runtime == 'onnxruntime' and (args.train or args.device == 'cuda'):
+        parser.error('--runtime onnxruntime times CPU inference: drop --train / --device cuda')
     if args.memory_probe and (len(args.configs) != 1 or args.shapes):
         parser.error('--memory-probe takes one config and --shape')
     args.sizes = ([(s, s) for s in args.shapes] if args.shapes else
@@ -155,22 +166,27 @@ def resolve_swin_config():
                      f'mmpretrain::{SWIN_T_CONFIG}')
 
 
+def parse_cfg_options(items):
+    """``--cfg-options`` KEY=VALUE strings as the dict mmengine's merge takes."""
+    from mmengine.config import DictAction
+    opts = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep:
+            raise SystemExit(f'error: --cfg-options expects KEY=VALUE, got {item!r}')
+        opts[key] = DictAction._parse_iterable(value)
+    return opts
+
+
 def build_model(config_path, cfg_options=None):
     """The config's model in eval mode, with the config's data preprocessor (as the runner
     gives it one: the top-level ``data_preprocessor`` unless the model names its own)."""
-    from mmengine.config import Config, DictAction
+    from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     cfg = Config.fromfile(config_path)
     if cfg_options:
-        opts = {}
-        for item in cfg_options:
-            key, sep, value = item.partition('=')
-            if not sep:
-                raise SystemExit(
-                    f'error: --cfg-options expects KEY=VALUE, got {item!r}')
-            opts[key] = DictAction._parse_iterable(value)
-        cfg.merge_from_dict(opts)
+        cfg.merge_from_dict(parse_cfg_options(cfg_options))
     scope = cfg.get('default_scope', None) or 'mmengine'
     init_default_scope(scope)
     try:
@@ -303,6 +319,22 @@ def probe_cpu_memory(path, opts, size, args):
     return json.loads(lines[-1][len(PROBE_RESULT_PREFIX):])['peak_bytes']
 
 
+def onnxruntime_steps(entries, size, args, out_dir):
+    """One onnxruntime session step per entry, each model exported at ``size`` (fixed shape)."""
+    from vmamba_mm.deployment.onnx import OnnxRuntimeSession, export_for_benchmark
+    steps = []
+    for name, path, opts in entries:
+        start = time.perf_counter()
+        onnx_path, _ = export_for_benchmark(
+            path, shape=size, batch_size=args.batch_size, out_dir=out_dir,
+            cfg_options=parse_cfg_options(opts) if opts else None)
+        print(f'{name}: exported to {onnx_path} in {time.perf_counter() - start:.0f} s',
+              flush=True)
+        session = OnnxRuntimeSession(onnx_path, threads=args.threads)
+        steps.append(lambda inputs, session=session: session(inputs))
+    return steps
+
+
 def make_step(model, args, device):
     amp_dtype = getattr(torch, args.amp_dtype or
                         ('float16' if device == 'cuda' else 'bfloat16'))
@@ -390,6 +422,9 @@ def main(argv=None):
     mode = (f'train (AMP {str(amp_dtype).split(".")[-1]} forward + backward + '
             'AdamW step)' if args.train else 'inference')
     shapes = ', '.join(f'{h}x{w}' for h, w in args.sizes)
+    if args.runtime == 'onnxruntime':
+        import onnxruntime
+        mode += f' in onnxruntime {onnxruntime.__version__} (CPU, exported graphs)'
     print(f'{mode}; torch {torch.__version__}, device {device}'
           + (f' ({torch.cuda.get_device_name()})' if device == 'cuda' else '')
           + f', threads {threads}, batch {args.batch_size}, '
@@ -408,12 +443,17 @@ def main(argv=None):
     rows = []
     width = max(len(m['name']) for m in models)
     ref = models[-1] if args.compare == 'swin' else None
+    onnx_dir = tempfile.mkdtemp(prefix='vmamba_bench_onnx_') if args.runtime == 'onnxruntime' \
+        else None
     for size in args.sizes:
         h, w = size
+        if onnx_dir is not None:
+            for m, step in zip(models, onnxruntime_steps(entries, size, args, onnx_dir)):
+                m['step'] = step
         inputs = random_inputs(args.batch_size, size, device)
         ms, peaks = time_round_robin(models, inputs, args, device)
         del inputs
-        if measure_memory and device == 'cpu':
+        if measure_memory and device == 'cpu' and onnx_dir is None:
             peaks = [probe_cpu_memory(m['path'], m['opts'], size, args) for m in models]
         shape_rows = [dict(name=m['name'], size=h, shape=f'{h}x{w}', ms=t,
                            ips=args.batch_size * 1000 / t, peak=peak)
@@ -443,6 +483,8 @@ def main(argv=None):
             peak = 'n/a' if row['peak'] is None else f'{row["peak"] / 2**20:.2f}'
             print(f'{row["name"]:<{width}}  {row["shape"]:>9}  {row["ips"]:9.2f}  '
                   f'{row["ms"]:9.2f}  {peak:>9}')
+    if onnx_dir is not None:
+        shutil.rmtree(onnx_dir)
     if args.plot is not None:
         title = (f'{mode}, batch {args.batch_size}, {device}, {threads} '
                  f'thread{"s" if threads != 1 else ""}; memory: '
