@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo demo-cls demo-det demo-seg demo-cls2d bench bench-2d clean-venv
+.PHONY: install test demo demo-cls demo-det demo-seg demo-cls2d bench bench-2d gpu-check clean-venv
 
 install: $(STAMP)
 
@@ -78,6 +78,15 @@ bench: install
 # 2DVMamba-T against VMamba-T (the 2D scan's cost), interleaved in one run.
 bench-2d: install
 	$(PY) tools/analysis_tools/benchmark.py configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py configs/vmamba2d/vmamba2d-tiny_8xb128_in1k.py --batch-size 1 --shape 224 224 --device cpu
+
+# The prepared GPU run (tools/analysis_tools/gpu_check.py, at most 8 minutes): no install needed,
+# a plain copy of the tree runs under the machine's own python3 where there is no .venv. Results
+# go to OUT (on the device machine the tool's $OUT, which comes back); GPU_CHECK_ARGS adds
+# options (--smoke, --budget SECONDS, --sections ...).
+OUT ?= work_dirs/gpu_check
+GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check:
+	$(GPU_CHECK_PY) tools/analysis_tools/gpu_check.py --out $(OUT) $(GPU_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
