@@ -95,3 +95,19 @@ def check_checkpoint_fits(checkpoint, model, source, resuming=False, unused_pref
     lead = (f'cannot resume from {source}: it is a checkpoint of another model' if resuming
             else f'{source} does not fit the model of this config')
     raise CheckpointMismatchError(f'{lead}: {mismatch}.{_conversion_hint(checkpoint, weights)}')
+
+
+def load_fitting_checkpoint(model, path):
+    """Load ``path`` into ``model`` strictly, as the analysis and deployment tools do: the
+    project's checkpoints, or official VMamba files converted on load. Raises
+    CheckpointContentError for a file that is not a checkpoint and CheckpointMismatchError,
+    naming the keys, for one that does not fit; nothing is loaded then."""
+    from .checkpoint import convert_official_state_dict, extract_state_dict, looks_official
+    from .checkpoint.mmengine_loader import trusted_load
+    weights = extract_state_dict(trusted_load(path, map_location='cpu'), source=path)
+    if looks_official(weights):
+        weights = convert_official_state_dict(weights)
+    weights = {key[len('module.'):] if key.startswith('module.') else key: value
+               for key, value in weights.items()}
+    check_checkpoint_fits(weights, model, path)
+    model.load_state_dict(weights, strict=True)

@@ -94,23 +94,11 @@ def tool_error(message):
     return 2
 
 
-def load_weights(model, checkpoint):
-    """Load ``checkpoint`` into ``model`` after checking that every key and shape fits."""
-    from vmamba_mm.checkpoint.mmengine_loader import trusted_load
-    from vmamba_mm.checkpoint_fit import check_checkpoint_fits
-
-    loaded = trusted_load(checkpoint, map_location='cpu')
-    check_checkpoint_fits(loaded, model, checkpoint)
-    weights = loaded['state_dict'] if 'state_dict' in loaded else loaded
-    weights = {k[len('module.'):] if k.startswith('module.') else k: v
-               for k, v in weights.items()}
-    model.load_state_dict(weights, strict=True)
-
-
 def build_models(configs, checkpoints, cfg_options, compare_swin):
     """[(name, model)] in eval mode with their weights; a checkpoint that does not fit, or a
     model without a backbone, raises ValueError naming the file."""
     import vmamba_mm  # noqa: F401  (registers the models and the checkpoint loader)
+    from vmamba_mm.checkpoint_fit import load_fitting_checkpoint
 
     bench = load_tool('benchmark')
     entries = [(osp.splitext(osp.basename(c))[0], c, ckpt, cfg_options)
@@ -121,7 +109,7 @@ def build_models(configs, checkpoints, cfg_options, compare_swin):
     for name, path, checkpoint, options in entries:
         model = bench.build_model(path, options)
         if checkpoint.lower() != 'none':
-            load_weights(model, checkpoint)
+            load_fitting_checkpoint(model, checkpoint)
             name += f' ({osp.basename(checkpoint)})'
         else:
             name += ' (init)'

@@ -152,28 +152,16 @@ def build_export_model(config_path, checkpoint=None, cfg_options=None):
 def load_checkpoint_like_test(model, checkpoint):
     """Load a checkpoint strictly: the project's own files, or official VMamba ones converted
     on load; a file that does not fit the model is an ExportError naming the keys."""
-    from vmamba_mm.checkpoint import (CheckpointContentError, convert_official_state_dict,
-                                      extract_state_dict, looks_official)
-    from vmamba_mm.checkpoint.mmengine_loader import trusted_load
-    from vmamba_mm.checkpoint_fit import CheckpointMismatchError, check_checkpoint_fits
+    from vmamba_mm.checkpoint import CheckpointContentError
+    from vmamba_mm.checkpoint_fit import CheckpointMismatchError, load_fitting_checkpoint
     from vmamba_mm.resume import checkpoint_file_problem
     problem = checkpoint_file_problem(checkpoint)
     if problem is not None:
         raise ExportError(f'checkpoint {checkpoint} {problem}.')
-    raw = trusted_load(checkpoint, map_location='cpu')
     try:
-        weights = extract_state_dict(raw, source=checkpoint)
-    except CheckpointContentError as exc:
+        load_fitting_checkpoint(model, checkpoint)
+    except (CheckpointContentError, CheckpointMismatchError) as exc:
         raise ExportError(str(exc)) from None
-    if looks_official(weights):
-        weights = convert_official_state_dict(weights)
-    weights = {key[len('module.'):] if key.startswith('module.') else key: value
-               for key, value in weights.items()}
-    try:
-        check_checkpoint_fits(weights, model, checkpoint)
-    except CheckpointMismatchError as exc:
-        raise ExportError(str(exc)) from None
-    model.load_state_dict(weights, strict=True)
 
 
 @dataclass
