@@ -178,4 +178,19 @@ def run_reporting_data_errors(runner, action, notes=()):
             raise
         print(f'error: {message}', file=sys.stderr)
         return 2
+    finally:
+        close_process_group()
     return 0
+
+
+def close_process_group():
+    """Destroy the default process group, if one was set up, before the interpreter exits.
+
+    Left to interpreter teardown, gloo's worker threads can still hold tensors whose release needs
+    the GIL, and a rank then dies with 'terminate called without an active exception' after a
+    successful run (pytorch/pytorch#190489). The group is local state: destroying it waits on no
+    other rank.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

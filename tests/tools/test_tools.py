@@ -122,6 +122,34 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_da
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
+# After the run, in the training process: the group is gone before interpreter teardown, where gloo's
+# threads would otherwise abort the rank ('terminate called without an active exception').
+_TRAIN_THEN_REPORT_GROUP = """
+import runpy, sys
+import torch.distributed as dist
+sys.argv = ['tools/train.py', *sys.argv[1:]]
+try:
+    runpy.run_path('tools/train.py', run_name='__main__')
+except SystemExit as exc:
+    print('exit code', exc.code, 'group still initialised', dist.is_initialized())
+"""
+
+
+def test_a_distributed_run_destroys_its_process_group_before_exit(tiny_data, tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
+               MASTER_PORT=str(port))
+    result = run_tool('-c', _TRAIN_THEN_REPORT_GROUP, DEMO, '--launcher', 'pytorch',
+                      '--work-dir', str(tmp_path), '--cfg-options',
+                      *data_options(tiny_data, no_workers=True), 'train_cfg.max_epochs=1',
+                      'train_cfg.val_interval=1', env=env)
+    assert 'Distributed training: True' in result.stdout + result.stderr, result.stderr[-3000:]
+    assert 'exit code 0 group still initialised False' in result.stdout, result.stderr[-3000:]
+
+
 def test_resume_continues_exactly_where_the_run_stopped(tiny_data, tmp_path):
     straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
     common = [*data_options(tiny_data), *DETERMINISTIC[:3], 'default_hooks.checkpoint.interval=1',
