@@ -26,7 +26,8 @@ def compile_flags():
 
 
 _EXTENSION = LazyExtension('vmamba_cpu_scan', 'selective_scan_cpu.cpp',
-                           extra_cflags=compile_flags(), extra_ldflags=['-fopenmp'])
+                           headers=['vector_math.h'], extra_cflags=compile_flags(),
+                           extra_ldflags=['-fopenmp'])
 load_extension = _EXTENSION.load
 unavailable_reason = _EXTENSION.unavailable_reason
 

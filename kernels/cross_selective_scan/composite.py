@@ -67,3 +67,25 @@ def fused_scan_reference(x, dt_low, dt_weight, A, B, C, D, delta_bias, pixels, s
                         along_routes(B, pixels), along_routes(C, pixels), D, delta_bias, True)
     steps = torch.argsort(pixels, dim=-1)
     return along_routes(ys.view(batch, routes, channels, length).float(), steps).sum(1)
+
+
+def pixel_major_scan_reference(x, delta, projected, A, D, delta_bias, pixels, selective_scan):
+    """What the channels-last fused kernel returns: (B, H, W, C) float32, routes summed in place.
+
+    x: (B, H, W, C); delta: (routes, B, L, C) before its bias; projected: (B, L, routes, R + 2N),
+    each pixel's route projections (delta rank R, then B, then C); all in pixel order.
+    """
+    batch, height, width, channels = x.shape
+    routes, length = pixels.shape
+    state = A.shape[1]
+    rank = projected.shape[-1] - 2 * state
+    u = x.reshape(batch, 1, length, channels).transpose(2, 3)
+    u = along_routes(u.expand(batch, routes, channels, length), pixels)
+    delta = along_routes(delta.permute(1, 0, 3, 2), pixels)
+    Bs, Cs = (along_routes(t.permute(0, 2, 3, 1), pixels)
+              for t in projected[..., rank:].split([state, state], dim=-1))
+    ys = selective_scan(u.reshape(batch, -1, length), delta.reshape(batch, -1, length), A, Bs, Cs,
+                        D, delta_bias, True)
+    steps = torch.argsort(pixels, dim=-1)
+    y = along_routes(ys.view(batch, routes, channels, length).float(), steps).sum(1)
+    return y.transpose(1, 2).reshape(batch, height, width, channels)

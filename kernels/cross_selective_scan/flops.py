@@ -1,10 +1,11 @@
 """The fused SS2D core's cost for ``torch.utils.flop_counter`` (conventions: see
 ``selective_scan/flops.py``).
 
-A fused kernel takes the route projections in pixel order and forms each route's delta itself
-(delta = dt_weight @ dt_low per token), so its rule is the scan of every route's channels plus
-that projection's multiply-adds, which the composite path counts as an einsum: both paths give
-the same count.
+The Triton fused kernel takes the route projections in pixel order and forms each route's delta
+itself (delta = dt_weight @ dt_low per token), so its rule is the scan of every route's channels
+plus that projection's multiply-adds, which the composite path counts as an einsum. The C++ kernel
+is given its delta by a bmm, which the counter counts: its rule is the scan alone. Every path
+gives the same count.
 """
 import torch
 from torch.utils.flop_counter import register_flop_formula
@@ -27,5 +28,12 @@ def _fused_core_flops(x, dt_low, dt_weight, A, B, C, D, *rest, out_shape=None, *
                                          with_skip=D is not None)
 
 
-register_flop_formula([torch.ops.vmamba.cross_selective_scan_cpp,
-                       torch.ops.vmamba.cross_selective_scan_triton])(_fused_core_flops)
+def _pixel_major_core_flops(x, delta, projected, A, D, *rest, out_shape=None, **kwargs):
+    # Its delta comes in computed (a bmm the counter counts itself): the scan alone.
+    batch, height, width, channels = x
+    return 2 * selective_scan_macs(batch, projected[2] * channels, height * width, A[1],
+                                   with_skip=D is not None)
+
+
+register_flop_formula(torch.ops.vmamba.cross_selective_scan_triton)(_fused_core_flops)
+register_flop_formula(torch.ops.vmamba.cross_selective_scan_cpp)(_pixel_major_core_flops)

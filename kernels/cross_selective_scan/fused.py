@@ -17,21 +17,30 @@ from .composite import composite, fused_scan_reference, project
 NUM_DIFFERENTIABLE = 8
 
 
-def register_fused_operator(fused_op, selective_scan, reference=fused_scan_reference):
+def channel_first_output(x):
+    """(B, C, L) for a (B, C, H, W) map: what the channel-first fused kernels return."""
+    return x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
+
+
+def register_fused_operator(fused_op, selective_scan, reference=fused_scan_reference,
+                            num_differentiable=NUM_DIFFERENTIABLE,
+                            output_shape=channel_first_output):
     """Fake implementation and autograd of ``fused_op``; ``selective_scan(u, delta, A, B, C, D,
     delta_bias, delta_softplus)`` is the differentiable scan the backward recomputes with, through
-    ``reference(x, ..., delta_bias, *tables, selective_scan)``."""
+    ``reference(*differentiable inputs, *tables, selective_scan)``. The first
+    ``num_differentiable`` inputs are differentiable; the float32 output has
+    ``output_shape(x)``."""
 
     @fused_op.register_fake
     def _(x, *rest):
-        return x.new_empty(x.shape[0], x.shape[1], x.shape[2] * x.shape[3], dtype=torch.float32)
+        return x.new_empty(output_shape(x), dtype=torch.float32)
 
     def setup(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
 
     def backward(ctx, grad):
-        differentiable = ctx.saved_tensors[:NUM_DIFFERENTIABLE]
-        tables = ctx.saved_tensors[NUM_DIFFERENTIABLE:]
+        differentiable = ctx.saved_tensors[:num_differentiable]
+        tables = ctx.saved_tensors[num_differentiable:]
         wanted = [i for i, t in enumerate(differentiable)
                   if t is not None and ctx.needs_input_grad[i]]
         with torch.enable_grad():

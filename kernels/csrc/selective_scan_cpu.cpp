@@ -4,7 +4,8 @@
 // token-by-token dependency that PyTorch has no single op for (used with autograd).
 //
 // selective_scan_forward: the whole scan of one (batch, channel) row in one pass, for inference.
-// cross_selective_scan_forward: the same, walking SS2D's routes (a table of pixels) of a 2D map in place.
+// cross_selective_scan_forward: SS2D's routes (a table of pixels) of a channels-last 2D map, walked
+// in place a block of channels at a time.
 // Tokens are processed in tiles: first the independent per-token work (softplus, exp, products)
 // over a tile in loops the compiler vectorises, then the recurrence over the tile in L1.
 #include <torch/extension.h>
@@ -12,6 +13,8 @@
 
 #include <cmath>
 #include <vector>
+
+#include "vector_math.h"
 
 namespace {
 
@@ -134,119 +137,215 @@ torch::Tensor selective_scan_forward(const torch::Tensor& u, const torch::Tensor
   return y;
 }
 
-// The route-wise scan of SS2D in one pass per channel, for inference: reads u and the per-route
-// projections in pixel order, walks each route through them and sums the routes' outputs back in
-// place, so neither the routes nor their merge are materialised. delta is formed here from its
-// low-rank projection (dt_low: rank R per route) one channel at a time, in L1. The routes are
-// the rows of `pixels` (int64 (K, L): the pixel each route visits at each step), the table of
-// vmamba_kernels/routes.py, so the geometry has one definition.
-//   x: (batch, dim, H, W); dt_low: (batch, K, R, L); dt_weight: (K, dim, R); A: (K * dim, N);
-//   B, C: (batch, K, N, L); D, delta_bias: (K * dim,) or empty. Returns (batch, dim, L).
-torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::Tensor& dt_low,
-                                           const torch::Tensor& dt_weight,
-                                           const torch::Tensor& A, const torch::Tensor& B,
-                                           const torch::Tensor& C, const torch::Tensor& D,
-                                           const torch::Tensor& delta_bias, bool delta_softplus,
-                                           const torch::Tensor& pixels) {
+// SS2D's four routes over a channels-last map in one pass per block of channels, for inference.
+// Channels are independent recurrences, so a block of kLanes of them advances together in vector
+// registers: every token read is a contiguous run of kLanes floats of x, delta and y, whichever
+// order the route walks the pixels in, and the recurrence's latency is paid once per block, not
+// once per channel. The routes' outputs are summed into y in place, so neither the routes nor
+// their merge are materialised. The routes are the rows of `pixels` (int64 (K, L): the pixel each
+// route visits at each step), the table of vmamba_kernels/routes.py.
+//   x: (batch, H, W, dim); delta: (K, batch, L, dim) before its bias, in pixel order;
+//   projected: (batch, L, K, R + 2N), the per-route projections of each pixel (B at R, C at R + N);
+//   A: (K * dim, N); D, delta_bias: (K * dim,) or empty. Returns y: (batch, H, W, dim).
+namespace {
+
+constexpr int64_t kLanes = 16;  // channels per block: two AVX2 registers
+constexpr int64_t kSteps = 32;  // tokens per tile of the AVX2 path
+
+struct RouteScanArgs {
+  const float *x, *delta, *projected, *A, *D, *bias;
+  const int64_t* route_pixels;
+  float* y;
+  int64_t batch, dim, length, routes, state, width_of_projection, rank;
+  bool softplus;
+};
+
+// Where one route of one (batch, channel block) reads and writes.
+struct RouteView {
+  const float *x, *delta, *projected, *A, *D, *bias;  // x, delta at the block's first channel
+  const int64_t* pixel;
+  float* y;
+  int64_t dim, length, state, projection_stride;  // projection_stride: between two pixels
+  bool softplus;
+};
+
+RouteView route_view(const RouteScanArgs& a, int64_t b, int64_t d0, int64_t k) {
+  const int64_t channel = k * a.dim + d0, plane = a.length * a.dim;
+  return {a.x + b * plane + d0,
+          a.delta + (k * a.batch + b) * plane + d0,
+          a.projected + (b * a.length * a.routes + k) * a.width_of_projection + a.rank,
+          a.A + channel * a.state,
+          a.D ? a.D + channel : nullptr,
+          a.bias ? a.bias + channel : nullptr,
+          a.route_pixels + k * a.length,
+          a.y + b * plane + d0,
+          a.dim, a.length, a.state, a.routes * a.width_of_projection, a.softplus};
+}
+
+// Any number of channels (the block at the end of an odd width), plain C++.
+void scan_route_scalar(const RouteView& r, int64_t lanes, float* h) {
+  const int64_t N = r.state;
+  std::fill(h, h + N * lanes, 0.f);
+  for (int64_t t = 0; t < r.length; ++t) {
+    const int64_t p = r.pixel[t];
+    const float* bc = r.projected + p * r.projection_stride;
+    for (int64_t j = 0; j < lanes; ++j) {
+      float s = r.delta[p * r.dim + j] + (r.bias ? r.bias[j] : 0.f);
+      if (r.softplus) s = s > 20.f ? s : std::log1p(std::exp(s));
+      const float u = r.x[p * r.dim + j];
+      float out = r.D ? r.D[j] * u : 0.f;
+      for (int64_t n = 0; n < N; ++n) {
+        float& hn = h[n * lanes + j];
+        hn = std::exp(s * r.A[j * N + n]) * hn + s * u * bc[n];
+        out += hn * bc[N + n];
+      }
+      r.y[p * r.dim + j] += out;
+    }
+  }
+}
+
+#ifdef VMAMBA_AVX2
+using vmamba::exp_avx2;
+using vmamba::softplus_avx2;
+
+// A whole block of kLanes channels as two vectors, a tile of tokens at a time: first each
+// stage of the per-token work (softplus, then decays) over the whole tile, then the recurrence.
+// A stage's tokens are independent, so many of their polynomial chains are in flight together;
+// token by token, one token's chain of exp, log and exp would be too long to overlap the next.
+void scan_route_avx2(const RouteView& r, float* h, float* step, float* decay) {
+  const int64_t N = r.state;
+  std::fill(h, h + N * kLanes, 0.f);
+  float rates[kLanes];  // A of one state, lane by lane
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 bias0 = r.bias ? _mm256_loadu_ps(r.bias) : zero;
+  const __m256 bias1 = r.bias ? _mm256_loadu_ps(r.bias + 8) : zero;
+  const __m256 skip0 = r.D ? _mm256_loadu_ps(r.D) : zero;
+  const __m256 skip1 = r.D ? _mm256_loadu_ps(r.D + 8) : zero;
+  for (int64_t t0 = 0; t0 < r.length; t0 += kSteps) {
+    const int64_t n_t = std::min(kSteps, r.length - t0);
+    const int64_t* pixel = r.pixel + t0;
+    for (int64_t t = 0; t < n_t; ++t) {
+      const float* dl = r.delta + pixel[t] * r.dim;
+      __m256 s0 = _mm256_add_ps(_mm256_loadu_ps(dl), bias0);
+      __m256 s1 = _mm256_add_ps(_mm256_loadu_ps(dl + 8), bias1);
+      if (r.softplus) {
+        s0 = softplus_avx2(s0);
+        s1 = softplus_avx2(s1);
+      }
+      _mm256_storeu_ps(step + t * kLanes, s0);
+      _mm256_storeu_ps(step + t * kLanes + 8, s1);
+    }
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t j = 0; j < kLanes; ++j) rates[j] = r.A[j * N + n];
+      const __m256 rate0 = _mm256_loadu_ps(rates), rate1 = _mm256_loadu_ps(rates + 8);
+      float* dc = decay + n * kSteps * kLanes;
+      for (int64_t t = 0; t < n_t; ++t) {
+        const float* st = step + t * kLanes;
+        _mm256_storeu_ps(dc + t * kLanes, exp_avx2(_mm256_mul_ps(_mm256_loadu_ps(st), rate0)));
+        _mm256_storeu_ps(dc + t * kLanes + 8,
+                         exp_avx2(_mm256_mul_ps(_mm256_loadu_ps(st + 8), rate1)));
+      }
+    }
+    if (N == 1) {  // VMamba v2's N = 1: the state in two registers
+      __m256 h0 = _mm256_loadu_ps(h), h1 = _mm256_loadu_ps(h + 8);
+      for (int64_t t = 0; t < n_t; ++t) {
+        const int64_t p = pixel[t];
+        const float* xv = r.x + p * r.dim;
+        float* yv = r.y + p * r.dim;
+        const float* bc = r.projected + p * r.projection_stride;
+        const __m256 bt = _mm256_set1_ps(bc[0]), ct = _mm256_set1_ps(bc[1]);
+        const __m256 u0 = _mm256_loadu_ps(xv), u1 = _mm256_loadu_ps(xv + 8);
+        const float* st = step + t * kLanes;
+        const float* dc = decay + t * kLanes;
+        h0 = _mm256_fmadd_ps(_mm256_loadu_ps(dc), h0,
+                             _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(st), u0), bt));
+        h1 = _mm256_fmadd_ps(_mm256_loadu_ps(dc + 8), h1,
+                             _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(st + 8), u1), bt));
+        _mm256_storeu_ps(yv, _mm256_add_ps(_mm256_loadu_ps(yv),
+                                           _mm256_fmadd_ps(h0, ct, _mm256_mul_ps(skip0, u0))));
+        _mm256_storeu_ps(yv + 8, _mm256_add_ps(_mm256_loadu_ps(yv + 8),
+                                               _mm256_fmadd_ps(h1, ct, _mm256_mul_ps(skip1, u1))));
+      }
+      _mm256_storeu_ps(h, h0);
+      _mm256_storeu_ps(h + 8, h1);
+      continue;
+    }
+    for (int64_t t = 0; t < n_t; ++t) {
+      const int64_t p = pixel[t];
+      const float* xv = r.x + p * r.dim;
+      float* yv = r.y + p * r.dim;
+      const float* bc = r.projected + p * r.projection_stride;
+      const float* st = step + t * kLanes;
+      const __m256 u0 = _mm256_loadu_ps(xv), u1 = _mm256_loadu_ps(xv + 8);
+      const __m256 su0 = _mm256_mul_ps(_mm256_loadu_ps(st), u0);
+      const __m256 su1 = _mm256_mul_ps(_mm256_loadu_ps(st + 8), u1);
+      __m256 out0 = _mm256_mul_ps(skip0, u0), out1 = _mm256_mul_ps(skip1, u1);
+      for (int64_t n = 0; n < N; ++n) {
+        const __m256 bt = _mm256_set1_ps(bc[n]), ct = _mm256_set1_ps(bc[N + n]);
+        const float* dc = decay + (n * kSteps + t) * kLanes;
+        float* hn = h + n * kLanes;
+        const __m256 h0 = _mm256_fmadd_ps(_mm256_loadu_ps(dc), _mm256_loadu_ps(hn),
+                                          _mm256_mul_ps(su0, bt));
+        const __m256 h1 = _mm256_fmadd_ps(_mm256_loadu_ps(dc + 8), _mm256_loadu_ps(hn + 8),
+                                          _mm256_mul_ps(su1, bt));
+        _mm256_storeu_ps(hn, h0);
+        _mm256_storeu_ps(hn + 8, h1);
+        out0 = _mm256_fmadd_ps(h0, ct, out0);
+        out1 = _mm256_fmadd_ps(h1, ct, out1);
+      }
+      _mm256_storeu_ps(yv, _mm256_add_ps(_mm256_loadu_ps(yv), out0));
+      _mm256_storeu_ps(yv + 8, _mm256_add_ps(_mm256_loadu_ps(yv + 8), out1));
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::Tensor& delta,
+                                           const torch::Tensor& projected, const torch::Tensor& A,
+                                           const torch::Tensor& D, const torch::Tensor& delta_bias,
+                                           bool delta_softplus, const torch::Tensor& pixels) {
   check(x, "x", 4);
-  check(dt_low, "dt_low", 4);
-  check(dt_weight, "dt_weight", 3);
+  check(delta, "delta", 4);
+  check(projected, "projected", 4);
   check(A, "A", 2);
-  check(B, "B", 4);
-  check(C, "C", 4);
-  const int64_t batch = x.size(0), dim = x.size(1), height = x.size(2), width = x.size(3);
-  const int64_t length = height * width, routes = pixels.size(0), rank = dt_low.size(2);
-  const int64_t state = A.size(1);
+  const int64_t batch = x.size(0), height = x.size(1), width = x.size(2), dim = x.size(3);
+  const int64_t length = height * width, routes = pixels.size(0), state = A.size(1);
   TORCH_CHECK(pixels.device().is_cpu() && pixels.scalar_type() == torch::kInt64 &&
                   pixels.dim() == 2 && pixels.size(1) == length && pixels.is_contiguous(),
               "pixels must be a contiguous int64 (routes, H*W) CPU tensor");
-  TORCH_CHECK(dt_low.size(1) == routes && dt_low.size(3) == length,
-              "dt_low must be (batch, routes, R, H*W)");
-  TORCH_CHECK(dt_weight.size(0) == routes && dt_weight.size(1) == dim && dt_weight.size(2) == rank,
-              "dt_weight must be (routes, dim, R)");
+  TORCH_CHECK(delta.size(0) == routes && delta.size(1) == batch && delta.size(2) == length &&
+                  delta.size(3) == dim,
+              "delta must be (routes, batch, H*W, dim)");
+  TORCH_CHECK(projected.size(0) == batch && projected.size(1) == length &&
+                  projected.size(2) == routes && projected.size(3) >= 2 * state,
+              "projected must be (batch, H*W, routes, R + 2N)");
   TORCH_CHECK(A.size(0) == routes * dim, "A must be (routes * dim, N)");
-  TORCH_CHECK(B.size(1) == routes && B.size(3) == length && C.sizes() == B.sizes(),
-              "B and C must be (batch, routes, N, H*W)");
   const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
   if (has_d) check(D, "D", 1);
   if (has_bias) check(delta_bias, "delta_bias", 1);
-  auto y = torch::zeros({batch, dim, length}, x.options());
-  const float *px = x.data_ptr<float>(), *plow = dt_low.data_ptr<float>();
-  const float* pw = dt_weight.data_ptr<float>();
-  const float *pA = A.data_ptr<float>(), *pB = B.data_ptr<float>(), *pC = C.data_ptr<float>();
-  const float* pD = has_d ? D.data_ptr<float>() : nullptr;
-  const float* pbias = has_bias ? delta_bias.data_ptr<float>() : nullptr;
-  float* py = y.data_ptr<float>();
-  const int64_t* route_pixels = pixels.data_ptr<int64_t>();
-
-  at::parallel_for(0, batch * dim, 4, [&](int64_t begin, int64_t end) {
-    std::vector<float> step(kTile), value(kTile), drive(kTile), decay(kTile * state), h(state);
-    std::vector<float> delta_row(length);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / dim, d = row % dim;
-      const float* ur = px + row * length;
-      float* yr = py + row * length;
+  auto y = torch::zeros_like(x);
+  RouteScanArgs args{x.data_ptr<float>(), delta.data_ptr<float>(), projected.data_ptr<float>(),
+                     A.data_ptr<float>(), has_d ? D.data_ptr<float>() : nullptr,
+                     has_bias ? delta_bias.data_ptr<float>() : nullptr,
+                     pixels.data_ptr<int64_t>(), y.data_ptr<float>(), batch, dim, length, routes,
+                     state, projected.size(3), projected.size(3) - 2 * state, delta_softplus};
+  const int64_t blocks = (dim + kLanes - 1) / kLanes;
+  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> h(state * kLanes), step(kSteps * kLanes), decay(state * kSteps * kLanes);
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t b = unit / blocks, d0 = (unit % blocks) * kLanes;
+      const int64_t lanes = std::min(kLanes, dim - d0);
       for (int64_t k = 0; k < routes; ++k) {
-        const int64_t channel = k * dim + d;
-        // delta of this channel and route, in pixel order: sum_r W[k, d, r] * dt_low[b, k, r].
-        float* dr = delta_row.data();
-        const float* wk = pw + (k * dim + d) * rank;
-        const float* lowk = plow + (b * routes + k) * rank * length;
-        std::fill(delta_row.begin(), delta_row.end(), 0.f);
-        for (int64_t r = 0; r < rank; ++r) {
-          const float w = wk[r];
-          const float* lr = lowk + r * length;
-          for (int64_t p = 0; p < length; ++p) dr[p] += w * lr[p];
+        const RouteView route = route_view(args, b, d0, k);
+#ifdef VMAMBA_AVX2
+        if (lanes == kLanes) {
+          scan_route_avx2(route, h.data(), step.data(), decay.data());
+          continue;
         }
-        const float* Bk = pB + (b * routes + k) * state * length;
-        const float* Ck = pC + (b * routes + k) * state * length;
-        const float* Ad = pA + channel * state;
-        const float bias = has_bias ? pbias[channel] : 0.f, skip = has_d ? pD[channel] : 0.f;
-        std::fill(h.begin(), h.end(), 0.f);
-        for (int64_t t0 = 0; t0 < length; t0 += kTile) {
-          const int64_t n_t = std::min(kTile, length - t0);
-          const int64_t* pixel = route_pixels + k * length + t0;
-          for (int64_t t = 0; t < n_t; ++t) {
-            const int64_t p = pixel[t];
-            step[t] = dr[p];
-            value[t] = ur[p];
-          }
-          float* st = step.data();
-          float* dv = drive.data();
-          const float* vl = value.data();
-          for (int64_t t = 0; t < n_t; ++t) {
-            float s = st[t] + bias;
-            if (delta_softplus) s = s > 20.f ? s : std::log1p(std::exp(s));
-            st[t] = s;
-            dv[t] = s * vl[t];
-          }
-          for (int64_t n = 0; n < state; ++n) {
-            float* dc = decay.data() + n * kTile;
-            const float a = Ad[n];
-            for (int64_t t = 0; t < n_t; ++t) dc[t] = std::exp(st[t] * a);
-          }
-          if (state == 1) {  // VMamba v2's N = 1: keep the state in a register
-            const float* dc = decay.data();
-            float hs = h[0];
-            for (int64_t t = 0; t < n_t; ++t) {
-              const int64_t p = pixel[t];
-              hs = dc[t] * hs + dv[t] * Bk[p];
-              yr[p] += hs * Ck[p] + skip * vl[t];
-            }
-            h[0] = hs;
-            continue;
-          }
-          for (int64_t t = 0; t < n_t; ++t) {
-            const int64_t p = pixel[t];
-            float acc = 0.f;
-            for (int64_t n = 0; n < state; ++n) {
-              const float hn = decay[n * kTile + t] * h[n] + dv[t] * Bk[n * length + p];
-              h[n] = hn;
-              acc += hn * Ck[n * length + p];
-            }
-            yr[p] += acc + skip * vl[t];
-          }
-        }
+#endif
+        scan_route_scalar(route, lanes, h.data());
       }
     }
   });

@@ -3,9 +3,8 @@ registration, AOT dispatch) and gradients against the sequential reference."""
 import pytest
 import torch
 
-from tests.kernels.scan_inputs import fused_inputs, make_inputs
+from tests.kernels.scan_inputs import make_inputs
 from vmamba_kernels import available_backends, route_pixels
-from vmamba_kernels.cross_selective_scan.composite import fused_scan_reference
 from vmamba_kernels.selective_scan.reference import selective_scan_reference
 
 pytestmark = pytest.mark.skipif('cpp' not in available_backends(),
@@ -48,12 +47,28 @@ def test_linear_recurrence_op(reverse):
         torch.testing.assert_close(got, want)
 
 
+def pixel_major_operator_inputs(channels, height, width, rank, state, seed, batch=2):
+    """(x, delta, projected, A, D, delta_bias) of ``vmamba::cross_selective_scan_cpp``, made by
+    the backend's own projections of a random map (x channels-last in memory, as a conv gives)."""
+    from vmamba_kernels.cross_selective_scan.cpp import pixel_major_inputs
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, height, width, channels, generator=gen).permute(0, 3, 1, 2)
+    x_proj_weight = torch.randn(4, rank + 2 * state, channels, generator=gen) * 0.5
+    dt_weight = torch.randn(4, channels, rank, generator=gen) * 0.5
+    pixel_major, delta, projected = pixel_major_inputs(x, x_proj_weight, dt_weight)
+    return [pixel_major, delta, projected, -torch.rand(4 * channels, state, generator=gen) - 0.1,
+            torch.randn(4 * channels, generator=gen), torch.randn(4 * channels, generator=gen)]
+
+
+# 20 channels: a block of 16 in vector registers and 4 in the plain C++ path.
+@pytest.mark.parametrize('channels, state', [(20, 1), (20, 3), (5, 2)])
 @pytest.mark.parametrize('order', ['cross', 'bidirectional', 'unidirectional'])
 @pytest.mark.parametrize('height, width', [(3, 5), (1, 6)])
-def test_fused_cross_selective_scan_op(order, height, width):
+def test_fused_cross_selective_scan_op(order, height, width, channels, state):
+    from vmamba_kernels.cross_selective_scan.composite import pixel_major_scan_reference
     from vmamba_kernels.cross_selective_scan.cpp import cross_selective_scan_cpp
-    args = leaves(*fused_inputs(channels=6, height=height, width=width, rank=2, state=3,
-                                seed=height))
+    args = leaves(*pixel_major_operator_inputs(channels, height, width, rank=2, state=state,
+                                               seed=height))
     gen = torch.Generator().manual_seed(height)
     pixels = route_pixels(order, height, width)
     torch.library.opcheck(cross_selective_scan_cpp, (*args, pixels))
@@ -63,9 +78,29 @@ def test_fused_cross_selective_scan_op(order, height, width):
                                         delta_softplus=softplus)
 
     out = cross_selective_scan_cpp(*args, pixels)
-    expected = fused_scan_reference(*args, pixels, reference_scan)
+    expected = pixel_major_scan_reference(*args, pixels, reference_scan)
+    assert out.shape == (2, height, width, channels)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
     grad = torch.randn(out.shape, generator=gen)
     for got, want in zip(torch.autograd.grad(out, args, grad),
                          torch.autograd.grad(expected, args, grad)):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_cross_selective_scan_softplus_over_its_whole_range():
+    # The kernel's own exp, log and softplus (vector polynomials) against float64 torch, where
+    # softplus is nearly linear, curved, and nearly e^s: a 1x2 map, one channel block, one state.
+    from vmamba_kernels.cross_selective_scan.cpp import cross_selective_scan_cpp
+    s = torch.linspace(-30, 30, 16 * 7).view(7, 16)
+    for row in s:
+        x = torch.ones(1, 1, 1, 16)
+        delta = torch.zeros(4, 1, 1, 16)
+        delta[0] = row
+        projected = torch.tensor([0., 1., 0.]).repeat(1, 1, 4, 1)  # B = 1, C = 0 on every route
+        projected[0, 0, 0, 1:] = 1  # route 0 reads C = 1
+        A = -torch.ones(64, 1)
+        y = cross_selective_scan_cpp(x, delta, projected, A, None, None,
+                                     route_pixels('unidirectional', 1, 1))
+        softplus = torch.nn.functional.softplus(row.double())
+        # h = softplus(s) * u * B after one step from h = 0; y = C * h.
+        torch.testing.assert_close(y.view(16).double(), softplus, rtol=4e-7, atol=1e-30)

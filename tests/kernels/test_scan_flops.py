@@ -12,7 +12,8 @@ from vmamba_kernels import available_backends
 
 # Operators whose fake implementations run on meta tensors: no kernel, no GPU needed to count.
 SCAN_OPERATORS = ['selective_scan_cpp', 'selective_scan_triton', 'selective_scan_cuda']
-FUSED_OPERATORS = ['cross_selective_scan_cpp', 'cross_selective_scan_triton']
+FUSED_OPERATORS = ['cross_selective_scan_triton']  # delta projected inside the kernel
+PIXEL_MAJOR_OPERATORS = ['cross_selective_scan_cpp']  # given delta by a bmm
 
 
 def meta(*shape):
@@ -57,13 +58,31 @@ def test_fused_cores_count_every_route_and_the_delta_projection(name, with_skip)
     assert flops == 2 * (12960 + (480 if with_skip else 0) + 960)
 
 
+@pytest.mark.parametrize('with_skip', [True, False], ids=['with-D', 'without-D'])
+@pytest.mark.parametrize('name', PIXEL_MAJOR_OPERATORS)
+def test_pixel_major_cores_count_every_route_and_nothing_else(name, with_skip):
+    op = getattr(torch.ops.vmamba, name)
+    batch, channels, height, width, routes, rank, state = 2, 3, 4, 5, 4, 2, 3
+    length = height * width
+    skip = meta(routes * channels) if with_skip else None
+    pixels = torch.empty(routes, length, dtype=torch.long, device='meta')
+    flops = counted(lambda: op(meta(batch, height, width, channels),
+                               meta(routes, batch, length, channels),
+                               meta(batch, length, routes, rank + 2 * state),
+                               meta(routes * channels, state), skip, meta(routes * channels),
+                               pixels))
+    # D = 4 routes x 3 channels = 12 scanned channels over L = 20 tokens:
+    # scan 9 * 2 * 20 * 12 * 3 = 12960, skip 2 * 12 * 20 = 480; the delta came in made.
+    assert flops == 2 * (12960 + (480 if with_skip else 0))
+
+
 def test_backward_only_operators_carry_no_rule():
     # They run in backward passes only (or recompute inside one); the official tables count the
     # inference forward, and a rule here would count the scan twice in a training step.
     for name in ('linear_recurrence_cpp', 'selective_scan_triton_backward',
                  'selective_scan_cuda_backward'):
         assert getattr(torch.ops.vmamba, name) not in flop_registry
-    for name in SCAN_OPERATORS + FUSED_OPERATORS:
+    for name in SCAN_OPERATORS + FUSED_OPERATORS + PIXEL_MAJOR_OPERATORS:
         assert getattr(torch.ops.vmamba, name) in flop_registry
 
 
