@@ -167,6 +167,7 @@ struct RouteView {
   float* y;
   int64_t dim, length, state, projection_stride;  // projection_stride: between two pixels
   bool softplus;
+  bool first;  // the first route writes y, the others add to it: y needs no zeroing
 };
 
 RouteView route_view(const RouteScanArgs& a, int64_t b, int64_t d0, int64_t k) {
@@ -179,7 +180,7 @@ RouteView route_view(const RouteScanArgs& a, int64_t b, int64_t d0, int64_t k) {
           a.bias ? a.bias + channel : nullptr,
           a.route_pixels + k * a.length,
           a.y + b * plane + d0,
-          a.dim, a.length, a.state, a.routes * a.width_of_projection, a.softplus};
+          a.dim, a.length, a.state, a.routes * a.width_of_projection, a.softplus, k == 0};
 }
 
 // Any number of channels (the block at the end of an odd width), plain C++.
@@ -199,7 +200,7 @@ void scan_route_scalar(const RouteView& r, int64_t lanes, float* h) {
         hn = std::exp(s * r.A[j * N + n]) * hn + s * u * bc[n];
         out += hn * bc[N + n];
       }
-      r.y[p * r.dim + j] += out;
+      r.y[p * r.dim + j] = r.first ? out : r.y[p * r.dim + j] + out;
     }
   }
 }
@@ -208,10 +209,50 @@ void scan_route_scalar(const RouteView& r, int64_t lanes, float* h) {
 using vmamba::exp_avx2;
 using vmamba::softplus_avx2;
 
+// A route's output for 8 channels of a pixel: written by the first route, added by the others.
+inline void put(float* y, __m256 value, bool first) {
+  _mm256_storeu_ps(y, first ? value : _mm256_add_ps(_mm256_loadu_ps(y), value));
+}
+
+// Tokens per lockstep group of the per-token work: two tokens' four vectors at once.
+constexpr int kGroup = 2;
+
+// The steps (softplus of delta + bias) of G tokens, their 2 G vectors in lockstep.
+template <int G>
+void group_steps(const RouteView& r, const int64_t* pixel, __m256 bias0, __m256 bias1,
+                 float* step) {
+  __m256 s[2 * G];
+  for (int g = 0; g < G; ++g) {
+    const float* dl = r.delta + pixel[g] * r.dim;
+    s[2 * g] = _mm256_add_ps(_mm256_loadu_ps(dl), bias0);
+    s[2 * g + 1] = _mm256_add_ps(_mm256_loadu_ps(dl + 8), bias1);
+  }
+  if (r.softplus) softplus_avx2(s);
+  for (int g = 0; g < G; ++g) {
+    _mm256_storeu_ps(step + g * kLanes, s[2 * g]);
+    _mm256_storeu_ps(step + g * kLanes + 8, s[2 * g + 1]);
+  }
+}
+
+// The decays exp(step * A) of G tokens for one state.
+template <int G>
+void group_decays(const float* step, __m256 rate0, __m256 rate1, float* decay) {
+  __m256 x[2 * G];
+  for (int g = 0; g < G; ++g) {
+    x[2 * g] = _mm256_mul_ps(_mm256_loadu_ps(step + g * kLanes), rate0);
+    x[2 * g + 1] = _mm256_mul_ps(_mm256_loadu_ps(step + g * kLanes + 8), rate1);
+  }
+  exp_avx2(x);
+  for (int g = 0; g < G; ++g) {
+    _mm256_storeu_ps(decay + g * kLanes, x[2 * g]);
+    _mm256_storeu_ps(decay + g * kLanes + 8, x[2 * g + 1]);
+  }
+}
+
 // A whole block of kLanes channels as two vectors, a tile of tokens at a time: first each
 // stage of the per-token work (softplus, then decays) over the whole tile, then the recurrence.
 // A stage's tokens are independent, so many of their polynomial chains are in flight together;
-// token by token, one token's chain of exp, log and exp would be too long to overlap the next.
+// token by token, one token's chain of exp, series and exp would be too long to overlap the next.
 void scan_route_avx2(const RouteView& r, float* h, float* step, float* decay) {
   const int64_t N = r.state;
   std::fill(h, h + N * kLanes, 0.f);
@@ -224,27 +265,17 @@ void scan_route_avx2(const RouteView& r, float* h, float* step, float* decay) {
   for (int64_t t0 = 0; t0 < r.length; t0 += kSteps) {
     const int64_t n_t = std::min(kSteps, r.length - t0);
     const int64_t* pixel = r.pixel + t0;
-    for (int64_t t = 0; t < n_t; ++t) {
-      const float* dl = r.delta + pixel[t] * r.dim;
-      __m256 s0 = _mm256_add_ps(_mm256_loadu_ps(dl), bias0);
-      __m256 s1 = _mm256_add_ps(_mm256_loadu_ps(dl + 8), bias1);
-      if (r.softplus) {
-        s0 = softplus_avx2(s0);
-        s1 = softplus_avx2(s1);
-      }
-      _mm256_storeu_ps(step + t * kLanes, s0);
-      _mm256_storeu_ps(step + t * kLanes + 8, s1);
-    }
+    int64_t t = 0;
+    for (; t + kGroup <= n_t; t += kGroup)
+      group_steps<kGroup>(r, pixel + t, bias0, bias1, step + t * kLanes);
+    for (; t < n_t; ++t) group_steps<1>(r, pixel + t, bias0, bias1, step + t * kLanes);
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t j = 0; j < kLanes; ++j) rates[j] = r.A[j * N + n];
       const __m256 rate0 = _mm256_loadu_ps(rates), rate1 = _mm256_loadu_ps(rates + 8);
       float* dc = decay + n * kSteps * kLanes;
-      for (int64_t t = 0; t < n_t; ++t) {
-        const float* st = step + t * kLanes;
-        _mm256_storeu_ps(dc + t * kLanes, exp_avx2(_mm256_mul_ps(_mm256_loadu_ps(st), rate0)));
-        _mm256_storeu_ps(dc + t * kLanes + 8,
-                         exp_avx2(_mm256_mul_ps(_mm256_loadu_ps(st + 8), rate1)));
-      }
+      for (t = 0; t + kGroup <= n_t; t += kGroup)
+        group_decays<kGroup>(step + t * kLanes, rate0, rate1, dc + t * kLanes);
+      for (; t < n_t; ++t) group_decays<1>(step + t * kLanes, rate0, rate1, dc + t * kLanes);
     }
     if (N == 1) {  // VMamba v2's N = 1: the state in two registers
       __m256 h0 = _mm256_loadu_ps(h), h1 = _mm256_loadu_ps(h + 8);
@@ -261,10 +292,8 @@ void scan_route_avx2(const RouteView& r, float* h, float* step, float* decay) {
                              _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(st), u0), bt));
         h1 = _mm256_fmadd_ps(_mm256_loadu_ps(dc + 8), h1,
                              _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(st + 8), u1), bt));
-        _mm256_storeu_ps(yv, _mm256_add_ps(_mm256_loadu_ps(yv),
-                                           _mm256_fmadd_ps(h0, ct, _mm256_mul_ps(skip0, u0))));
-        _mm256_storeu_ps(yv + 8, _mm256_add_ps(_mm256_loadu_ps(yv + 8),
-                                               _mm256_fmadd_ps(h1, ct, _mm256_mul_ps(skip1, u1))));
+        put(yv, _mm256_fmadd_ps(h0, ct, _mm256_mul_ps(skip0, u0)), r.first);
+        put(yv + 8, _mm256_fmadd_ps(h1, ct, _mm256_mul_ps(skip1, u1)), r.first);
       }
       _mm256_storeu_ps(h, h0);
       _mm256_storeu_ps(h + 8, h1);
@@ -293,8 +322,8 @@ void scan_route_avx2(const RouteView& r, float* h, float* step, float* decay) {
         out0 = _mm256_fmadd_ps(h0, ct, out0);
         out1 = _mm256_fmadd_ps(h1, ct, out1);
       }
-      _mm256_storeu_ps(yv, _mm256_add_ps(_mm256_loadu_ps(yv), out0));
-      _mm256_storeu_ps(yv + 8, _mm256_add_ps(_mm256_loadu_ps(yv + 8), out1));
+      put(yv, out0, r.first);
+      put(yv + 8, out1, r.first);
     }
   }
 }
@@ -322,10 +351,11 @@ torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::
                   projected.size(2) == routes && projected.size(3) >= 2 * state,
               "projected must be (batch, H*W, routes, R + 2N)");
   TORCH_CHECK(A.size(0) == routes * dim, "A must be (routes * dim, N)");
+  TORCH_CHECK(routes >= 1, "pixels must hold at least one route (the first writes y)");
   const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
   if (has_d) check(D, "D", 1);
   if (has_bias) check(delta_bias, "delta_bias", 1);
-  auto y = torch::zeros_like(x);
+  auto y = torch::empty_like(x);
   RouteScanArgs args{x.data_ptr<float>(), delta.data_ptr<float>(), projected.data_ptr<float>(),
                      A.data_ptr<float>(), has_d ? D.data_ptr<float>() : nullptr,
                      has_bias ? delta_bias.data_ptr<float>() : nullptr,
