@@ -9,13 +9,15 @@ reference and its backends, all registered in one dispatch (``dispatch.py``):
 - ``cross_selective_scan``: SS2D's whole scan core, fused on the backends that have a kernel for
   it;
 - ``selective_scan_2d``: 2DMamba's 2D scan of an H x W grid (a row pass, then a column pass);
-- ``cross_selective_scan_2d``: SS2D's core with that 2D scan on every route (2DVMamba).
+- ``cross_selective_scan_2d``: SS2D's core with that 2D scan on every route (2DVMamba);
+- ``depthwise_conv_silu``: SS2D's depthwise conv and SiLU before its scan, fused on the CPU.
 
 The compiled and Triton kernels are ``torch.library`` operators in the ``vmamba`` namespace.
 """
 from .cross_scan import cross_merge, cross_scan
 from .cross_selective_scan import cross_selective_scan
 from .cross_selective_scan_2d import cross_selective_scan_2d
+from .depthwise_conv import depthwise_conv_silu
 from .dispatch import available_backends, resolve, resolve_backend_name, set_default_backend
 from .routes import NUM_ROUTES, ORDER_CODES, SCAN_ORDERS, pixel_steps, route_pixels
 from .selective_scan import selective_scan
@@ -23,7 +25,7 @@ from .selective_scan_2d import selective_scan_2d
 
 __all__ = [
     'selective_scan', 'cross_selective_scan', 'selective_scan_2d', 'cross_selective_scan_2d',
-    'cross_scan', 'cross_merge', 'SCAN_ORDERS',
+    'cross_scan', 'cross_merge', 'depthwise_conv_silu', 'SCAN_ORDERS',
     'ORDER_CODES', 'NUM_ROUTES', 'route_pixels', 'pixel_steps', 'resolve',
     'resolve_backend_name', 'set_default_backend', 'available_backends'
 ]

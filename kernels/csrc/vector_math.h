@@ -1,6 +1,6 @@
-// Vector math of the CPU kernels (AVX2 + FMA): exp and softplus for the ranges the kernels need,
-// a few instructions each (glibc's vector calls cost several times more, and the scan makes three
-// per element). Included by the kernels' sources; the lazy build tracks it
+// Vector math of the CPU kernels (AVX2 + FMA): exp, softplus and SiLU for the ranges the kernels
+// need, a few instructions each (glibc's vector calls cost several times more, and the scan makes
+// three per element). Included by the kernels' sources; the lazy build tracks it
 // (lazy_extension.py), so an edit here rebuilds them.
 #pragma once
 
@@ -34,7 +34,8 @@ inline void exp_avx2(__m256 (&x)[K]) {
                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
   // r = x - n ln 2, with ln 2 in two parts so r keeps its low bits
-  for (int i = 0; i < K; ++i) r[i] = opaque(_mm256_fnmadd_ps(n[i], _mm256_set1_ps(0.693359375f), x[i]));
+  for (int i = 0; i < K; ++i)
+    r[i] = opaque(_mm256_fnmadd_ps(n[i], _mm256_set1_ps(0.693359375f), x[i]));
   for (int i = 0; i < K; ++i) r[i] = _mm256_fnmadd_ps(n[i], _mm256_set1_ps(-2.12194440e-4f), r[i]);
   constexpr float kCoefficients[] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
                                      1.6666665459e-1f, 5.0000001201e-1f};
@@ -42,7 +43,8 @@ inline void exp_avx2(__m256 (&x)[K]) {
   for (const float c : kCoefficients)
     for (int i = 0; i < K; ++i) p[i] = _mm256_fmadd_ps(p[i], r[i], _mm256_set1_ps(c));
   for (int i = 0; i < K; ++i) {
-    p[i] = _mm256_fmadd_ps(p[i], _mm256_mul_ps(r[i], r[i]), _mm256_add_ps(r[i], _mm256_set1_ps(1.f)));
+    p[i] = _mm256_fmadd_ps(p[i], _mm256_mul_ps(r[i], r[i]),
+                           _mm256_add_ps(r[i], _mm256_set1_ps(1.f)));
     // times 2^n, built in the exponent bits
     const __m256i scale = _mm256_slli_epi32(
         _mm256_add_epi32(_mm256_cvtps_epi32(n[i]), _mm256_set1_epi32(127)), 23);
@@ -73,7 +75,23 @@ inline void softplus_avx2(__m256 (&s)[K]) {
   for (const float c : kTerms)
     for (int i = 0; i < K; ++i) series[i] = _mm256_fmadd_ps(series[i], w2[i], _mm256_set1_ps(c));
   for (int i = 0; i < K; ++i)
-    s[i] = _mm256_fmadd_ps(_mm256_mul_ps(two, w[i]), series[i], _mm256_max_ps(s[i], _mm256_setzero_ps()));
+    s[i] = _mm256_fmadd_ps(_mm256_mul_ps(two, w[i]), series[i],
+                           _mm256_max_ps(s[i], _mm256_setzero_ps()));
+}
+
+// SiLU(x) = x / (1 + e^-x) in place; the reciprocal's 12 bits refined by one Newton step.
+template <int K>
+inline void silu_avx2(__m256 (&x)[K]) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  __m256 e[K];
+  for (int i = 0; i < K; ++i) e[i] = _mm256_sub_ps(_mm256_setzero_ps(), x[i]);
+  exp_avx2(e);
+  for (int i = 0; i < K; ++i) {
+    const __m256 d = _mm256_add_ps(one, e[i]);
+    __m256 inverse = _mm256_rcp_ps(d);
+    inverse = _mm256_fmadd_ps(inverse, _mm256_fnmadd_ps(d, inverse, one), inverse);
+    x[i] = _mm256_mul_ps(x[i], inverse);
+  }
 }
 
 }  // namespace vmamba

@@ -60,10 +60,11 @@ def pixel_major_operator_inputs(channels, height, width, rank, state, seed, batc
             torch.randn(4 * channels, generator=gen), torch.randn(4 * channels, generator=gen)]
 
 
-# 20 channels: a block of 16 in vector registers and 4 in the plain C++ path.
-@pytest.mark.parametrize('channels, state', [(20, 1), (20, 3), (5, 2)])
-@pytest.mark.parametrize('order', ['cross', 'bidirectional', 'unidirectional'])
-@pytest.mark.parametrize('height, width', [(3, 5), (1, 6)])
+# 20 channels: a block of 16 in vector registers and 4 in the plain C++ path; 5: the plain path
+# alone. Every order, on a map and on a single row.
+@pytest.mark.parametrize('order, height, width, channels, state', [
+    ('cross', 3, 5, 20, 1), ('cross', 1, 6, 20, 3), ('bidirectional', 3, 5, 20, 3),
+    ('bidirectional', 1, 6, 5, 2), ('unidirectional', 3, 5, 5, 2), ('unidirectional', 1, 6, 20, 1)])
 def test_fused_cross_selective_scan_op(order, height, width, channels, state):
     from vmamba_kernels.cross_selective_scan.composite import pixel_major_scan_reference
     from vmamba_kernels.cross_selective_scan.cpp import cross_selective_scan_cpp
@@ -104,3 +105,46 @@ def test_fused_cross_selective_scan_softplus_over_its_whole_range():
         softplus = torch.nn.functional.softplus(row.double())
         # h = softplus(s) * u * B after one step from h = 0; y = C * h.
         torch.testing.assert_close(y.view(16).double(), softplus, rtol=4e-7, atol=1e-30)
+
+# 20 channels: two vectors of 8 and 4 in the plain C++ path; 1x1 and 2x3 maps: every tap of the
+# 3x3 and 5x5 kernels falls off an edge somewhere.
+@pytest.mark.parametrize('channels, size, with_bias, height, width',
+                         [(20, 3, True, 4, 6), (20, 3, True, 1, 1), (5, 5, False, 2, 3)])
+def test_depthwise_conv_silu_op(channels, size, with_bias, height, width):
+    from vmamba_kernels.depthwise_conv.cpp import depthwise_conv_silu_cpp
+    from vmamba_kernels.depthwise_conv.reference import depthwise_conv_silu_reference
+    gen = torch.Generator().manual_seed(height * width)
+    x, weight, bias = leaves(torch.randn(2, height, width, channels, generator=gen),
+                             torch.randn(channels, 1, size, size, generator=gen),
+                             torch.randn(channels, generator=gen) if with_bias else None)
+    torch.library.opcheck(depthwise_conv_silu_cpp, (x, weight, bias))
+    out = depthwise_conv_silu_cpp(x, weight, bias)
+    expected = depthwise_conv_silu_reference(x.permute(0, 3, 1, 2), weight,
+                                             bias).permute(0, 2, 3, 1)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    grad = torch.randn(out.shape, generator=gen)
+    args = [t for t in (x, weight, bias) if t is not None]
+    for got, want in zip(torch.autograd.grad(out, args, grad),
+                         torch.autograd.grad(expected, args, grad)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_depthwise_conv_silu_counts_as_the_conv():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import vmamba_kernels
+    x, weight, bias = torch.randn(1, 7, 5, 6), torch.randn(7, 1, 3, 3), torch.randn(7)
+    counts = []
+    for backend in ('cpp', 'torch'):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            vmamba_kernels.depthwise_conv_silu(x, weight, bias, backend=backend)
+        counts.append(counter.get_total_flops())
+    # 5 x 6 pixels, 7 channels, 9 taps: 1890 multiply-adds, two FLOPs each.
+    assert counts == [2 * 1890, 2 * 1890]
+
+
+def test_depthwise_conv_silu_names_a_bad_kernel():
+    import vmamba_kernels
+    with pytest.raises(ValueError, match=r'weight has shape \(7, 1, 2, 2\), expected '
+                       r'\(7, 1, k, k\) with odd k'):
+        vmamba_kernels.depthwise_conv_silu(torch.randn(1, 7, 4, 4), torch.randn(7, 1, 2, 2))

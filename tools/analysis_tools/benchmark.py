@@ -114,10 +114,10 @@ def parse_args(argv=None):
         'and an AdamW step (mean of the logits as the loss)')
     parser.add_argument(
         '--amp-dtype',
-        choices=['float16', 'bfloat16'],
+        choices=['float16', 'bfloat16', 'float32'],
         default=None,
         help='autocast dtype for --train (default: float16 on cuda with a '
-        'GradScaler, bfloat16 on cpu)')
+        'GradScaler, bfloat16 on cpu); float32: no autocast')
     parser.add_argument(
         '--runtime',
         choices=['pytorch', 'onnxruntime'],
@@ -216,7 +216,7 @@ def train_step(model, device, amp_dtype):
     scaler = torch.amp.GradScaler(device, enabled=amp_dtype == torch.float16)
 
     def step(inputs):
-        with torch.autocast(device, dtype=amp_dtype):
+        with torch.autocast(device, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
             out = model(inputs, mode='tensor')
             out = out[-1] if isinstance(out, (tuple, list)) else out
             loss = out.float().mean()
@@ -419,8 +419,10 @@ def main(argv=None):
 
     amp_dtype = getattr(torch, args.amp_dtype or
                         ('float16' if device == 'cuda' else 'bfloat16'))
-    mode = (f'train (AMP {str(amp_dtype).split(".")[-1]} forward + backward + '
-            'AdamW step)' if args.train else 'inference')
+    precision = ('fp32' if amp_dtype == torch.float32 else
+                 f'AMP {str(amp_dtype).split(".")[-1]}')
+    mode = (f'train ({precision} forward + backward + AdamW step)' if args.train else
+            'inference')
     shapes = ', '.join(f'{h}x{w}' for h, w in args.sizes)
     if args.runtime == 'onnxruntime':
         import onnxruntime

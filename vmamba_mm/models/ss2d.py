@@ -53,6 +53,7 @@ class SS2D(nn.Module):
         self.scan_backend = scan_backend
         # Backend name per device type, resolved at the first forward there (see ``scan``).
         self._resolved_backends = {}
+        self._resolved_conv_backend = None  # the CPU's depthwise_conv_silu backend, likewise
 
         self.in_proj = linear_layer(channels, inner * (2 if gated else 1), False, channel_first)
         self.act = nn.SiLU()
@@ -84,13 +85,25 @@ class SS2D(nn.Module):
             x, z = x.chunk(2, dim=channel_dim(self.channel_first))
         if not self.channel_first:
             x = x.permute(0, 3, 1, 2)
-        if self.conv2d is not None:
-            x = self.conv2d(x)
-        y = self.scan(self.act(x))
+        y = self.scan(self.conv_and_act(x))
         y = self.out_norm(y)
         if self.gated:
             y = y * self.act(z)
         return self.out_proj(y)
+
+    def conv_and_act(self, x):
+        """SiLU(conv2d(x)), the scan's input. On the CPU the depthwise conv and the SiLU are one
+        operation, ``vmamba_kernels.depthwise_conv_silu``, whose backend follows ``scan_backend``
+        (chosen once, like the scan's)."""
+        if self.conv2d is None:
+            return self.act(x)
+        if x.device.type != 'cpu':
+            return self.act(self.conv2d(x))
+        if self._resolved_conv_backend is None:
+            self._resolved_conv_backend = dispatch.resolve_backend_name(
+                'depthwise_conv_silu', 'cpu', self.scan_backend)
+        conv = dispatch.implementation('depthwise_conv_silu', self._resolved_conv_backend).fn
+        return conv(x, self.conv2d.weight, self.conv2d.bias)
 
     def scan_implementation(self, device_type):
         """The scan core's kernel (1D or 2D scans) for this device, chosen once and then reused,

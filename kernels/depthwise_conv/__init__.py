@@ -1,0 +1,39 @@
+"""SS2D's depthwise conv and SiLU, as one operation.
+
+``depthwise_conv_silu(x, weight, bias)`` is ``SiLU(conv2d(x, weight, bias, padding=k // 2,
+groups=C))`` for a (B, C, H, W) map and a (C, 1, k, k) kernel with odd k. Backends: tensor ops
+(every backend name but 'cpp', any device; the reference) and a C++ kernel that reads the map
+channels-last and does both in one pass (CPU, inference; ``cpp.py``).
+"""
+from ..dispatch import register, run
+from . import cpp, flops  # noqa: F401  (flops: the FLOP counter's rule)
+from .reference import depthwise_conv_silu_reference
+
+OPERATION = 'depthwise_conv_silu'
+for _name in ('reference', 'torch', 'triton', 'cuda'):
+    register(OPERATION, _name, depthwise_conv_silu_reference, devices=('cpu', 'cuda'),
+             priority=0 if _name == 'torch' else None, description='tensor ops')
+register(OPERATION, 'cpp', cpp.depthwise_conv_silu_compiled, devices=('cpu', ), priority=1,
+         unavailable_reason=cpp.unavailable_reason,
+         description='C++ kernel, conv and SiLU in one pass, without autograd')
+
+
+def check_depthwise_inputs(x, weight, bias):
+    """The map against its kernel; errors name the input and the shape expected."""
+    if x.dim() != 4:
+        raise ValueError(f'depthwise_conv_silu expects a (B, C, H, W) map, got shape '
+                         f'{tuple(x.shape)}.')
+    channels = x.shape[1]
+    if weight.dim() != 4 or tuple(weight.shape[:2]) != (channels, 1) or \
+            weight.shape[2] != weight.shape[3] or weight.shape[2] % 2 == 0:
+        raise ValueError(f'depthwise_conv_silu: weight has shape {tuple(weight.shape)}, '
+                         f'expected ({channels}, 1, k, k) with odd k for {channels} channels.')
+    if bias is not None and tuple(bias.shape) != (channels, ):
+        raise ValueError(f'depthwise_conv_silu: bias has shape {tuple(bias.shape)}, expected '
+                         f'({channels},).')
+
+
+def depthwise_conv_silu(x, weight, bias=None, backend=None):
+    """SiLU of the depthwise conv of a (B, C, H, W) map ('same' zero padding, stride 1)."""
+    check_depthwise_inputs(x, weight, bias)
+    return run(OPERATION, x.device.type, backend, x, weight, bias)
