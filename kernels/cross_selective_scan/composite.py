@@ -3,8 +3,9 @@
 ``composite(backend)`` is the ``cross_selective_scan`` of any backend, built from that backend's
 ``cross_scan``, ``selective_scan`` and ``cross_merge``; it is what runs under autograd.
 ``fused_scan_reference`` computes what the fused kernels compute (per-route projections given in
-pixel order, routes walked through the route table) from a selective scan: it is their test
-oracle and the recomputation their backward differentiates.
+pixel order, routes walked through the route table) from a selective scan, and
+``pixel_major_scan_reference`` the same for the channels-last C++ kernel: they are the kernels'
+test oracles and the recomputation their backward differentiates.
 """
 import torch
 

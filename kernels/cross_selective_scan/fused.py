@@ -1,9 +1,10 @@
 """What the fused cross_selective_scan kernels share: their fake, their backward, their entry.
 
 A fused kernel takes the per-route projections in pixel order and the route table, and returns
-what ``fused_scan_reference`` returns. Its backward recomputes that reference on the backend's own
-selective-scan operator and differentiates it (inference is what the fused kernels are for; the
-composite serves training without recomputation).
+what its reference returns: ``fused_scan_reference`` (Triton, channel-first) or
+``pixel_major_scan_reference`` (C++, channels-last, delta given). Its backward recomputes that
+reference on the backend's own selective-scan operator and differentiates it (inference is what
+the fused kernels are for; the composite serves training without recomputation).
 """
 import torch
 

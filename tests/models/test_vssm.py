@@ -201,3 +201,33 @@ def test_ss2d_matches_a_direction_by_direction_oracle(gated):
             y = y * F.silu(z)
         expected = F.linear(y, op.out_proj.weight)
         torch.testing.assert_close(op(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_linear_layers_on_onednn_match_nn_linear_and_follow_their_weights():
+    # The channels-last layers' CPU inference path (a oneDNN copy of the weight) against
+    # F.linear, on 2D and 4D inputs, with and without a bias, and after the weight changes.
+    import torch.nn.functional as F
+
+    from vmamba_mm.models.layers import Linear
+    gen = torch.Generator().manual_seed(0)
+    for bias in (True, False):
+        layer = Linear(24, 40, bias=bias)
+        for shape in ((7, 24), (2, 5, 3, 24)):
+            x = torch.randn(*shape, generator=gen)
+            with torch.no_grad():
+                torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias),
+                                           rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            layer.weight.mul_(-2.0)
+            torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias),
+                                       rtol=1e-5, atol=1e-5)
+        assert layer(x).requires_grad  # with autograd: nn.Linear
+
+
+def test_linear_layers_are_counted_on_the_cpu_without_autograd():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vmamba_mm.models.layers import Linear
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        Linear(24, 40)(torch.randn(7, 24))
+    assert counter.get_total_flops() == 2 * 7 * 24 * 40
