@@ -231,3 +231,23 @@ def test_linear_layers_are_counted_on_the_cpu_without_autograd():
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         Linear(24, 40)(torch.randn(7, 24))
     assert counter.get_total_flops() == 2 * 7 * 24 * 40
+
+
+def test_stem_and_downsampling_convs_on_onednn_match_nn_conv2d():
+    import torch.nn.functional as F
+
+    from vmamba_mm.models.layers import Conv2d
+    gen = torch.Generator().manual_seed(0)
+    for conv, shapes in ((Conv2d(8, 16, 3, stride=2, padding=1), ((1, 8, 9, 11), (2, 8, 6, 6))),
+                         (Conv2d(3, 8, 4, stride=4), ((1, 3, 16, 12), ))):
+        for shape in shapes:
+            x = torch.randn(*shape, generator=gen)
+            with torch.no_grad():
+                torch.testing.assert_close(
+                    conv(x), F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding),
+                    rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            conv.weight.mul_(-2.0)
+            torch.testing.assert_close(
+                conv(x), F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding),
+                rtol=1e-5, atol=1e-5)

@@ -27,6 +27,18 @@ def _dispatch_mode_active():
 _ONEDNN_LINEAR = (torch.backends.mkldnn.is_available() and
                   hasattr(torch.ops.mkldnn, '_reorder_linear_weight') and
                   hasattr(torch.ops.mkldnn, '_linear_pointwise'))
+_ONEDNN_CONV = (torch.backends.mkldnn.is_available() and
+                hasattr(torch._C._nn, 'mkldnn_reorder_conv2d_weight') and
+                hasattr(torch.ops.mkldnn, '_convolution_pointwise'))
+
+
+def _onednn_applies(weight, x):
+    """Whether a layer may run on its oneDNN copy of ``weight``: plain eager float32 CPU
+    inference, with nothing (autograd, compile, export, tracing, a dispatch mode) watching."""
+    return (not torch.is_grad_enabled() and x.device.type == 'cpu' and
+            x.dtype == torch.float32 and weight.dtype == torch.float32 and
+            weight.device.type == 'cpu' and not torch.compiler.is_compiling() and
+            not torch.jit.is_tracing() and not _dispatch_mode_active())
 
 
 class Linear(nn.Linear):
@@ -47,10 +59,7 @@ class Linear(nn.Linear):
                                                    [], '')
 
     def _onednn_applies(self, x):
-        return (_ONEDNN_LINEAR and not torch.is_grad_enabled() and x.device.type == 'cpu' and
-                x.dtype == torch.float32 and self.weight.dtype == torch.float32 and
-                self.weight.device.type == 'cpu' and not torch.compiler.is_compiling() and
-                not torch.jit.is_tracing() and not _dispatch_mode_active())
+        return _ONEDNN_LINEAR and _onednn_applies(self.weight, x)
 
     def _onednn_weight(self, x):
         key = (self.weight.data_ptr(), self.weight._version)
@@ -58,6 +67,33 @@ class Linear(nn.Linear):
         if cached is None or cached[0] != key:
             rows = x.numel() // max(x.shape[-1], 1)
             packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), max(rows, 1))
+            cached = self.__dict__['_onednn_cache'] = (key, packed)
+        return cached[1]
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d (stem and downsampling) whose CPU inference keeps a oneDNN copy of its weight.
+
+    As ``Linear``: without autograd, on float32 CPU tensors, the weight is laid out for oneDNN
+    once per input shape and weight version instead of on every call (the stage-3 downsample's is
+    10 MB). Otherwise it is nn.Conv2d.
+    """
+
+    def forward(self, x):
+        if not (_ONEDNN_CONV and self.groups == 1 and self.padding_mode == 'zeros' and
+                isinstance(self.padding, tuple) and _onednn_applies(self.weight, x)):
+            return super().forward(x)
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, self._onednn_weight(x), self.bias, list(self.padding), list(self.stride),
+            list(self.dilation), self.groups, 'none', [], '')
+
+    def _onednn_weight(self, x):
+        key = (self.weight.data_ptr(), self.weight._version, tuple(x.shape))
+        cached = self.__dict__.get('_onednn_cache')
+        if cached is None or cached[0] != key:
+            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                self.weight.detach().contiguous().to_mkldnn(), list(self.padding),
+                list(self.stride), list(self.dilation), self.groups, list(x.shape))
             cached = self.__dict__['_onednn_cache'] = (key, packed)
         return cached[1]
 
@@ -142,7 +178,7 @@ def patch_embed(version, in_channels, channels, patch_size, channel_first):
     """Official patch embeddings; Sequential indices match the official state-dict keys."""
     if version == 'v1':
         return nn.Sequential(
-            nn.Conv2d(in_channels, channels, kernel_size=patch_size, stride=patch_size),
+            Conv2d(in_channels, channels, kernel_size=patch_size, stride=patch_size),
             layout_after_conv(channel_first),
             norm_layer(channels, channel_first),
         )
@@ -155,12 +191,12 @@ def patch_embed(version, in_channels, channels, patch_size, channel_first):
         # the same function, but torch's GELU runs ~1.6x slower on a permuted view on the CPU.
         # Neither holds parameters, so the state-dict indices stay the official ones.
         return nn.Sequential(
-            nn.Conv2d(in_channels, half, kernel_size=3, stride=2, padding=1),
+            Conv2d(in_channels, half, kernel_size=3, stride=2, padding=1),
             layout_after_conv(channel_first),
             norm_layer(half, channel_first),
             nn.GELU(),
             layout_before_conv(channel_first),
-            nn.Conv2d(half, channels, kernel_size=3, stride=2, padding=1),
+            Conv2d(half, channels, kernel_size=3, stride=2, padding=1),
             layout_after_conv(channel_first),
             norm_layer(channels, channel_first),
         )
@@ -194,8 +230,8 @@ def downsample(version, channels, out_channels, channel_first):
     if version == 'v1':
         return PatchMerging(channels, out_channels, channel_first)
     if version in ('v2', 'v3'):
-        conv = (nn.Conv2d(channels, out_channels, kernel_size=2, stride=2) if version == 'v2' else
-                nn.Conv2d(channels, out_channels, kernel_size=3, stride=2, padding=1))
+        conv = (Conv2d(channels, out_channels, kernel_size=2, stride=2) if version == 'v2' else
+                Conv2d(channels, out_channels, kernel_size=3, stride=2, padding=1))
         return nn.Sequential(
             layout_before_conv(channel_first),
             conv,
