@@ -137,6 +137,120 @@ torch::Tensor selective_scan_forward(const torch::Tensor& u, const torch::Tensor
   return y;
 }
 
+// The gradients of selective_scan_forward, one pass per (batch, group): each channel of the group
+// recomputes its steps, decays and states, then walks back with the adjoint state
+// g_t = C_t dy_t + a_{t+1} g_{t+1} (selective_scan/gradients.py is the same math in tensor ops,
+// and its oracle). dB and dC sum over the group's channels in channel order, so the result does
+// not depend on the thread count; nothing of size (batch, dim, N, L) is made.
+//   u, delta, grad_y: (batch, dim, L); A: (dim, N); B, C: (batch, G, N, L); D, delta_bias: (dim,)
+//   or empty. Returns du, ddelta, dA (dim, N), dB, dC, dD (dim,), ddelta_bias (dim,), float32
+//   (dD and ddelta_bias zeros when absent).
+std::vector<torch::Tensor> selective_scan_backward(
+    const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+    const torch::Tensor& B, const torch::Tensor& C, const torch::Tensor& D,
+    const torch::Tensor& delta_bias, const torch::Tensor& grad_y, bool delta_softplus) {
+  check(u, "u", 3);
+  check(delta, "delta", 3);
+  check(grad_y, "grad_y", 3);
+  check(A, "A", 2);
+  check(B, "B", 4);
+  check(C, "C", 4);
+  const int64_t batch = u.size(0), dim = u.size(1), length = u.size(2);
+  const int64_t groups = B.size(1), state = A.size(1), per_group = dim / groups;
+  const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
+  if (has_d) check(D, "D", 1);
+  if (has_bias) check(delta_bias, "delta_bias", 1);
+  auto du = torch::empty_like(u), ddelta = torch::empty_like(u);
+  auto dB = torch::zeros_like(B), dC = torch::zeros_like(C);
+  // per batch element, summed over the batch below: each (batch, group) unit owns its rows
+  auto dA = torch::zeros({batch, dim, state}, u.options());
+  auto dD = torch::zeros({batch, dim}, u.options()), dbias = torch::zeros({batch, dim}, u.options());
+  const float *pu = u.data_ptr<float>(), *pdelta = delta.data_ptr<float>();
+  const float *pA = A.data_ptr<float>(), *pB = B.data_ptr<float>(), *pC = C.data_ptr<float>();
+  const float* pD = has_d ? D.data_ptr<float>() : nullptr;
+  const float* pbias = has_bias ? delta_bias.data_ptr<float>() : nullptr;
+  const float* pdy = grad_y.data_ptr<float>();
+  float *pdu = du.data_ptr<float>(), *pddelta = ddelta.data_ptr<float>();
+  float *pdA = dA.data_ptr<float>(), *pdB = dB.data_ptr<float>(), *pdC = dC.data_ptr<float>();
+  float *pdD = dD.data_ptr<float>(), *pdbias = dbias.data_ptr<float>();
+
+  at::parallel_for(0, batch * groups, 1, [&](int64_t begin, int64_t end) {
+    // per channel: steps, their softplus slope, decays and states (time-major, N per token)
+    std::vector<float> step(length), slope(length), decay(length * state), h(length * state);
+    std::vector<float> g(state), dA_row(state);
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t b = unit / groups, grp = unit % groups;
+      const float* Bg = pB + (b * groups + grp) * state * length;
+      const float* Cg = pC + (b * groups + grp) * state * length;
+      float* dBg = pdB + (b * groups + grp) * state * length;
+      float* dCg = pdC + (b * groups + grp) * state * length;
+      for (int64_t d = grp * per_group; d < (grp + 1) * per_group; ++d) {
+        const int64_t row = b * dim + d;
+        const float* ur = pu + row * length;
+        const float* dr = pdelta + row * length;
+        const float* dyr = pdy + row * length;
+        const float* Ad = pA + d * state;
+        const float bias = has_bias ? pbias[d] : 0.f, skip = has_d ? pD[d] : 0.f;
+        for (int64_t t = 0; t < length; ++t) {  // vectorised: softplus and its slope
+          const float raw = dr[t] + bias;
+          if (delta_softplus) {
+            step[t] = raw > 20.f ? raw : std::log1p(std::exp(raw));
+            slope[t] = 1.f / (1.f + std::exp(-raw));
+          } else {
+            step[t] = raw;
+            slope[t] = 1.f;
+          }
+        }
+        for (int64_t n = 0; n < state; ++n) {
+          const float a = Ad[n];
+          float* dc = decay.data() + n * length;
+          for (int64_t t = 0; t < length; ++t) dc[t] = std::exp(step[t] * a);
+        }
+        for (int64_t n = 0; n < state; ++n) {  // the forward states, state by state
+          const float* dc = decay.data() + n * length;
+          const float* Bn = Bg + n * length;
+          float* hn = h.data() + n * length;
+          float carry = 0.f;
+          for (int64_t t = 0; t < length; ++t) {
+            carry = dc[t] * carry + step[t] * ur[t] * Bn[t];
+            hn[t] = carry;
+          }
+        }
+        std::fill(dA_row.begin(), dA_row.end(), 0.f);
+        float dD_acc = 0.f, dbias_acc = 0.f;
+        std::fill(g.begin(), g.end(), 0.f);
+        for (int64_t t = length - 1; t >= 0; --t) {
+          const float dy = dyr[t], s = step[t], x = ur[t];
+          float grad_step = 0.f, grad_u = dy * skip;
+          for (int64_t n = 0; n < state; ++n) {
+            const float* dc = decay.data() + n * length;
+            const float next = t + 1 < length ? dc[t + 1] : 0.f;
+            const float Bt = Bg[n * length + t], Ct = Cg[n * length + t];
+            const float gn = next * g[n] + Ct * dy;
+            g[n] = gn;
+            const float h_prev = t > 0 ? h[n * length + t - 1] : 0.f;
+            const float grad_log_decay = gn * h_prev * dc[t];
+            grad_step += grad_log_decay * Ad[n] + gn * x * Bt;
+            grad_u += gn * s * Bt;
+            dBg[n * length + t] += gn * s * x;
+            dCg[n * length + t] += h[n * length + t] * dy;
+            dA_row[n] += grad_log_decay * s;
+          }
+          const float grad_raw = grad_step * slope[t];
+          pdu[row * length + t] = grad_u;
+          pddelta[row * length + t] = grad_raw;
+          dD_acc += dy * x;
+          dbias_acc += grad_raw;
+        }
+        for (int64_t n = 0; n < state; ++n) pdA[row * state + n] = dA_row[n];
+        pdD[row] = dD_acc;
+        pdbias[row] = dbias_acc;
+      }
+    }
+  });
+  return {du, ddelta, dA.sum(0), dB, dC, dD.sum(0), dbias.sum(0)};
+}
+
 // SS2D's four routes over a channels-last map in one pass per block of channels, for inference.
 // Channels are independent recurrences, so a block of kLanes of them advances together in vector
 // registers: every token read is a contiguous run of kLanes floats of x, delta and y, whichever
@@ -385,6 +499,8 @@ torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear_recurrence", &linear_recurrence, "h_t = a_t h_{t-1} + b_t over rows (CPU)");
   m.def("selective_scan_forward", &selective_scan_forward, "fused selective scan, no grad (CPU)");
+  m.def("selective_scan_backward", &selective_scan_backward,
+        "gradients of the selective scan, recomputing its forward (CPU)");
   m.def("cross_selective_scan_forward", &cross_selective_scan_forward,
         "SS2D four-route scan with cross-scan and cross-merge fused, no grad (CPU)");
 }

@@ -1,7 +1,9 @@
 """The ``cpp`` backend (CPU): the compiled kernels of csrc/selective_scan_cpu.cpp as custom ops.
 
-``vmamba::selective_scan_cpp`` runs the whole scan of a row in one C++ pass; its backward is the
-closed form of ``gradients.py`` with both recurrences in C++ (``vmamba::linear_recurrence_cpp``).
+``vmamba::selective_scan_cpp`` runs the whole scan of a row in one C++ pass; its backward,
+``vmamba::selective_scan_cpp_backward``, is the closed form of ``gradients.py`` in one C++ pass per
+(batch, group), recomputing the forward. ``vmamba::linear_recurrence_cpp`` is the recurrence alone
+(h_t = a_t h_{t-1} + b_t, with its own backward), for the closed forms written in tensor ops.
 Being ``torch.library`` operators with fake implementations, they stay whole in
 ``torch.compile`` graphs and ``torch.export`` programs.
 """
@@ -12,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..cpu_extension import float32_contiguous, load_extension
-from .gradients import selective_scan_gradients
+from .kernel_ops import backward_fake
 
 
 @torch.library.custom_op('vmamba::linear_recurrence_cpp', mutates_args=())
@@ -77,11 +79,32 @@ def _scan_setup(ctx, inputs, output):
     ctx.save_for_backward(u, delta, A, B, C, D, delta_bias)
 
 
+@torch.library.custom_op('vmamba::selective_scan_cpp_backward', mutates_args=())
+def selective_scan_cpp_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                                D: Optional[Tensor], delta_bias: Optional[Tensor], grad_y: Tensor,
+                                delta_softplus: bool) -> tuple[Tensor, Tensor, Tensor, Tensor,
+                                                               Tensor, Tensor, Tensor]:
+    """(du, ddelta, dA, dB, dC, dD, ddelta_bias) of ``selective_scan_cpp`` for ``grad_y``, the
+    closed form of ``gradients.py`` in one C++ pass per (batch, group): du, ddelta, dB, dC in
+    their input's dtype, the rest float32; dD and ddelta_bias are zeros when D or delta_bias is
+    absent (an operator cannot return None)."""
+    args = [float32_contiguous(t, u) for t in (u, delta, A, B, C, D, delta_bias, grad_y)]
+    du, ddelta, dA, dB, dC, dD, dbias = load_extension().selective_scan_backward(
+        *args, delta_softplus)
+    return du.to(u.dtype), ddelta.to(delta.dtype), dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias
+
+
+@selective_scan_cpp_backward.register_fake
+def _(u, delta, A, B, C, D, delta_bias, grad_y, delta_softplus):
+    return backward_fake(u, delta, A, B, C)
+
+
 def _scan_backward(ctx, grad_y):
     u, delta, A, B, C, D, delta_bias = ctx.saved_tensors
-    grads = selective_scan_gradients(grad_y, u, delta, A, B, C, D, delta_bias,
-                                     ctx.delta_softplus, recurrence_rows)
-    return (*grads, None)
+    du, ddelta, dA, dB, dC, dD, dbias = selective_scan_cpp_backward(
+        u, delta, A, B, C, D, delta_bias, grad_y, ctx.delta_softplus)
+    return (du, ddelta, dA, dB, dC, dD if D is not None else None,
+            dbias if delta_bias is not None else None, None)
 
 
 selective_scan_cpp.register_autograd(_scan_backward, setup_context=_scan_setup)

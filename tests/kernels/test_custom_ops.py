@@ -25,6 +25,10 @@ def test_selective_scan_op(shape, softplus):
     args = leaves(*(inputs[k] for k in ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias')))
     torch.library.opcheck(selective_scan_cpp, (*args, softplus))
     torch.library.opcheck(selective_scan_cpp, (*args[:5], None, None, softplus))
+    from vmamba_kernels.selective_scan.cpp import selective_scan_cpp_backward
+    grad_y = torch.randn(inputs['u'].shape, generator=torch.Generator().manual_seed(1))
+    plain = [t.detach() for t in args]
+    torch.library.opcheck(selective_scan_cpp_backward, (*plain, grad_y, softplus))
 
 
 @pytest.mark.parametrize('reverse', [False, True])
