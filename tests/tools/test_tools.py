@@ -122,8 +122,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_da
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
-# After the run, in the training process: the group is gone before interpreter teardown, where gloo's
-# threads would otherwise abort the rank ('terminate called without an active exception').
+# After the run, in the training process: the group is gone before interpreter teardown, where
+# gloo's threads would otherwise abort the rank ('terminate called without an active exception').
 _TRAIN_THEN_REPORT_GROUP = """
 import runpy, sys
 import torch.distributed as dist
