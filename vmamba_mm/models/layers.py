@@ -41,6 +41,16 @@ def _onednn_applies(weight, x):
             not torch.jit.is_tracing() and not _dispatch_mode_active())
 
 
+def _cached_onednn_weight(layer, shape_key, pack):
+    """The layer's oneDNN copy of its weight, ``pack()``-ed again when the weight's storage or
+    version (an in-place change) or ``shape_key`` differs from the cached copy's."""
+    key = (layer.weight.data_ptr(), layer.weight._version, shape_key)
+    cached = layer.__dict__.get('_onednn_cache')
+    if cached is None or cached[0] != key:
+        cached = layer.__dict__['_onednn_cache'] = (key, pack())
+    return cached[1]
+
+
 class Linear(nn.Linear):
     """nn.Linear whose CPU inference runs on oneDNN with the weight laid out for it once.
 
@@ -62,13 +72,9 @@ class Linear(nn.Linear):
         return _ONEDNN_LINEAR and _onednn_applies(self.weight, x)
 
     def _onednn_weight(self, x):
-        key = (self.weight.data_ptr(), self.weight._version)
-        cached = self.__dict__.get('_onednn_cache')
-        if cached is None or cached[0] != key:
-            rows = x.numel() // max(x.shape[-1], 1)
-            packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), max(rows, 1))
-            cached = self.__dict__['_onednn_cache'] = (key, packed)
-        return cached[1]
+        rows = max(x.numel() // max(x.shape[-1], 1), 1)
+        return _cached_onednn_weight(
+            self, (), lambda: torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), rows))
 
 
 class Conv2d(nn.Conv2d):
@@ -88,14 +94,12 @@ class Conv2d(nn.Conv2d):
             list(self.dilation), self.groups, 'none', [], '')
 
     def _onednn_weight(self, x):
-        key = (self.weight.data_ptr(), self.weight._version, tuple(x.shape))
-        cached = self.__dict__.get('_onednn_cache')
-        if cached is None or cached[0] != key:
-            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+        def pack():
+            return torch._C._nn.mkldnn_reorder_conv2d_weight(
                 self.weight.detach().contiguous().to_mkldnn(), list(self.padding),
                 list(self.stride), list(self.dilation), self.groups, list(x.shape))
-            cached = self.__dict__['_onednn_cache'] = (key, packed)
-        return cached[1]
+
+        return _cached_onednn_weight(self, tuple(x.shape), pack)
 
 
 class PointwiseLinear(nn.Linear):
