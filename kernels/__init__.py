@@ -10,10 +10,12 @@ reference and its backends, all registered in one dispatch (``dispatch.py``):
   it;
 - ``selective_scan_2d``: 2DMamba's 2D scan of an H x W grid (a row pass, then a column pass);
 - ``cross_selective_scan_2d``: SS2D's core with that 2D scan on every route (2DVMamba);
-- ``depthwise_conv_silu``: SS2D's depthwise conv and SiLU before its scan, fused on the CPU.
+- ``depthwise_conv_silu``: SS2D's depthwise conv and SiLU before its scan, fused on the CPU;
+- ``add_layer_norm``: a VSS block's residual add and the LayerNorm after it, fused on GPUs.
 
 The compiled and Triton kernels are ``torch.library`` operators in the ``vmamba`` namespace.
 """
+from .add_layer_norm import add_layer_norm
 from .cross_scan import cross_merge, cross_scan
 from .cross_selective_scan import cross_selective_scan
 from .cross_selective_scan_2d import cross_selective_scan_2d
@@ -25,7 +27,7 @@ from .selective_scan_2d import selective_scan_2d
 
 __all__ = [
     'selective_scan', 'cross_selective_scan', 'selective_scan_2d', 'cross_selective_scan_2d',
-    'cross_scan', 'cross_merge', 'depthwise_conv_silu', 'SCAN_ORDERS',
+    'cross_scan', 'cross_merge', 'depthwise_conv_silu', 'add_layer_norm', 'SCAN_ORDERS',
     'ORDER_CODES', 'NUM_ROUTES', 'route_pixels', 'pixel_steps', 'resolve',
     'resolve_backend_name', 'set_default_backend', 'available_backends'
 ]

@@ -1,9 +1,10 @@
 """SS2D's scan core: project a 2D map onto its routes, scan each, merge them back.
 
-``cross_selective_scan`` is what a VSS block calls. On a backend with a fused kernel (``cpp`` on
-the CPU, ``triton`` on GPUs) and no gradient needed, the map is projected once in pixel order and
-the kernel walks the routes in place; otherwise the backend's ``cross_scan``, ``selective_scan``
-and ``cross_merge`` run in turn (``composite.py``). Both compute the same function.
+``cross_selective_scan`` is what a VSS block calls. On a backend with a fused kernel, the map is
+projected once in pixel order and the kernel walks the routes in place: ``triton`` (GPUs) always,
+its backward a kernel of its own; ``cpp`` (CPU) when no gradient is needed. Otherwise the
+backend's ``cross_scan``, ``selective_scan`` and ``cross_merge`` run in turn (``composite.py``).
+All compute the same function.
 """
 import os
 
@@ -26,7 +27,7 @@ register(OPERATION, 'cpp', cpp.cross_selective_scan_compiled, devices=('cpu', ),
 register(OPERATION, 'triton', triton.cross_selective_scan_triton,
          devices=('cuda', 'cpu') if os.environ.get('TRITON_INTERPRET') == '1' else ('cuda', ),
          priority=2, auto_devices=('cuda', ), unavailable_reason=triton_common.unavailable_reason,
-         description='Triton kernel, fused with cross-scan/merge without autograd')
+         description='Triton kernel pair on the pixel-major map, routes walked in place')
 register(OPERATION, 'cuda', composite('cuda'), devices=('cuda', ), priority=1,
          auto_devices=('cuda', ), unavailable_reason=cuda_extension.unavailable_reason,
          description='CUDA C++ selective scan between tensor-op cross-scan/merge')

@@ -2,10 +2,11 @@
 
 ``composite(backend)`` is the ``cross_selective_scan`` of any backend, built from that backend's
 ``cross_scan``, ``selective_scan`` and ``cross_merge``; it is what runs under autograd.
-``fused_scan_reference`` computes what the fused kernels compute (per-route projections given in
-pixel order, routes walked through the route table) from a selective scan, and
-``pixel_major_scan_reference`` the same for the channels-last C++ kernel: they are the kernels'
-test oracles and the recomputation their backward differentiates.
+``pixel_major_scan_reference`` computes what the fused kernels compute (the channels-last map,
+per-route projections given in pixel order, routes walked through the route table) from a
+selective scan, and ``pixel_major_low_rank_reference`` the same with delta formed from its
+low-rank projection (the Triton kernel): they are the kernels' test oracles, and the first is the
+recomputation the C++ kernel's backward differentiates.
 """
 import torch
 
@@ -53,23 +54,6 @@ def along_routes(t, pixels):
     return t.gather(-1, pixels.view(1, routes, 1, length).expand(batch, routes, rows, length))
 
 
-def fused_scan_reference(x, dt_low, dt_weight, A, B, C, D, delta_bias, pixels, selective_scan):
-    """What a fused kernel returns: (B, C, L) float32, the routes' outputs summed in place.
-
-    x: (B, C, H, W); dt_low: (B, routes, R, L), B and C: (B, routes, N, L), all in pixel order;
-    dt_weight: (routes, C, R); pixels: the (routes, L) table of ``routes.route_pixels``.
-    """
-    batch, channels = x.shape[:2]
-    routes, length = pixels.shape
-    u = x.reshape(batch, 1, channels, length).expand(batch, routes, channels, length)
-    u = along_routes(u, pixels)
-    delta = torch.einsum('bkrl,kdr->bkdl', along_routes(dt_low, pixels), dt_weight)
-    ys = selective_scan(u.reshape(batch, -1, length), delta.reshape(batch, -1, length), A,
-                        along_routes(B, pixels), along_routes(C, pixels), D, delta_bias, True)
-    steps = torch.argsort(pixels, dim=-1)
-    return along_routes(ys.view(batch, routes, channels, length).float(), steps).sum(1)
-
-
 def pixel_major_scan_reference(x, delta, projected, A, D, delta_bias, pixels, selective_scan):
     """What the channels-last fused kernel returns: (B, H, W, C) float32, routes summed in place.
 
@@ -90,3 +74,23 @@ def pixel_major_scan_reference(x, delta, projected, A, D, delta_bias, pixels, se
     steps = torch.argsort(pixels, dim=-1)
     y = along_routes(ys.view(batch, routes, channels, length).float(), steps).sum(1)
     return y.transpose(1, 2).reshape(batch, height, width, channels)
+
+
+def pixel_major_low_rank_reference(x, projected, dt_weight, A, D, delta_bias, pixels,
+                                   selective_scan):
+    """What the Triton kernel returns: ``pixel_major_scan_reference`` with each route's delta
+    formed from the low-rank part of its projections, dt_weight (routes, C, R) @ projected[..., :R].
+    """
+    rank = dt_weight.shape[2]
+    delta = torch.einsum('blkr,kcr->kblc', projected[..., :rank], dt_weight)
+    return pixel_major_scan_reference(x, delta, projected, A, D, delta_bias, pixels,
+                                      selective_scan)
+
+
+def pixel_major_projections(x, x_proj_weight):
+    """A (B, C, H, W) map as (B, H, W, C) (a view when it is channels-last in memory) and every
+    route's projection of every pixel, (B, L, routes, R + 2N), by one GEMM."""
+    batch, channels, height, width = x.shape
+    pixel_major = x.permute(0, 2, 3, 1).contiguous()
+    projected = pixel_major.view(-1, channels) @ x_proj_weight.reshape(-1, channels).t()
+    return pixel_major, projected.view(batch, height * width, x_proj_weight.shape[0], -1)

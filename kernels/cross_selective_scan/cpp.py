@@ -18,7 +18,7 @@ from ..cpu_extension import float32_contiguous, load_extension
 from ..routes import route_table
 from ..scan_common import needs_grad
 from ..selective_scan.cpp import selective_scan_cpp
-from .composite import composite, pixel_major_scan_reference
+from .composite import composite, pixel_major_projections, pixel_major_scan_reference
 from .fused import register_fused_operator
 
 
@@ -45,10 +45,7 @@ def pixel_major_inputs(x, x_proj_weight, dt_projs_weight):
     """
     batch, channels, height, width = x.shape
     routes, _, rank = dt_projs_weight.shape
-    pixel_major = x.permute(0, 2, 3, 1).contiguous()
-    projected = pixel_major.view(batch * height * width, channels) @ \
-        x_proj_weight.reshape(-1, channels).t()
-    projected = projected.view(batch, height * width, routes, -1)
+    pixel_major, projected = pixel_major_projections(x, x_proj_weight)
     low_rank = projected[..., :rank].permute(2, 0, 1, 3).reshape(routes, -1, rank)
     delta = torch.bmm(low_rank, dt_projs_weight.transpose(1, 2))
     return pixel_major, delta.view(routes, batch, height * width, channels), projected

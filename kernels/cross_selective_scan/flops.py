@@ -1,11 +1,11 @@
 """The fused SS2D core's cost for ``torch.utils.flop_counter`` (conventions: see
 ``selective_scan/flops.py``).
 
-The Triton fused kernel takes the route projections in pixel order and forms each route's delta
-itself (delta = dt_weight @ dt_low per token), so its rule is the scan of every route's channels
-plus that projection's multiply-adds, which the composite path counts as an einsum. The C++ kernel
-is given its delta by a bmm, which the counter counts: its rule is the scan alone. Every path
-gives the same count.
+The Triton kernel takes the route projections in pixel order and forms each route's delta
+itself (dt_weight @ the low-rank part, per token), so its rule is the scan of every route's
+channels plus that projection's multiply-adds, which the composite path counts as an einsum. The
+C++ kernel is given its delta by a bmm, which the counter counts: its rule is the scan alone.
+Every path gives the same count.
 """
 import torch
 from torch.utils.flop_counter import register_flop_formula
@@ -21,8 +21,8 @@ def cross_selective_scan_macs(batch, channels, length, routes, state, rank, with
     return scans + batch * routes * channels * rank * length
 
 
-def _fused_core_flops(x, dt_low, dt_weight, A, B, C, D, *rest, out_shape=None, **kwargs):
-    batch, channels, height, width = x
+def _low_rank_core_flops(x, projected, dt_weight, A, D, *rest, out_shape=None, **kwargs):
+    batch, height, width, channels = x
     routes, _, rank = dt_weight
     return 2 * cross_selective_scan_macs(batch, channels, height * width, routes, A[1], rank,
                                          with_skip=D is not None)
@@ -35,5 +35,5 @@ def _pixel_major_core_flops(x, delta, projected, A, D, *rest, out_shape=None, **
                                    with_skip=D is not None)
 
 
-register_flop_formula(torch.ops.vmamba.cross_selective_scan_triton)(_fused_core_flops)
+register_flop_formula(torch.ops.vmamba.cross_selective_scan_triton)(_low_rank_core_flops)
 register_flop_formula(torch.ops.vmamba.cross_selective_scan_cpp)(_pixel_major_core_flops)

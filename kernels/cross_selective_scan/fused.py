@@ -1,16 +1,17 @@
-"""What the fused cross_selective_scan kernels share: their fake, their backward, their entry.
+"""What the fused C++ cross_selective_scan kernels share: their fake, their backward, their entry.
 
 A fused kernel takes the per-route projections in pixel order and the route table, and returns
-what its reference returns: ``fused_scan_reference`` (Triton, channel-first) or
-``pixel_major_scan_reference`` (C++, channels-last, delta given). Its backward recomputes that
+what its reference returns: ``pixel_major_scan_reference`` (the 1D scan, channels-last, delta
+given) or ``fused_scan_2d_reference`` (the 2D scan, channel-first). Its backward recomputes that
 reference on the backend's own selective-scan operator and differentiates it (inference is what
-the fused kernels are for; the composite serves training without recomputation).
+these kernels are for; the composite serves training without recomputation). The Triton kernel
+has a backward of its own (``triton.py``).
 """
 import torch
 
 from ..routes import route_table
 from ..scan_common import needs_grad
-from .composite import composite, fused_scan_reference, project
+from .composite import composite, project
 
 
 # The fused operators' differentiable inputs come first: x, dt_low, dt_weight, A, B, C, D,
@@ -23,7 +24,7 @@ def channel_first_output(x):
     return x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
 
 
-def register_fused_operator(fused_op, selective_scan, reference=fused_scan_reference,
+def register_fused_operator(fused_op, selective_scan, reference,
                             num_differentiable=NUM_DIFFERENTIABLE,
                             output_shape=channel_first_output):
     """Fake implementation and autograd of ``fused_op``; ``selective_scan(u, delta, A, B, C, D,

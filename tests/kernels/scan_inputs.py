@@ -53,6 +53,19 @@ def fused_inputs(channels, height, width, rank, state, seed=0, batch=2):
             torch.randn(routes * channels, generator=gen) * 0.5]
 
 
+def pixel_major_inputs(channels, height, width, rank, state, seed=0, batch=2):
+    """(x, projected, dt_weight, A, D, delta_bias) of the Triton cross_selective_scan operator:
+    the (B, H, W, C) map and each pixel's route projections (B, L, routes, R + 2N)."""
+    gen = torch.Generator().manual_seed(seed)
+    length, routes = height * width, vmamba_kernels.NUM_ROUTES
+    return [torch.randn(batch, height, width, channels, generator=gen),
+            torch.randn(batch, length, routes, rank + 2 * state, generator=gen),
+            torch.randn(routes, channels, rank, generator=gen) * 0.5,
+            -torch.rand(routes * channels, state, generator=gen) - 0.1,
+            torch.randn(routes * channels, generator=gen),
+            torch.randn(routes * channels, generator=gen) * 0.5]
+
+
 def assert_close_scaled(actual, expected, rtol=1e-4):
     """Max error within rtol of the expected values' scale (at least 1); an absent expected
     gradient allows an absent or all-zero one."""

@@ -7,7 +7,7 @@ import torch
 
 import vmamba_kernels
 from vmamba_kernels.routes import NUM_ROUTES, SCAN_ORDERS, route_pixels, route_table
-from tests.kernels.scan_inputs import assert_close_scaled, input_list
+from tests.kernels.scan_inputs import assert_close_scaled, input_list, pixel_major_inputs
 from vmamba_mm.models import VSSM
 
 pytestmark = [
@@ -75,11 +75,47 @@ def test_fused_cross_scan_on_cuda(backend, order):
             -torch.rand(routes * channels, state, generator=gen) - 0.1,
             torch.randn(routes * channels, generator=gen),
             torch.randn(routes * channels, generator=gen))
-    ref = vmamba_kernels.cross_selective_scan(x, *args, order=order, backend='reference')
+    ref_leaves = [t.clone().requires_grad_() for t in (x, *args)]
+    ref = vmamba_kernels.cross_selective_scan(*ref_leaves, order=order, backend='reference')
     with torch.no_grad():
         out = vmamba_kernels.cross_selective_scan(x.cuda(), *[a.cuda() for a in args],
                                                   order=order, backend=backend)
     assert_close_scaled(out, ref, 1e-4)
+    # Training: the backend's own path under autograd, every input's gradient.
+    leaves = [t.cuda().requires_grad_() for t in (x, *args)]
+    out = vmamba_kernels.cross_selective_scan(*leaves, order=order, backend=backend)
+    grad = torch.randn(ref.shape, generator=gen)
+    ref.backward(grad)
+    out.backward(grad.cuda())
+    for leaf, ref_leaf in zip(leaves, ref_leaves):
+        assert_close_scaled(leaf.grad, ref_leaf.grad, 2e-4)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='Triton is not installed')
+@pytest.mark.parametrize('channel_first', [False, True], ids=['BHWC', 'BCHW'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_add_layer_norm_on_cuda(channel_first, dtype):
+    from vmamba_kernels.add_layer_norm.triton import add_layer_norm_backward_op, add_layer_norm_op
+    gen = torch.Generator().manual_seed(0)
+    shape = (4, 96, 14, 14) if channel_first else (4, 14, 14, 96)
+    inputs = [torch.randn(*shape, generator=gen).to(dtype) for _ in range(2)] + \
+        [torch.randn(96, generator=gen) for _ in range(2)]
+    grads = [torch.randn(*shape, generator=gen).to(dtype) for _ in range(2)]
+    results = []
+    for backend, device in (('reference', 'cpu'), ('triton', 'cuda')):
+        leaves = [t.to(device).requires_grad_() for t in inputs]
+        outs = vmamba_kernels.add_layer_norm(*leaves, 1e-5, channel_first, backend=backend)
+        torch.autograd.backward(outs, [g.to(device) for g in grads])
+        results.append([*outs, *[leaf.grad for leaf in leaves]])
+    assert torch.equal(results[1][0].cpu(), results[0][0])  # the sum, rounded alike
+    for actual, expected in zip(results[1][1:], results[0][1:]):
+        assert_close_scaled(actual, expected, 1e-5 if dtype == torch.float32 else 2e-2)
+    leaves = [t.cuda().requires_grad_() for t in inputs]
+    torch.library.opcheck(add_layer_norm_op, (*leaves, 1e-5, channel_first))
+    total, _, mean, rstd = add_layer_norm_op(*[t.cuda() for t in inputs], 1e-5, channel_first)
+    torch.library.opcheck(add_layer_norm_backward_op,
+                          (total, inputs[2].cuda(), mean, rstd, *[g.cuda() for g in grads],
+                           channel_first))
 
 
 def test_automatic_choice_on_cuda_is_a_gpu_kernel():
@@ -190,24 +226,20 @@ def test_opcheck_selective_scan_ops(backend, dtype, with_skip):
 @pytest.mark.parametrize('order', SCAN_ORDERS)
 def test_opcheck_triton_route_ops(order):
     from vmamba_kernels.cross_scan.triton import cross_merge_op, cross_scan_op
-    from vmamba_kernels.cross_selective_scan.triton import cross_selective_scan_op
+    from vmamba_kernels.cross_selective_scan.triton import (cross_selective_scan_backward_op,
+                                                            cross_selective_scan_op)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 8, 5, 7, generator=gen).cuda().requires_grad_()
     torch.library.opcheck(cross_scan_op, (x, order, True))
     routes = torch.randn(2, NUM_ROUTES, 8, 35, generator=gen).cuda().requires_grad_()
     torch.library.opcheck(cross_merge_op, (routes, 5, 7, order, False))
-    channels, rank, state, length = 8, 2, 4, 35
-    fused = [torch.randn(2, channels, 5, 7, generator=gen),
-             torch.randn(2, NUM_ROUTES, rank, length, generator=gen),
-             torch.randn(NUM_ROUTES, channels, rank, generator=gen) * 0.5,
-             -torch.rand(NUM_ROUTES * channels, state, generator=gen) - 0.1,
-             torch.randn(2, NUM_ROUTES, state, length, generator=gen),
-             torch.randn(2, NUM_ROUTES, state, length, generator=gen),
-             torch.randn(NUM_ROUTES * channels, generator=gen),
-             torch.randn(NUM_ROUTES * channels, generator=gen)]
-    torch.library.opcheck(cross_selective_scan_op,
-                          (*_op_leaves([t.cuda() for t in fused]),
-                           route_table(order, 5, 7, 'cuda')))
+    inputs = [t.cuda() for t in pixel_major_inputs(channels=8, height=5, width=7, rank=2,
+                                                    state=4)]
+    pixels = route_table(order, 5, 7, 'cuda')
+    torch.library.opcheck(cross_selective_scan_op, (*_op_leaves(inputs), pixels))
+    _, states = cross_selective_scan_op(*inputs, pixels)
+    torch.library.opcheck(cross_selective_scan_backward_op,
+                          (*inputs, pixels, states, torch.randn_like(inputs[0])))
 
 
 # ------------------------------------------------------------------------- the 2D scan (2DMamba)

@@ -124,3 +124,56 @@ def test_triton_2d_scan_kernels_compile_to_h100_machine_code(height, width, tmp_
         assembled = subprocess.run([ptxas, '--gpu-name=sm_90a', str(ptx), '-o', os.devnull],
                                    capture_output=True, text=True)
         assert assembled.returncode == 0, assembled.stderr[-2000:]
+
+
+def _compile_for_h100(kernel, constants, pointer_types, scalar_types, tmp_path, num_warps=4):
+    """Triton -> PTX -> sm_90a machine code of ``kernel`` (ptxas must accept it); ptxas's
+    register report."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature = {name: 'constexpr' if name in constants else
+                 pointer_types.get(name, '*fp32') if name.endswith('_ptr') else
+                 scalar_types.get(name, 'i32') for name in kernel.arg_names}
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants),
+                              target=GPUTarget('cuda', 90, 32),
+                              options=dict(num_warps=num_warps))
+    ptx = tmp_path / f'{kernel.__name__}.ptx'
+    ptx.write_text(compiled.asm['ptx'])
+    ptxas = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin', 'ptxas')
+    assembled = subprocess.run([ptxas, '--gpu-name=sm_90a', '-v', str(ptx), '-o', os.devnull],
+                               capture_output=True, text=True)
+    assert assembled.returncode == 0, assembled.stderr[-2000:]
+    return assembled.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='Triton is not installed')
+@pytest.mark.parametrize('activation', ['fp32', 'bf16'])
+def test_triton_scan_core_and_add_norm_compile_to_h100_machine_code(activation, tmp_path):
+    # The pixel-major scan core at VMamba-T's settings (N = 1, rank 6) at the four stages' widths,
+    # without register spills (its tiling was chosen for that; a 16-byte stack slot at most),
+    # and the fused add + LayerNorm at 96 and 768 channels, with float32 or bfloat16 maps.
+    from vmamba_kernels.add_layer_norm import triton as add_norm
+    from vmamba_kernels.cross_selective_scan import triton as core
+
+    activations = {name: f'*{activation}' for name in ('x_ptr', 'proj_ptr')}
+    activations['pixels_ptr'] = '*i64'
+    for channels in (96, 192, 384, 768):
+        state_pad, block_d, chunk = core.tiling(channels, 1)
+        for kernel in (core._cross_selective_scan_fwd, core._cross_selective_scan_bwd):
+            constants = dict(ROUTES=4, HAS_D=True, HAS_BIAS=True, NP=state_pad, CHUNK=chunk,
+                             BLOCK_D=block_d)
+            if 'RP' in kernel.arg_names:
+                constants['RP'] = 8
+            report = _compile_for_h100(kernel, constants, activations, {}, tmp_path,
+                                       num_warps=core.NUM_WARPS)
+            spilled = int(re.search(r'(\d+) bytes spill stores', report).group(1))
+            assert spilled <= 16, report  # (2048-element tiles on 4 warps spilled 720-808)
+    for channels in (96, 768):
+        padded, block_r = add_norm.tiling(channels)
+        maps = {name: f'*{activation}' for name in ('x_ptr', 'res_ptr', 'sum_ptr', 'out_ptr',
+                                                      'dsum_ptr', 'dout_ptr')}
+        for kernel in (add_norm._add_layer_norm_fwd, add_norm._add_layer_norm_bwd):
+            _compile_for_h100(kernel, dict(BLOCK_R=block_r, BLOCK_C=padded), maps,
+                              dict(eps='fp32'), tmp_path, num_warps=add_norm.NUM_WARPS)

@@ -17,10 +17,12 @@ if not INTERPRETING:
 
 else:
     import vmamba_kernels
-    from tests.kernels.scan_inputs import assert_close_scaled, fused_inputs, input_list
+    from tests.kernels.scan_inputs import assert_close_scaled, input_list, pixel_major_inputs
+    from vmamba_kernels.add_layer_norm.triton import add_layer_norm_backward_op, add_layer_norm_op
     from vmamba_kernels.cross_scan.triton import cross_merge_op, cross_scan_op
-    from vmamba_kernels.cross_selective_scan.composite import fused_scan_reference
-    from vmamba_kernels.cross_selective_scan.triton import cross_selective_scan_op
+    from vmamba_kernels.cross_selective_scan.composite import pixel_major_low_rank_reference
+    from vmamba_kernels.cross_selective_scan.triton import (cross_selective_scan_backward_op,
+                                                            cross_selective_scan_op, tiling)
     from vmamba_kernels.routes import NUM_ROUTES, SCAN_ORDERS, route_pixels, route_table
     from vmamba_kernels.selective_scan.reference import selective_scan_reference
     from vmamba_kernels.selective_scan.triton import (selective_scan_triton_backward,
@@ -72,9 +74,14 @@ else:
         torch.library.opcheck(cross_merge_op, (routes, 3, 5, 'bidirectional', False))
 
     def test_opcheck_fused_cross_selective_scan():
-        inputs = _leaves(fused_inputs(channels=2, height=2, width=3, rank=1, state=2))
-        torch.library.opcheck(cross_selective_scan_op,
-                              (*inputs, route_table('cross', 2, 3, 'cpu')))
+        # Odd channels: a masked channel block.
+        inputs = _leaves(pixel_major_inputs(channels=3, height=2, width=3, rank=1, state=2))
+        pixels = route_table('cross', 2, 3, 'cpu')
+        torch.library.opcheck(cross_selective_scan_op, (*inputs, pixels))
+        _, states = cross_selective_scan_op(*inputs, pixels)
+        grad_y = torch.randn(inputs[0].shape, generator=torch.Generator().manual_seed(1))
+        torch.library.opcheck(cross_selective_scan_backward_op,
+                              (*[t.detach() for t in inputs], pixels, states, grad_y))
 
     # --- Values and gradients against the sequential reference.
 
@@ -97,18 +104,80 @@ else:
         assert_close_scaled(out, ref, 1e-4)
         assert grads[0].dtype == dtype  # gradients come back in the input's dtype
 
-    def test_triton_in_the_model():
+    @pytest.mark.parametrize('arch', [
+        dict(depths=[1], dims=8, ssm_d_state=2, ssm_ratio=1.0, mlp_ratio=0.0),
+        # VMamba-T's kind of block: channel-first maps, N = 1, an MLP after the fused add + norm.
+        dict(depths=[2], dims=8, ssm_d_state=1, ssm_ratio=1.0, mlp_ratio=2.0, norm_layer='ln2d',
+             forward_type='v05_noz', ssm_conv_bias=False),
+    ], ids=['vanilla-like', 'v2-like'])
+    def test_triton_in_the_model(arch):
         from vmamba_mm.models import VSSM
         torch.manual_seed(0)
-        arch = dict(depths=[1], dims=8, ssm_d_state=2, ssm_ratio=1.0, mlp_ratio=0.0)
         ref_model = VSSM(arch, scan_backend='reference')
         tri_model = VSSM(arch, scan_backend='triton')
         tri_model.load_state_dict(ref_model.state_dict())
         x = torch.randn(1, 3, 20, 12)
-        for model in (ref_model, tri_model):
-            model(x)[0].sum().backward()
+        outs = [model(x)[0] for model in (ref_model, tri_model)]
+        assert_close_scaled(outs[1], outs[0], 1e-4)
+        for out in outs:
+            out.sum().backward()
         for ref_param, tri_param in zip(ref_model.parameters(), tri_model.parameters()):
             assert_close_scaled(tri_param.grad, ref_param.grad, 2e-4)
+
+    # --- The fused residual add + LayerNorm against its tensor-op reference.
+
+    @pytest.mark.parametrize('channel_first, shape', [(False, (2, 3, 5, 24)), (True, (2, 20, 3, 5)),
+                                                      (False, (7, 96))],
+                             ids=['BHWC', 'BCHW', 'rows'])
+    def test_add_layer_norm_values_and_gradients(channel_first, shape):
+        gen = torch.Generator().manual_seed(0)
+        channels = shape[1] if channel_first else shape[-1]
+        inputs = [torch.randn(*shape, generator=gen) * 3 + 1, torch.randn(*shape, generator=gen),
+                  torch.randn(channels, generator=gen), torch.randn(channels, generator=gen)]
+        grads = [torch.randn(*shape, generator=gen) for _ in range(2)]
+        results = []
+        for backend in ('reference', 'triton'):
+            leaves = _leaves(inputs)
+            total, normed = vmamba_kernels.add_layer_norm(*leaves, 1e-5, channel_first,
+                                                          backend=backend)
+            torch.autograd.backward([total, normed], grads)
+            results.append([total, normed] + [leaf.grad for leaf in leaves])
+        for actual, expected in zip(results[1], results[0]):
+            assert_close_scaled(actual, expected, 1e-5)
+
+    def test_add_layer_norm_keeps_channels_last_maps_so():
+        # Channel-first maps that are channels-last in memory: read as rows, returned alike.
+        gen = torch.Generator().manual_seed(2)
+        x, residual = (torch.randn(2, 6, 3, 4, generator=gen).to(
+            memory_format=torch.channels_last) for _ in range(2))
+        weight, bias = torch.randn(6, generator=gen), torch.randn(6, generator=gen)
+        outs = vmamba_kernels.add_layer_norm(x, residual, weight, bias, 1e-5, True,
+                                             backend='triton')
+        refs = vmamba_kernels.add_layer_norm(x, residual, weight, bias, 1e-5, True,
+                                             backend='reference')
+        for out, ref in zip(outs, refs):
+            assert out.is_contiguous(memory_format=torch.channels_last)
+            assert_close_scaled(out, ref, 1e-5)
+
+    def test_add_layer_norm_bfloat16_and_opcheck():
+        gen = torch.Generator().manual_seed(1)
+        x, residual = (torch.randn(2, 4, 3, 16, generator=gen) for _ in range(2))
+        weight, bias = torch.randn(16, generator=gen), torch.randn(16, generator=gen)
+        total, normed = vmamba_kernels.add_layer_norm(x.bfloat16(), residual.bfloat16(), weight,
+                                                      bias, backend='triton')
+        ref_total, ref_normed = vmamba_kernels.add_layer_norm(
+            x.bfloat16(), residual.bfloat16(), weight, bias, backend='reference')
+        assert total.dtype == normed.dtype == torch.bfloat16
+        # The interpreter truncates float32 -> bfloat16 (GPUs round to nearest, as torch does):
+        # one bfloat16 step apart at most here; test_cuda.py checks the sum bit for bit.
+        assert_close_scaled(total, ref_total, 1e-2)
+        assert_close_scaled(normed, ref_normed, 2e-2)
+        leaves = _leaves([x, residual, weight, bias])
+        torch.library.opcheck(add_layer_norm_op, (*leaves, 1e-5, False))
+        total, _, mean, rstd = add_layer_norm_op(x, residual, weight, bias, 1e-5, False)
+        torch.library.opcheck(add_layer_norm_backward_op,
+                              (total, weight, mean, rstd, torch.randn_like(x),
+                               torch.randn_like(x), False))
 
     @pytest.mark.parametrize('order', SCAN_ORDERS)
     @pytest.mark.parametrize('height, width, state', [(5, 7, 1), (3, 4, 3)])
@@ -126,21 +195,32 @@ else:
             out = vmamba_kernels.cross_selective_scan(x, *args, order=order, backend='triton')
         assert_close_scaled(out, ref, 1e-4)
 
-    def test_fused_op_values_and_gradients_match_the_reference_scan():
-        # The fused op's own autograd (recomputation on the Triton scan) against autograd through
-        # fused_scan_reference on the sequential scan; a 3x5 map walked column-major and reversed.
-        height, width = 3, 5
-        inputs = fused_inputs(channels=4, height=height, width=width, rank=2, state=3, seed=2)
-        pixels = route_table('cross', height, width, 'cpu')
-        grad = torch.randn(2, 4, height * width, generator=torch.Generator().manual_seed(3))
+    @pytest.mark.parametrize('order, channels, height, width, rank, state, skip', [
+        # N padded to 4, an odd map walked in every order.
+        *[(order, 4, 3, 5, 2, 3, True) for order in SCAN_ORDERS],
+        ('cross', 6, 1, 7, 3, 1, False),  # a single row, a masked channel block, no D or bias
+        ('cross', 64, 5, 9, 2, 1, True),  # VMamba's N = 1 tiling: 32-step chunks, 45 steps
+    ])
+    def test_fused_op_values_and_gradients_match_the_reference_scan(order, channels, height,
+                                                                    width, rank, state, skip):
+        # The kernel pair against autograd through pixel_major_low_rank_reference on the
+        # sequential scan: the output and the gradient of every input.
+        _, _, chunk = tiling(channels, state)
+        assert channels != 64 or chunk < height * width  # the 64-channel case crosses chunks
+        inputs = pixel_major_inputs(channels, height, width, rank, state, seed=height)
+        if not skip:
+            inputs[4:] = [None, None]
+        pixels = route_table(order, height, width, 'cpu')
+        grad = torch.randn(inputs[0].shape, generator=torch.Generator().manual_seed(3))
         ref_leaves, leaves = _leaves(inputs), _leaves(inputs)
-        ref = fused_scan_reference(*ref_leaves, pixels, selective_scan_reference)
-        out = cross_selective_scan_op(*leaves, pixels)
+        ref = pixel_major_low_rank_reference(*ref_leaves, pixels, selective_scan_reference)
+        out, _ = cross_selective_scan_op(*leaves, pixels)
         assert_close_scaled(out, ref, 1e-4)
         ref.backward(grad)
         out.backward(grad)
         for leaf, ref_leaf in zip(leaves, ref_leaves):
-            assert_close_scaled(leaf.grad, ref_leaf.grad, 2e-4)
+            if ref_leaf is not None:
+                assert_close_scaled(leaf.grad, ref_leaf.grad, 2e-4)
 
     # --- Routes: the Triton cross-scan/merge follow routes.route_pixels.
 

@@ -17,7 +17,8 @@ from tests.paths import ROOT
 from vmamba_mm.analysis import device_check
 
 SCRIPT = osp.join(ROOT, 'tools', 'analysis_tools', 'gpu_check.py')
-SECTIONS = ['environment', 'correctness', 'model', 'profile', 'throughput', 'scan_bandwidth']
+SECTIONS = ['environment', 'correctness', 'model', 'profile', 'throughput', 'scan_bandwidth',
+            'compiled']
 MM_PACKAGES = ('mmengine', 'mmcv', 'mmpretrain', 'mmdet', 'mmseg', 'mmsegmentation')
 
 
@@ -220,6 +221,11 @@ def test_smoke_run_has_every_section_with_real_figures(tmp_path):
     assert roofline['flop'] > 0 and roofline['traffic_bytes'] > 0 and roofline['floor_ms'] > 0
     assert roofline['measured_ms'] == \
         throughput['inference bf16']['models']['VMamba (smoke arch)']['ms_per_batch']
+
+    compiled = sections['compiled']['results']
+    assert compiled['setup']['compile'] == {'backend': 'aot_eager'} and compiled['compile_s'] > 0
+    assert compiled['logits']['finite'] and compiled['logits']['max_scaled'] <= 2e-2
+    assert all(ms > 0 for ms in compiled['ms_per_batch'].values())
 
 
 @pytest.mark.slow

@@ -22,7 +22,10 @@ time to the next; the later sections' shares are always kept):
    interleaved rounds, CUDA events, strict fp32 / TF32 / bf16 inference and bf16 training (fused
    AdamW), with the issue's targets;
 6. scan bandwidth: the selective scan at VMamba-T's four stage shapes against the copy
-   bandwidth, and VMamba-T's time against the roofline floor.
+   bandwidth, and VMamba-T's time against the roofline floor;
+7. compiled: VMamba-T under ``torch.compile(mode='reduce-overhead')`` (Inductor and CUDA graphs,
+   whole graph), bf16 inference, logits against eager and throughput against eager. Last, as the
+   compile may take the rest of the run.
 
 Sections run in a worker process that the main process watches: one that overruns its budget is
 killed and recorded as a timeout, one that dies or leaves the GPU unusable (a CUDA error) is
@@ -59,8 +62,8 @@ import traceback
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 # Share of --budget per section, in run order.
 SECTION_SHARES = collections.OrderedDict([
-    ('environment', 0.05), ('correctness', 0.30), ('model', 0.08), ('profile', 0.09),
-    ('throughput', 0.38), ('scan_bandwidth', 0.10)])
+    ('environment', 0.05), ('correctness', 0.26), ('model', 0.08), ('profile', 0.09),
+    ('throughput', 0.33), ('scan_bandwidth', 0.09), ('compiled', 0.10)])
 # Faults for testing the supervisor, e.g. GPU_CHECK_FAULTS='environment=stall,model=raise':
 # raise: the section raises at its start; stall: it gets a 1 s budget and sleeps past it (the
 # main process must kill it); fail: it records a failed check, then runs as usual.
@@ -882,10 +885,24 @@ def stage_scan_shapes(ctx):
     return shapes
 
 
+def time_bandwidth(ctx, row, forward, forward_backward, nbytes, copy_gbs, warmup, repeats):
+    """Times both calls into ``row`` (ms, bytes, GB/s, share of the copy bandwidth); returns
+    them as the note's text."""
+    from vmamba_mm.analysis.device_check import median_ms
+    for fn, key in ((forward, 'forward'), (forward_backward, 'forward_backward')):
+        ms = median_ms(fn, ctx.device, warmup=warmup, repeats=repeats)
+        gbs = nbytes[key] / (ms * 1e-3) / 1e9
+        row[key] = dict(ms=ms, bytes=nbytes[key], gbs=gbs,
+                        share_of_copy=gbs / copy_gbs if copy_gbs else None)
+    return '; '.join(f'{label} {row[k]["ms"]:.3g} ms {row[k]["gbs"]:.4g} GB/s' +
+                     (f' ({row[k]["share_of_copy"]:.0%} of copy)' if copy_gbs else '')
+                     for label, k in (('fwd', 'forward'), ('fwd+bwd', 'forward_backward')))
+
+
 def section_scan_bandwidth(ctx, sec):
     torch = ctx.torch
     import vmamba_kernels
-    from vmamba_mm.analysis.device_check import median_ms, scan_bytes
+    from vmamba_mm.analysis.device_check import scan_bytes
     environment = ctx.part('environment') or {}
     copy_gbs = environment.get('results', {}).get('copy_bandwidth', {}).get('gbs')
     dtype = torch.bfloat16
@@ -936,20 +953,15 @@ def section_scan_bandwidth(ctx, sec):
                 y.backward(torch.ones_like(y))
 
             row = dict(stage=stage, shape=[batch, dim, length, state, groups], backend=backend)
-            for fn, key in ((forward, 'forward'), (forward_backward, 'forward_backward')):
-                ms = median_ms(fn, ctx.device, warmup=warmup, repeats=repeats)
-                gbs = nbytes[key] / (ms * 1e-3) / 1e9
-                row[key] = dict(ms=ms, bytes=nbytes[key], gbs=gbs,
-                                share_of_copy=gbs / copy_gbs if copy_gbs else None)
+            shares = time_bandwidth(ctx, row, forward, forward_backward, nbytes, copy_gbs,
+                                    warmup, repeats)
             rows.append(row)
             sec.save()
-            shares = [f'{lab} {row[k]["ms"]:.3g} ms {row[k]["gbs"]:.4g} GB/s' +
-                      (f' ({row[k]["share_of_copy"]:.0%} of copy)' if copy_gbs else '')
-                      for lab, k in (('fwd', 'forward'), ('fwd+bwd', 'forward_backward'))]
-            sec.note(f'stage {stage} {tuple(row["shape"])} {backend}: ' + '; '.join(shares))
+            sec.note(f'stage {stage} {tuple(row["shape"])} {backend}: {shares}')
+    core_rows(ctx, sec, copy_gbs)
     if copy_gbs and not ctx.smoke:
-        best = max((r['forward_backward']['share_of_copy'] for r in rows if r['stage'] == 1),
-                   default=None)
+        best = max((r['forward_backward']['share_of_copy'] for r in rows + sec.results['cores']
+                    if r['stage'] == 1), default=None)
         if best is not None:
             sec.results['target_stage1_fwd_bwd'] = dict(best_share=best, target=0.5,
                                                         met=best >= 0.5)
@@ -957,6 +969,56 @@ def section_scan_bandwidth(ctx, sec):
                      f'{"met" if best >= 0.5 else "NOT met"})')
     sec.require(3, 'the roofline floor')
     roofline_figures(ctx, sec, environment)
+
+
+def core_rows(ctx, sec, copy_gbs):
+    """The fused scan core (what the model runs on the GPU: every route of a stage's map in one
+    kernel pair, delta formed inside) at the four stages' shapes, bf16 map and projections."""
+    torch = ctx.torch
+    import vmamba_kernels
+    from vmamba_kernels import NUM_ROUTES
+    from vmamba_mm.analysis.device_check import scan_core_bytes
+    from vmamba_mm.models.vssm import resolve_arch
+    settings = resolve_arch(ctx.arch)
+    # Under --smoke the 'torch' core, as for the scan rows: interpreted Triton times mean nothing.
+    backend = 'torch' if ctx.smoke else 'triton'
+    warmup, repeats = (1, 1) if ctx.smoke else (2, 5)
+    rows = sec.results['cores'] = []
+    for stage, channels in enumerate(settings['dims']):
+        side = ctx.image // settings['patch_size'] // 2**stage
+        inner = int(settings['ssm_ratio'] * channels)
+        state, rank = settings['ssm_d_state'], -(-channels // 16)
+        gen = torch.Generator().manual_seed(stage)
+        x = torch.randn(ctx.batch, inner, side, side, generator=gen).to(ctx.device,
+                                                                        torch.bfloat16)
+        weights = [torch.randn(NUM_ROUTES, rank + 2 * state, inner, generator=gen) * inner**-0.5,
+                   torch.randn(NUM_ROUTES, inner, rank, generator=gen) * rank**-0.5,
+                   -torch.rand(NUM_ROUTES * inner, state, generator=gen) - 0.1,
+                   torch.randn(NUM_ROUTES * inner, generator=gen),
+                   torch.randn(NUM_ROUTES * inner, generator=gen) * 0.5]
+        weights = [w.to(ctx.device) for w in weights]
+        nbytes = scan_core_bytes(ctx.batch, inner, side * side, NUM_ROUTES, rank, state, 2)
+        leaves = [x.clone().requires_grad_()] + [w.clone().requires_grad_() for w in weights]
+        sec.require(3, f'stage {stage + 1} core')
+
+        def forward(inputs=(x, *weights)):
+            with torch.no_grad(), torch.autocast(torch.device(ctx.device).type,
+                                                 dtype=torch.bfloat16):
+                vmamba_kernels.cross_selective_scan(*inputs, backend=backend)
+
+        def forward_backward(inputs=leaves):
+            with torch.autocast(torch.device(ctx.device).type, dtype=torch.bfloat16):
+                y = vmamba_kernels.cross_selective_scan(*inputs, backend=backend)
+            y.backward(torch.ones_like(y))
+
+        row = dict(stage=stage + 1, shape=[ctx.batch, inner, side, side, rank, state],
+                   backend=backend, operation='cross_selective_scan')
+        shares = time_bandwidth(ctx, row, forward, forward_backward, nbytes, copy_gbs, warmup,
+                                repeats)
+        rows.append(row)
+        sec.save()
+        sec.note(f'core stage {stage + 1} (batch, C, H, W, R, N) {tuple(row["shape"])}: '
+                 f'{shares}')
 
 
 def roofline_figures(ctx, sec, environment):
@@ -1007,10 +1069,65 @@ def roofline_figures(ctx, sec, environment):
     sec.note(line)
 
 
+# ------------------------------------------------------------------------- compiled model
+
+def section_compiled(ctx, sec):
+    """VMamba-T compiled whole (no graph break allowed) against itself in eager mode: bf16
+    autocast inference. On the GPU: Inductor with CUDA graphs (mode='reduce-overhead'). Under
+    --smoke: dynamo and AOT autograd only ('aot_eager'; Inductor takes minutes on two cores and
+    CUDA graphs need a GPU), which still fails on any graph break."""
+    torch = ctx.torch
+    from vmamba_mm.analysis.device_check import compare, synchronize, time_ms, within
+    device_type = torch.device(ctx.device).type
+    how = (dict(backend='aot_eager') if ctx.smoke else dict(mode='reduce-overhead'))
+    tolerance = 2e-2
+    sec.results['setup'] = dict(batch=ctx.batch, image=ctx.image, compile=how, fullgraph=True,
+                                precision='bf16 autocast',
+                                rule=f'logits max scaled error against eager <= {tolerance:g}')
+    torch.manual_seed(0)
+    model = build_vmamba(ctx, ctx.arch, ctx.device_backend).to(ctx.device).eval()
+    x = torch.randn(ctx.batch, 3, ctx.image, ctx.image, device=ctx.device)
+
+    def eager():
+        with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16):
+            return model(x)
+
+    compiled_model = torch.compile(model, fullgraph=True, **how)
+
+    def compiled():
+        with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16):
+            return compiled_model(x)
+
+    expected = eager()
+    sec.require(5, 'the compile')
+    started = time.time()
+    for _ in range(1 if ctx.smoke else 3):  # CUDA graphs record on the second or third call
+        got = compiled()
+    synchronize(ctx.device)
+    sec.results['compile_s'] = time.time() - started
+    errors = compare(got.float(), expected.float())
+    sec.results['logits'] = errors
+    sec.check('compiled logits equal eager', within(errors, tolerance),
+              max_scaled=errors['max_scaled'], tolerance=tolerance)
+    sec.note(f'{ctx.arch_label} compiled ({how}) in {sec.results["compile_s"]:.0f} s; logits vs '
+             f'eager max scaled {errors["max_scaled"]:.1e} (tol {tolerance:g})')
+    iters = 1 if ctx.smoke else 10
+    sec.require(2, 'timing')
+    times = {}
+    for label, fn in (('eager', eager), ('compiled', compiled)):
+        fn()
+        times[label] = time_ms(fn, ctx.device, iters)
+    sec.results['ms_per_batch'] = times
+    sec.results['speedup'] = times['eager'] / times['compiled']
+    sec.note(f'bf16 inference batch {ctx.batch}: eager {times["eager"]:.4g} ms, compiled '
+             f'{times["compiled"]:.4g} ms ({sec.results["speedup"]:.2f}x)')
+
+
 SECTIONS = collections.OrderedDict([
     ('environment', section_environment), ('correctness', section_correctness),
     ('model', section_model), ('profile', section_profile),
-    ('throughput', section_throughput), ('scan_bandwidth', section_scan_bandwidth)])
+    ('throughput', section_throughput), ('scan_bandwidth', section_scan_bandwidth),
+    ('compiled', section_compiled)])
 
 
 def main(argv=None):

@@ -191,6 +191,22 @@ def scan_bytes(batch, dim, length, state, groups, input_bytes, out_bytes=4):
     return dict(forward=forward, forward_backward=forward + backward)
 
 
+def scan_core_bytes(batch, channels, length, routes, rank, state, input_bytes, out_bytes=4):
+    """Fewest bytes SS2D's fused scan core moves (``cross_selective_scan``'s Triton kernel):
+    forward: the (B, L, C) map and the (B, L, routes, R + 2N) projections read at
+    ``input_bytes``, the routes' summed (B, L, C) output written at ``out_bytes``, and the
+    route parameters (A, D, bias, delta's weights: routes x C x (N + 2 + R) float32) read.
+    backward, on top: the map, the projections and dy read again, dx and dprojections written in
+    their inputs' dtype, the parameters' gradients written.
+    """
+    pixels = batch * length * channels
+    projections = batch * length * routes * (rank + 2 * state)
+    parameters = routes * channels * (state + 2 + rank) * 4
+    forward = (pixels + projections) * input_bytes + pixels * out_bytes + parameters
+    backward = (2 * (pixels + projections) * input_bytes + pixels * out_bytes + 2 * parameters)
+    return dict(forward=forward, forward_backward=forward + backward)
+
+
 GEMM_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm', 'aten::convolution',
             'aten::_convolution', 'aten::cudnn_convolution')
 

@@ -18,6 +18,8 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from vmamba_kernels import dispatch
+
 from .arch_checks import (check_arch_size, check_arch_values, check_drop_path_rate,
                           check_frozen_stages, check_in_channels, minimum_input_size,
                           stage_indices)
@@ -144,6 +146,7 @@ class VSSBlock(nn.Module):
                        scan_order=scan_order, scan_2d=scan_2d, channel_first=channel_first,
                        scan_backend=scan_backend)
         self.drop_path = DropPath(drop_path)
+        self._resolved_add_norm = {}  # device type -> backend name (see fused_add_norm)
         if mlp_ratio > 0:
             self.norm2 = norm_layer(channels, channel_first)
             self.mlp = Mlp(channels, int(channels * mlp_ratio), channel_first)
@@ -151,10 +154,32 @@ class VSSBlock(nn.Module):
             self.mlp = None
 
     def forward(self, x):
-        x = x + self.drop_path(self.op(self.norm(x)))
-        if self.mlp is not None:
-            x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x
+        branch = self.drop_path(self.op(self.norm(x)))
+        if self.mlp is None:
+            return x + branch
+        fused = self.fused_add_norm(x.device.type)
+        if fused is not None:
+            x, normed = fused(branch, x, self.norm2.weight, self.norm2.bias, self.norm2.eps,
+                              self.op.channel_first)
+        else:
+            x = x + branch
+            normed = self.norm2(x)
+        return x + self.drop_path(self.mlp(normed))
+
+    def fused_add_norm(self, device_type):
+        """The ``add_layer_norm`` kernel for the residual add and the MLP's norm on this device,
+        or None where the backend has none (tensor ops: the unfused add and norm, as written);
+        chosen once per device with the scan's backend, so a compiled graph holds a plain
+        call."""
+        if device_type == 'meta':  # shapes only (FLOP counting): the unfused steps count alike
+            return None
+        backend = self._resolved_add_norm.get(device_type)
+        if backend is None:
+            backend = dispatch.resolve_backend_name('add_layer_norm', device_type,
+                                                    self.op.scan_backend)
+            self._resolved_add_norm[device_type] = backend
+        return dispatch.implementation('add_layer_norm', backend).fn \
+            if backend == 'triton' else None
 
 
 class VSSStage(nn.Module):
