@@ -224,6 +224,20 @@ def test_linear_layers_on_onednn_match_nn_linear_and_follow_their_weights():
         assert layer(x).requires_grad  # with autograd: nn.Linear
 
 
+def test_mlp_gelu_as_a_onednn_post_op_matches_the_two_steps():
+    # CPU inference runs fc1's GELU as oneDNN's post-op; it must be the exact (erf) GELU.
+    import torch.nn.functional as F
+
+    from vmamba_mm.models.layers import Mlp
+    mlp = Mlp(24, 96, channel_first=False)
+    x = torch.randn(2, 5, 3, 24, generator=torch.Generator().manual_seed(0)) * 3
+    by_hand = F.linear(F.gelu(F.linear(x, mlp.fc1.weight, mlp.fc1.bias)), mlp.fc2.weight,
+                       mlp.fc2.bias)
+    with torch.no_grad():
+        assert mlp.fc1.onednn_applies(x)
+        torch.testing.assert_close(mlp(x), by_hand, rtol=1e-5, atol=1e-5)
+
+
 def test_linear_layers_are_counted_on_the_cpu_without_autograd():
     from torch.utils.flop_counter import FlopCounterMode
 
