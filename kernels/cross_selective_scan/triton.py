@@ -82,6 +82,26 @@ if triton is not None:
         return raw, step, decay
 
     @triton.jit
+    def _scan_chunk(x_ptr, proj_ptr, w_ptr, bias, A, h0, at_pixel, row, route, d, n, row_ok, t_ok,
+                    mask, bc_mask, dim, rank, state, HAS_BIAS: tl.constexpr,
+                    BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
+        """One chunk of a route from the state ``h0`` entering it: the map's values u, delta
+        before and after softplus, B, C, the inflow delta u B and the states h_t (channels x N x
+        chunk; steps past the map's end keep the state and add nothing)."""
+        u = tl.load(x_ptr + at_pixel, mask=mask, other=0.0).to(tl.float32)
+        raw, step, decay = _route_step(proj_ptr, w_ptr, bias, A, row, route, d, row_ok, t_ok,
+                                       dim, rank, HAS_BIAS, BLOCK_D, CHUNK)
+        Bt = tl.load(proj_ptr + row[None, :] + rank + n[:, None], mask=bc_mask,
+                     other=0.0).to(tl.float32)
+        Ct = tl.load(proj_ptr + row[None, :] + rank + state + n[:, None], mask=bc_mask,
+                     other=0.0).to(tl.float32)
+        valid = t_ok[None, None, :]
+        decay = tl.where(valid, decay, 1.0)
+        inflow = tl.where(valid, (step * u)[:, None, :] * Bt[None, :, :], 0.0)
+        a_run, x_run = tl.associative_scan((decay, inflow), 2, pair_combine)
+        return u, raw, step, Bt, Ct, inflow, x_run + a_run * h0[:, :, None]
+
+    @triton.jit
     def _route_parameters(A_ptr, bias_ptr, D_ptr, channel, n, row_ok, n_ok, state,
                           HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
         """A, delta's bias and D of a route's block of channels (``channel``: their rows)."""
@@ -119,18 +139,9 @@ if triton is not None:
                 bc_mask = n_ok[:, None] & t_ok[None, :]
                 at_pixel = (b * length + p)[None, :] * dim + d[:, None]
                 row = ((b * length + p) * ROUTES + route) * width
-                u = tl.load(x_ptr + at_pixel, mask=mask, other=0.0).to(tl.float32)
-                _, step, decay = _route_step(proj_ptr, w_ptr, bias, A, row, route, d, row_ok,
-                                             t_ok, dim, rank, HAS_BIAS, BLOCK_D, CHUNK)
-                Bt = tl.load(proj_ptr + row[None, :] + rank + n[:, None], mask=bc_mask,
-                             other=0.0).to(tl.float32)
-                Ct = tl.load(proj_ptr + row[None, :] + rank + state + n[:, None], mask=bc_mask,
-                             other=0.0).to(tl.float32)
-                valid = t_ok[None, None, :]
-                decay = tl.where(valid, decay, 1.0)
-                inflow = tl.where(valid, (step * u)[:, None, :] * Bt[None, :, :], 0.0)
-                a_run, x_run = tl.associative_scan((decay, inflow), 2, pair_combine)
-                hs = x_run + a_run * h[:, :, None]
+                u, _, step, Bt, Ct, _, hs = _scan_chunk(
+                    x_ptr, proj_ptr, w_ptr, bias, A, h, at_pixel, row, route, d, n, row_ok,
+                    t_ok, mask, bc_mask, dim, rank, state, HAS_BIAS, BLOCK_D, CHUNK)
                 y = tl.sum(hs * Ct[None, :, :], axis=1)
                 if HAS_D:
                     y += skip[:, None] * u
@@ -176,18 +187,10 @@ if triton is not None:
                 at_pixel = (b * length + p)[None, :] * dim + d[:, None]
                 row = ((b * length + p) * ROUTES + route) * width
                 h0 = tl.load(states_ptr + state_rows + c, mask=row_ok[:, None], other=0.0)
-                u = tl.load(x_ptr + at_pixel, mask=mask, other=0.0).to(tl.float32)
                 dy = tl.load(dy_ptr + at_pixel, mask=mask, other=0.0)
-                raw, step, decay = _route_step(proj_ptr, w_ptr, bias, A, row, route, d, row_ok,
-                                               t_ok, dim, rank, HAS_BIAS, BLOCK_D, CHUNK)
-                Bt = tl.load(proj_ptr + row[None, :] + rank + n[:, None], mask=bc_mask,
-                             other=0.0).to(tl.float32)
-                Ct = tl.load(proj_ptr + row[None, :] + rank + state + n[:, None], mask=bc_mask,
-                             other=0.0).to(tl.float32)
-                decay = tl.where(valid, decay, 1.0)
-                inflow = tl.where(valid, (step * u)[:, None, :] * Bt[None, :, :], 0.0)
-                a_run, x_run = tl.associative_scan((decay, inflow), 2, pair_combine)
-                hs = x_run + a_run * h0[:, :, None]
+                u, raw, step, Bt, Ct, inflow, hs = _scan_chunk(
+                    x_ptr, proj_ptr, w_ptr, bias, A, h0, at_pixel, row, route, d, n, row_ok,
+                    t_ok, mask, bc_mask, dim, rank, state, HAS_BIAS, BLOCK_D, CHUNK)
                 decayed_prev = hs - inflow  # a_t h_{t-1}
                 # dh_t = C_t dy_t + a_{t+1} dh_{t+1}: the next step's decay, from the chunk's end.
                 t_next = t + 1
