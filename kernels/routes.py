@@ -72,7 +72,10 @@ def cached_table(build, order, height, width, device):
     key = (build.__name__, order, int(height), int(width), torch.device(device))
     table = _TABLES.get(key)
     if table is None:
-        table = build(order, int(height), int(width), device).contiguous()
+        # A table first made under torch.inference_mode would be an inference tensor, which a
+        # later training step could not save for its backward: made outside it, always.
+        with torch.inference_mode(False):
+            table = build(order, int(height), int(width), device).contiguous()
         _TABLES[key] = table
         if len(_TABLES) > _MAX_TABLES:
             _TABLES.popitem(last=False)

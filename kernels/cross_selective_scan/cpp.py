@@ -6,20 +6,19 @@ projection of every pixel at once (``x_proj`` as one matrix), and every route's 
 low-rank part. A map that comes channels-last from the depthwise conv is read without a copy, and
 a channels-last model gets its (B, H, W, C) output without one.
 
-Inference only in practice (``cross_selective_scan`` takes the composite under autograd, which
-needs no recomputation), but a complete operator: see ``fused.py``.
+Training runs the same kernel: its backward, ``vmamba::cross_selective_scan_cpp_backward``, is
+one C++ pass per image that recomputes the forward of each route and block of channels and walks
+it in reverse; no route copies of the map, no cross-scan/merge either way. Its oracle is
+``pixel_major_scan_reference`` (``composite.py``).
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ..cpu_extension import float32_contiguous, load_extension
 from ..routes import route_table
-from ..scan_common import needs_grad
-from ..selective_scan.cpp import selective_scan_cpp
-from .composite import composite, pixel_major_projections, pixel_major_scan_reference
-from .fused import register_fused_operator
+from .composite import pixel_major_projections
 
 
 @torch.library.custom_op('vmamba::cross_selective_scan_cpp', mutates_args=())
@@ -32,9 +31,46 @@ def cross_selective_scan_cpp(x: Tensor, delta: Tensor, projected: Tensor, A: Ten
     return load_extension().cross_selective_scan_forward(*args, True, pixels.contiguous())
 
 
-register_fused_operator(cross_selective_scan_cpp, selective_scan_cpp,
-                        reference=pixel_major_scan_reference, num_differentiable=6,
-                        output_shape=lambda x: x.shape)
+@cross_selective_scan_cpp.register_fake
+def _(x, delta, projected, A, D, delta_bias, pixels):
+    return x.new_empty(x.shape, dtype=torch.float32)
+
+
+@torch.library.custom_op('vmamba::cross_selective_scan_cpp_backward', mutates_args=())
+def cross_selective_scan_cpp_backward(x: Tensor, delta: Tensor, projected: Tensor, A: Tensor,
+                                      D: Optional[Tensor], delta_bias: Optional[Tensor],
+                                      pixels: Tensor, grad_y: Tensor
+                                      ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx, ddelta, dprojected, dA, dD, ddelta_bias) of ``cross_selective_scan_cpp`` in one C++
+    pass per image, recomputing its forward: float32; dprojected is zero in the low-rank columns
+    (the kernel reads delta, not them); dD and ddelta_bias are zeros when absent."""
+    args = [float32_contiguous(t, x) for t in (x, delta, projected, A, D, delta_bias)]
+    dx, ddelta, dprojected, dA, dD, dbias = load_extension().cross_selective_scan_backward(
+        *args, True, pixels.contiguous(), grad_y.float().contiguous())
+    return dx, ddelta, dprojected, dA.sum(0), dD.sum(0), dbias.sum(0)
+
+
+@cross_selective_scan_cpp_backward.register_fake
+def _(x, delta, projected, A, D, delta_bias, pixels, grad_y):
+    float32 = dict(dtype=torch.float32)
+    return (x.new_empty(x.shape, **float32), delta.new_empty(delta.shape, **float32),
+            projected.new_empty(projected.shape, **float32), A.new_empty(A.shape, **float32),
+            A.new_empty(A.shape[0], **float32), A.new_empty(A.shape[0], **float32))
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad_y):
+    x, delta, projected, A, D, delta_bias, pixels = ctx.saved_tensors
+    dx, ddelta, dprojected, dA, dD, dbias = cross_selective_scan_cpp_backward(
+        x, delta, projected, A, D, delta_bias, pixels, grad_y)
+    return (dx.to(x.dtype), ddelta.to(delta.dtype), dprojected.to(projected.dtype), dA,
+            dD if D is not None else None, dbias if delta_bias is not None else None, None)
+
+
+cross_selective_scan_cpp.register_autograd(_backward, setup_context=_setup)
 
 
 def pixel_major_inputs(x, x_proj_weight, dt_projs_weight):
@@ -53,11 +89,7 @@ def pixel_major_inputs(x, x_proj_weight, dt_projs_weight):
 
 def cross_selective_scan_compiled(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, order,
                                   channel_first):
-    """The ``cpp`` backend's cross_selective_scan: the kernel without autograd, else the
-    composite of the ``cpp`` scan."""
-    if needs_grad(x, x_proj_weight, dt_projs_weight, A, D, delta_bias):
-        return composite('cpp')(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, order,
-                                channel_first)
+    """The ``cpp`` backend's cross_selective_scan: the kernel pair, for inference and training."""
     pixel_major, delta, projected = pixel_major_inputs(x, x_proj_weight, dt_projs_weight)
     height, width = x.shape[2:]
     y = cross_selective_scan_cpp(pixel_major, delta, projected, A, D, delta_bias,

@@ -1,17 +1,16 @@
-"""What the fused C++ cross_selective_scan kernels share: their fake, their backward, their entry.
+"""A fused inference kernel's fake, backward and entry, for a channel-first kernel without a
+backward kernel of its own (the 2D scan's C++ kernel, ``cross_selective_scan_2d/cpp.py``).
 
-A fused kernel takes the per-route projections in pixel order and the route table, and returns
-what its reference returns: ``pixel_major_scan_reference`` (the 1D scan, channels-last, delta
-given) or ``fused_scan_2d_reference`` (the 2D scan, channel-first). Its backward recomputes that
-reference on the backend's own selective-scan operator and differentiates it (inference is what
-these kernels are for; the composite serves training without recomputation). The Triton kernel
-has a backward of its own (``triton.py``).
+Such a kernel takes the per-route projections in pixel order and the route tables, and returns
+what its reference returns (``fused_scan_2d_reference``). Its backward recomputes that reference
+on the backend's own selective-scan operator and differentiates it (inference is what the kernel
+is for; the composite serves training without recomputation). The 1D scan's C++ and Triton
+kernels have backward kernels of their own (``cpp.py``, ``triton.py``).
 """
 import torch
 
-from ..routes import route_table
 from ..scan_common import needs_grad
-from .composite import composite, project
+from .composite import project
 
 
 # The fused operators' differentiable inputs come first: x, dt_low, dt_weight, A, B, C, D,
@@ -24,18 +23,16 @@ def channel_first_output(x):
     return x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
 
 
-def register_fused_operator(fused_op, selective_scan, reference,
-                            num_differentiable=NUM_DIFFERENTIABLE,
-                            output_shape=channel_first_output):
+def register_fused_operator(fused_op, selective_scan, reference):
     """Fake implementation and autograd of ``fused_op``; ``selective_scan(u, delta, A, B, C, D,
     delta_bias, delta_softplus)`` is the differentiable scan the backward recomputes with, through
     ``reference(*differentiable inputs, *tables, selective_scan)``. The first
-    ``num_differentiable`` inputs are differentiable; the float32 output has
-    ``output_shape(x)``."""
+    ``NUM_DIFFERENTIABLE`` inputs are differentiable; the float32 output is (B, C, L)."""
+    num_differentiable = NUM_DIFFERENTIABLE
 
     @fused_op.register_fake
     def _(x, *rest):
-        return x.new_empty(output_shape(x), dtype=torch.float32)
+        return x.new_empty(channel_first_output(x), dtype=torch.float32)
 
     def setup(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
@@ -58,15 +55,9 @@ def register_fused_operator(fused_op, selective_scan, reference,
     fused_op.register_autograd(backward, setup_context=setup)
 
 
-def route_tables(order, height, width, device):
-    """The tables a 1D fused kernel reads after the differentiable inputs."""
-    return (route_table(order, height, width, device), )
-
-
-def fused_entry(fused_op, backend, tracked=None, tables=route_tables):
+def fused_entry(fused_op, tracked, tables):
     """A backend's cross_selective_scan: ``fused_op`` without autograd, else ``tracked`` (the
-    backend's composite by default); ``tables(order, H, W, device)`` gives the kernel's tables."""
-    tracked = composite(backend) if tracked is None else tracked
+    backend's composite); ``tables(order, H, W, device)`` gives the kernel's tables."""
 
     def cross_selective_scan(x, x_proj_weight, dt_projs_weight, A, D, delta_bias, order,
                              channel_first):

@@ -42,6 +42,6 @@ def route_tables_2d(order, height, width, device):
             cached_table(route_widths, order, height, width, device))
 
 
-cross_selective_scan_2d_compiled = fused_entry(cross_selective_scan_2d_cpp, 'cpp',
+cross_selective_scan_2d_compiled = fused_entry(cross_selective_scan_2d_cpp,
                                                tracked=composite_2d('cpp'),
                                                tables=route_tables_2d)

@@ -496,11 +496,181 @@ torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::
   return y;
 }
 
+// The gradients of cross_selective_scan_forward, for training: one pass per image (so the B and C
+// gradients of its pixels, summed over channels, have one writer: no atomics, and the same sum
+// order at any thread count). Per block of kLanes channels and route, the forward is recomputed
+// into thread-local buffers (steps, softplus slopes, decays, states for every token of the route),
+// then walked in reverse with the adjoint dh_t = C_t dy_t + a_{t+1} dh_{t+1}. The map's gradient
+// is summed over routes in place; nothing of shape (routes, batch, dim, L) is made but ddelta,
+// which the delta projection's own backward needs. Plain loops over the lanes, which the compiler
+// vectorises (exp, log1p through libmvec under -ffast-math).
+//   x, delta, projected, A, D, delta_bias, pixels: as the forward; grad_y: (batch, H, W, dim).
+//   Returns dx (batch, H, W, dim), ddelta (K, batch, L, dim) (of delta before its bias),
+//   dprojected (batch, L, K, R + 2N) (zeros in the R low-rank columns: delta carries those),
+//   dA (batch, K * dim, N), dD and ddelta_bias (batch, K * dim), per image (the caller sums).
+std::vector<torch::Tensor> cross_selective_scan_backward(
+    const torch::Tensor& x, const torch::Tensor& delta, const torch::Tensor& projected,
+    const torch::Tensor& A, const torch::Tensor& D, const torch::Tensor& delta_bias,
+    bool delta_softplus, const torch::Tensor& pixels, const torch::Tensor& grad_y) {
+  check(x, "x", 4);
+  check(delta, "delta", 4);
+  check(projected, "projected", 4);
+  check(A, "A", 2);
+  check(grad_y, "grad_y", 4);
+  const int64_t batch = x.size(0), dim = x.size(3), length = x.size(1) * x.size(2);
+  const int64_t routes = pixels.size(0), state = A.size(1), width = projected.size(3);
+  const int64_t rank = width - 2 * state;
+  TORCH_CHECK(pixels.scalar_type() == torch::kInt64 && pixels.is_contiguous() &&
+                  pixels.size(1) == length, "pixels must be a contiguous int64 (routes, H*W)");
+  TORCH_CHECK(delta.size(0) == routes && delta.size(1) == batch && delta.size(2) == length &&
+                  delta.size(3) == dim, "delta must be (routes, batch, H*W, dim)");
+  TORCH_CHECK(projected.size(0) == batch && projected.size(1) == length &&
+                  projected.size(2) == routes && rank >= 0,
+              "projected must be (batch, H*W, routes, R + 2N)");
+  TORCH_CHECK(grad_y.sizes() == x.sizes(), "grad_y must have x's shape");
+  const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
+  auto dx = torch::empty_like(x), ddelta = torch::empty_like(delta);
+  auto dprojected = torch::zeros_like(projected);
+  auto dA = torch::zeros({batch, routes * dim, state}, x.options());
+  auto dD = torch::zeros({batch, routes * dim}, x.options());
+  auto dbias = torch::zeros({batch, routes * dim}, x.options());
+  const float *px = x.data_ptr<float>(), *pdelta = delta.data_ptr<float>();
+  const float *pproj = projected.data_ptr<float>(), *pA = A.data_ptr<float>();
+  const float* pD = has_d ? D.data_ptr<float>() : nullptr;
+  const float* pbias = has_bias ? delta_bias.data_ptr<float>() : nullptr;
+  const float* pdy = grad_y.data_ptr<float>();
+  const int64_t* ppix = pixels.data_ptr<int64_t>();
+  float *pdx = dx.data_ptr<float>(), *pddelta = ddelta.data_ptr<float>();
+  float *pdproj = dprojected.data_ptr<float>(), *pdA = dA.data_ptr<float>();
+  float *pdD = dD.data_ptr<float>(), *pdbias = dbias.data_ptr<float>();
+  const int64_t plane = length * dim, pixel_stride = routes * width;
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    // per token of a route, kLanes lanes: step, slope, and per state the decay and the state
+    std::vector<float> step(length * kLanes), slope(length * kLanes);
+    std::vector<float> decay(length * state * kLanes), h(length * state * kLanes);
+    std::vector<float> g(state * kLanes), dA_acc(state * kLanes), rate(state * kLanes);
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t d0 = 0; d0 < dim; d0 += kLanes) {
+        const int64_t lanes = std::min(kLanes, dim - d0);
+        for (int64_t k = 0; k < routes; ++k) {
+          const int64_t* pixel = ppix + k * length;
+          const int64_t channel = k * dim + d0;
+          const float* proj = pproj + (b * length * routes + k) * width;  // + p * pixel_stride
+          float* dproj = pdproj + (b * length * routes + k) * width;
+          const float* dl = pdelta + (k * batch + b) * plane + d0;
+          float* ddl = pddelta + (k * batch + b) * plane + d0;
+          float bias[kLanes] = {}, skip[kLanes] = {};
+          for (int64_t j = 0; j < lanes; ++j) {
+            bias[j] = pbias ? pbias[channel + j] : 0.f;
+            skip[j] = pD ? pD[channel + j] : 0.f;
+            for (int64_t n = 0; n < state; ++n) rate[n * kLanes + j] = pA[(channel + j) * state + n];
+          }
+          for (int64_t j = lanes; j < kLanes; ++j)
+            for (int64_t n = 0; n < state; ++n) rate[n * kLanes + j] = 0.f;
+          // forward, recomputed: steps and slopes, then decays and states
+          for (int64_t t = 0; t < length; ++t) {
+            const float* dt = dl + pixel[t] * dim;
+            float* st = step.data() + t * kLanes;
+            float* sl = slope.data() + t * kLanes;
+            float raw[kLanes] = {};
+            for (int64_t j = 0; j < lanes; ++j) raw[j] = dt[j] + bias[j];
+            for (int64_t j = 0; j < kLanes; ++j) {
+              if (delta_softplus) {
+                st[j] = raw[j] > 20.f ? raw[j] : std::log1p(std::exp(raw[j]));
+                sl[j] = 1.f / (1.f + std::exp(-raw[j]));
+              } else {
+                st[j] = raw[j];
+                sl[j] = 1.f;
+              }
+            }
+          }
+          for (int64_t t = 0; t < length; ++t) {
+            const int64_t p = pixel[t];
+            const float* u = px + b * plane + p * dim + d0;
+            const float* bc = proj + p * pixel_stride + rank;
+            const float* st = step.data() + t * kLanes;
+            for (int64_t n = 0; n < state; ++n) {
+              float* dc = decay.data() + (t * state + n) * kLanes;
+              float* hn = h.data() + (t * state + n) * kLanes;
+              const float* hp = t > 0 ? h.data() + ((t - 1) * state + n) * kLanes : nullptr;
+              const float* rn = rate.data() + n * kLanes;
+              float su[kLanes] = {};
+              for (int64_t j = 0; j < lanes; ++j) su[j] = st[j] * u[j];
+              for (int64_t j = 0; j < kLanes; ++j) {
+                dc[j] = std::exp(st[j] * rn[j]);
+                hn[j] = (hp ? dc[j] * hp[j] : 0.f) + su[j] * bc[n];
+              }
+            }
+          }
+          // reverse walk
+          std::fill(g.begin(), g.end(), 0.f);
+          std::fill(dA_acc.begin(), dA_acc.end(), 0.f);
+          float dD_acc[kLanes] = {}, dbias_acc[kLanes] = {};
+          for (int64_t t = length - 1; t >= 0; --t) {
+            const int64_t p = pixel[t];
+            float u[kLanes] = {}, dy[kLanes] = {};
+            for (int64_t j = 0; j < lanes; ++j) {
+              u[j] = px[b * plane + p * dim + d0 + j];
+              dy[j] = pdy[b * plane + p * dim + d0 + j];
+            }
+            const float* bc = proj + p * pixel_stride + rank;
+            float* dbc = dproj + p * pixel_stride + rank;
+            const float* st = step.data() + t * kLanes;
+            float du[kLanes], dstep[kLanes] = {};
+            for (int64_t j = 0; j < kLanes; ++j) du[j] = skip[j] * dy[j];
+            for (int64_t n = 0; n < state; ++n) {
+              float* gn = g.data() + n * kLanes;
+              const float* dc = decay.data() + (t * state + n) * kLanes;
+              const float* hn = h.data() + (t * state + n) * kLanes;
+              const float* hp = t > 0 ? h.data() + ((t - 1) * state + n) * kLanes : nullptr;
+              const float* rn = rate.data() + n * kLanes;
+              float* dAn = dA_acc.data() + n * kLanes;
+              const float Bn = bc[n], Cn = bc[state + n];
+              float dB = 0.f, dC = 0.f;
+              for (int64_t j = 0; j < kLanes; ++j) {
+                const float gj = gn[j] + Cn * dy[j];  // dh_t
+                const float decayed_prev = hp ? dc[j] * hp[j] : 0.f;  // a_t h_{t-1}
+                dAn[j] += gj * decayed_prev * st[j];
+                dstep[j] += gj * (decayed_prev * rn[j] + u[j] * Bn);
+                du[j] += gj * st[j] * Bn;
+                dB += gj * st[j] * u[j];
+                dC += hn[j] * dy[j];
+                gn[j] = dc[j] * gj;  // a_t dh_t, what token t - 1 receives
+              }
+              dbc[n] += dB;
+              dbc[state + n] += dC;
+            }
+            float* dxp = pdx + b * plane + p * dim + d0;
+            float* ddp = ddl + p * dim;
+            const float* sl = slope.data() + t * kLanes;
+            for (int64_t j = 0; j < lanes; ++j) {
+              const float draw = dstep[j] * sl[j];
+              ddp[j] = draw;
+              dbias_acc[j] += draw;
+              dD_acc[j] += dy[j] * u[j];
+              dxp[j] = k == 0 ? du[j] : dxp[j] + du[j];
+            }
+          }
+          for (int64_t j = 0; j < lanes; ++j) {
+            const int64_t row = b * routes * dim + channel + j;
+            for (int64_t n = 0; n < state; ++n) pdA[row * state + n] = dA_acc[n * kLanes + j];
+            pdD[row] = dD_acc[j];
+            pdbias[row] = dbias_acc[j];
+          }
+        }
+      }
+    }
+  });
+  return {dx, ddelta, dprojected, dA, dD, dbias};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear_recurrence", &linear_recurrence, "h_t = a_t h_{t-1} + b_t over rows (CPU)");
   m.def("selective_scan_forward", &selective_scan_forward, "fused selective scan, no grad (CPU)");
   m.def("selective_scan_backward", &selective_scan_backward,
         "gradients of the selective scan, recomputing its forward (CPU)");
+  m.def("cross_selective_scan_backward", &cross_selective_scan_backward,
+        "gradients of the SS2D four-route scan, recomputing its forward per image (CPU)");
   m.def("cross_selective_scan_forward", &cross_selective_scan_forward,
         "SS2D four-route scan with cross-scan and cross-merge fused, no grad (CPU)");
 }

@@ -102,3 +102,22 @@ def test_cross_selective_scan_every_path_against_the_reference(order, state, hei
         for out in (fused, tracked):
             assert out.shape == ref.shape
             torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_a_route_table_first_made_in_inference_mode_serves_training():
+    # The tables are cached: one first made under torch.inference_mode must still be a tensor a
+    # training step can save for its backward (the fused kernels keep it for theirs).
+    from vmamba_kernels.routes import _TABLES
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 3, 7, generator=gen)
+    args = (torch.randn(4, 4, 4, generator=gen) * 0.5, torch.randn(4, 4, 2, generator=gen) * 0.5,
+            -torch.rand(16, 1, generator=gen) - 0.1, torch.randn(16, generator=gen),
+            torch.randn(16, generator=gen))
+    for key in [key for key in _TABLES if key[2:4] == (3, 7)]:
+        del _TABLES[key]
+    for backend in available_backends('cross_selective_scan'):
+        with torch.inference_mode():
+            cross_selective_scan(x, *args, backend=backend)
+        leaf = x.clone().requires_grad_()
+        cross_selective_scan(leaf, *args, backend=backend).sum().backward()
+        assert leaf.grad is not None and torch.isfinite(leaf.grad).all()

@@ -71,7 +71,8 @@ def pixel_major_operator_inputs(channels, height, width, rank, state, seed, batc
     ('bidirectional', 1, 6, 5, 2), ('unidirectional', 3, 5, 5, 2), ('unidirectional', 1, 6, 20, 1)])
 def test_fused_cross_selective_scan_op(order, height, width, channels, state):
     from vmamba_kernels.cross_selective_scan.composite import pixel_major_scan_reference
-    from vmamba_kernels.cross_selective_scan.cpp import cross_selective_scan_cpp
+    from vmamba_kernels.cross_selective_scan.cpp import (cross_selective_scan_cpp,
+                                                         cross_selective_scan_cpp_backward)
     args = leaves(*pixel_major_operator_inputs(channels, height, width, rank=2, state=state,
                                                seed=height))
     gen = torch.Generator().manual_seed(height)
@@ -87,9 +88,30 @@ def test_fused_cross_selective_scan_op(order, height, width, channels, state):
     assert out.shape == (2, height, width, channels)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
     grad = torch.randn(out.shape, generator=gen)
+    # The gradients come from the C++ backward (vmamba::cross_selective_scan_cpp_backward).
     for got, want in zip(torch.autograd.grad(out, args, grad),
                          torch.autograd.grad(expected, args, grad)):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    torch.library.opcheck(cross_selective_scan_cpp_backward,
+                          (*[t.detach() for t in args], pixels, grad))
+
+
+def test_fused_cross_selective_scan_backward_is_the_same_at_any_thread_count():
+    # One pass per image: the B and C gradients of a pixel are summed over channels by one
+    # thread in one order, whatever the number of threads.
+    from vmamba_kernels.cross_selective_scan.cpp import cross_selective_scan_cpp_backward
+    args = pixel_major_operator_inputs(20, 4, 6, rank=2, state=1, seed=0, batch=3)
+    pixels = route_pixels('cross', 4, 6)
+    grad = torch.randn(args[0].shape, generator=torch.Generator().manual_seed(1))
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            results.append(cross_selective_scan_cpp_backward(*args, pixels, grad))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
 def test_fused_cross_selective_scan_softplus_over_its_whole_range():

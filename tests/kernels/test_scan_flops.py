@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 import vmamba_kernels
 from tests.kernels.scan_inputs import make_inputs
 from vmamba_kernels import available_backends
+from vmamba_kernels.cross_selective_scan.composite import composite as composite_of
 
 # Operators whose fake implementations run on meta tensors: no kernel, no GPU needed to count.
 SCAN_OPERATORS = ['selective_scan_cpp', 'selective_scan_triton', 'selective_scan_cuda']
@@ -79,7 +80,8 @@ def test_backward_only_operators_carry_no_rule():
     # They run in backward passes only (or recompute inside one); the official tables count the
     # inference forward, and a rule here would count the scan twice in a training step.
     for name in ('linear_recurrence_cpp', 'selective_scan_triton_backward',
-                 'selective_scan_cuda_backward', 'cross_selective_scan_triton_backward'):
+                 'selective_scan_cuda_backward', 'cross_selective_scan_triton_backward',
+                 'cross_selective_scan_cpp_backward'):
         assert getattr(torch.ops.vmamba, name) not in flop_registry
     for name in SCAN_OPERATORS + FUSED_OPERATORS + PIXEL_MAJOR_OPERATORS:
         assert getattr(torch.ops.vmamba, name) in flop_registry
@@ -87,8 +89,9 @@ def test_backward_only_operators_carry_no_rule():
 
 @pytest.mark.skipif('cpp' not in available_backends(), reason='the C++ CPU kernel is not built')
 def test_the_cpu_kernels_count_the_same_through_fused_and_composite_paths():
-    # Real CPU tensors through the public entry points: without autograd the fused operator runs
-    # (delta projection inside it), with autograd the composite (einsums + selective_scan_cpp).
+    # Real CPU tensors: the public entry (the fused operator after the x_proj GEMM and the delta
+    # bmm), without and with autograd, and the cpp backend's composite (einsums + routes +
+    # selective_scan_cpp) called directly.
     inputs = make_inputs(2, 6, 11, 2, 3)
     scan = counted(lambda: vmamba_kernels.selective_scan(
         inputs['u'], inputs['delta'], inputs['A'], inputs['B'], inputs['C'], D=inputs['D'],
@@ -106,9 +109,10 @@ def test_the_cpu_kernels_count_the_same_through_fused_and_composite_paths():
     leaves = [t.clone().requires_grad_() for t in core]
     with FlopCounterMode(display=False) as counter:
         vmamba_kernels.cross_selective_scan(*leaves, backend='cpp')
-    composite = counter.get_total_flops()
+    tracked = counter.get_total_flops()
+    composite = counted(lambda: composite_of('cpp')(*core, 'cross', True))
     length, scanned = height * width, 4 * channels
     x_proj = batch * 4 * (rank + 2 * state) * channels * length  # 2*4*6*3*20 = 2880
     delta = batch * 4 * channels * rank * length  # 960
     scan = 9 * batch * length * scanned * state + batch * scanned * length  # 8640 + 480
-    assert fused == composite == 2 * (x_proj + delta + scan)
+    assert fused == tracked == composite == 2 * (x_proj + delta + scan)

@@ -27,9 +27,9 @@ def one_block_per_stage(arch):
 # VMamba-T, and 2DVMamba-T's blocks on a non-square input (its routes scan 16x12 and 12x16 grids).
 ARCHS = [('tiny-s1l8', (2, 3, 64, 64)), (one_block_per_stage('2dvmamba-tiny'), (1, 3, 64, 48))]
 ARCH_IDS = ['tiny-s1l8', '2dvmamba-tiny-one-block-per-stage']
-# The scan operators each exported program holds: the C++ scan is one node; the torch backend
-# is plain aten ops.
-EXPORTED_SCAN_OPS = {(False, 'cpp'): {'vmamba.selective_scan_cpp.default'},
+# The scan operators each exported program holds: the C++ scan core (routes walked in place,
+# with its own backward) is one node; the torch backend is plain aten ops.
+EXPORTED_SCAN_OPS = {(False, 'cpp'): {'vmamba.cross_selective_scan_cpp.default'},
                      (True, 'cpp'): {'vmamba.selective_scan_2d_cpp.default'}}
 
 
