@@ -1,10 +1,10 @@
 """SS2D's scan core: project a 2D map onto its routes, scan each, merge them back.
 
-``cross_selective_scan`` is what a VSS block calls. On a backend with a fused kernel, the map is
-projected once in pixel order and the kernel walks the routes in place: ``triton`` (GPUs) always,
-its backward a kernel of its own; ``cpp`` (CPU) when no gradient is needed. Otherwise the
-backend's ``cross_scan``, ``selective_scan`` and ``cross_merge`` run in turn (``composite.py``).
-All compute the same function.
+``cross_selective_scan`` is what a VSS block calls. On a backend with a fused kernel (``cpp`` on
+the CPU, ``triton`` on GPUs) the map is projected once in pixel order and the kernel walks the
+routes in place, for inference and training alike (each has a backward kernel of its own).
+Otherwise the backend's ``cross_scan``, ``selective_scan`` and ``cross_merge`` run in turn
+(``composite.py``). All compute the same function.
 """
 import os
 
@@ -23,7 +23,7 @@ register(OPERATION, 'torch', chunked.cross_selective_scan_chunked, devices=('cpu
          priority=0, auto_devices=('cpu', ), description='tensor ops')
 register(OPERATION, 'cpp', cpp.cross_selective_scan_compiled, devices=('cpu', ), priority=1,
          unavailable_reason=cpu_extension.unavailable_reason,
-         description='C++ kernel, fused with cross-scan/merge without autograd')
+         description='C++ kernel pair on the channels-last map, routes walked in place')
 register(OPERATION, 'triton', triton.cross_selective_scan_triton,
          devices=('cuda', 'cpu') if os.environ.get('TRITON_INTERPRET') == '1' else ('cuda', ),
          priority=2, auto_devices=('cuda', ), unavailable_reason=triton_common.unavailable_reason,
