@@ -173,6 +173,16 @@ def resolve_backend_name(operation, device_type, requested=None):
     return impl.backend
 
 
+def resolve_once(cache, operation, device_type, requested=None):
+    """``resolve_backend_name``, kept in ``cache`` (a module's dict, by device type): a model
+    resolves each operation once per device, at its first forward there, and then dispatches by
+    name, a dict lookup that a compiled graph holds as a constant."""
+    backend = cache.get(device_type)
+    if backend is None:
+        backend = cache[device_type] = resolve_backend_name(operation, device_type, requested)
+    return backend
+
+
 def implementation(operation, backend):
     """The registered implementation, no checks: for callers that resolved ``backend`` already."""
     return _IMPLEMENTATIONS[operation][backend]

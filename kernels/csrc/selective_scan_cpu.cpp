@@ -27,6 +27,20 @@ void check(const torch::Tensor& t, const char* name, int64_t dims) {
               " dims");
 }
 
+// The selective scan's operands, as the forward and the backward take them: u, delta (batch, dim,
+// L); A (dim, N); B, C (batch, G, N, L); D, delta_bias (dim,) or empty.
+void check_scan_inputs(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+                       const torch::Tensor& B, const torch::Tensor& C, const torch::Tensor& D,
+                       const torch::Tensor& delta_bias) {
+  check(u, "u", 3);
+  check(delta, "delta", 3);
+  check(A, "A", 2);
+  check(B, "B", 4);
+  check(C, "C", 4);
+  if (D.numel() > 0) check(D, "D", 1);
+  if (delta_bias.numel() > 0) check(delta_bias, "delta_bias", 1);
+}
+
 }  // namespace
 
 // reverse=true runs from the last token to the first (the adjoint recurrence of the backward).
@@ -65,17 +79,11 @@ torch::Tensor selective_scan_forward(const torch::Tensor& u, const torch::Tensor
                                      const torch::Tensor& A, const torch::Tensor& B,
                                      const torch::Tensor& C, const torch::Tensor& D,
                                      const torch::Tensor& delta_bias, bool delta_softplus) {
-  check(u, "u", 3);
-  check(delta, "delta", 3);
-  check(A, "A", 2);
-  check(B, "B", 4);
-  check(C, "C", 4);
+  check_scan_inputs(u, delta, A, B, C, D, delta_bias);
   const int64_t batch = u.size(0), dim = u.size(1), length = u.size(2);
   const int64_t groups = B.size(1), state = A.size(1);
   const int64_t per_group = dim / groups;
   const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
-  if (has_d) check(D, "D", 1);
-  if (has_bias) check(delta_bias, "delta_bias", 1);
   auto y = torch::empty_like(u);
   const float *pu = u.data_ptr<float>(), *pdelta = delta.data_ptr<float>();
   const float *pA = A.data_ptr<float>(), *pB = B.data_ptr<float>(), *pC = C.data_ptr<float>();
@@ -149,17 +157,11 @@ std::vector<torch::Tensor> selective_scan_backward(
     const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
     const torch::Tensor& B, const torch::Tensor& C, const torch::Tensor& D,
     const torch::Tensor& delta_bias, const torch::Tensor& grad_y, bool delta_softplus) {
-  check(u, "u", 3);
-  check(delta, "delta", 3);
+  check_scan_inputs(u, delta, A, B, C, D, delta_bias);
   check(grad_y, "grad_y", 3);
-  check(A, "A", 2);
-  check(B, "B", 4);
-  check(C, "C", 4);
   const int64_t batch = u.size(0), dim = u.size(1), length = u.size(2);
   const int64_t groups = B.size(1), state = A.size(1), per_group = dim / groups;
   const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
-  if (has_d) check(D, "D", 1);
-  if (has_bias) check(delta_bias, "delta_bias", 1);
   auto du = torch::empty_like(u), ddelta = torch::empty_like(u);
   auto dB = torch::zeros_like(B), dC = torch::zeros_like(C);
   // per batch element, summed over the batch below: each (batch, group) unit owns its rows
@@ -445,16 +447,17 @@ void scan_route_avx2(const RouteView& r, float* h, float* step, float* decay) {
 
 }  // namespace
 
-torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::Tensor& delta,
-                                           const torch::Tensor& projected, const torch::Tensor& A,
-                                           const torch::Tensor& D, const torch::Tensor& delta_bias,
-                                           bool delta_softplus, const torch::Tensor& pixels) {
+// The operands of SS2D's fused core, as its forward and backward take them (see above).
+void check_route_scan_inputs(const torch::Tensor& x, const torch::Tensor& delta,
+                             const torch::Tensor& projected, const torch::Tensor& A,
+                             const torch::Tensor& D, const torch::Tensor& delta_bias,
+                             const torch::Tensor& pixels) {
   check(x, "x", 4);
   check(delta, "delta", 4);
   check(projected, "projected", 4);
   check(A, "A", 2);
-  const int64_t batch = x.size(0), height = x.size(1), width = x.size(2), dim = x.size(3);
-  const int64_t length = height * width, routes = pixels.size(0), state = A.size(1);
+  const int64_t batch = x.size(0), dim = x.size(3), length = x.size(1) * x.size(2);
+  const int64_t routes = pixels.size(0), state = A.size(1);
   TORCH_CHECK(pixels.device().is_cpu() && pixels.scalar_type() == torch::kInt64 &&
                   pixels.dim() == 2 && pixels.size(1) == length && pixels.is_contiguous(),
               "pixels must be a contiguous int64 (routes, H*W) CPU tensor");
@@ -466,9 +469,18 @@ torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::
               "projected must be (batch, H*W, routes, R + 2N)");
   TORCH_CHECK(A.size(0) == routes * dim, "A must be (routes * dim, N)");
   TORCH_CHECK(routes >= 1, "pixels must hold at least one route (the first writes y)");
+  if (D.numel() > 0) check(D, "D", 1);
+  if (delta_bias.numel() > 0) check(delta_bias, "delta_bias", 1);
+}
+
+torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::Tensor& delta,
+                                           const torch::Tensor& projected, const torch::Tensor& A,
+                                           const torch::Tensor& D, const torch::Tensor& delta_bias,
+                                           bool delta_softplus, const torch::Tensor& pixels) {
+  check_route_scan_inputs(x, delta, projected, A, D, delta_bias, pixels);
+  const int64_t batch = x.size(0), dim = x.size(3), length = x.size(1) * x.size(2);
+  const int64_t routes = pixels.size(0), state = A.size(1);
   const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
-  if (has_d) check(D, "D", 1);
-  if (has_bias) check(delta_bias, "delta_bias", 1);
   auto y = torch::empty_like(x);
   RouteScanArgs args{x.data_ptr<float>(), delta.data_ptr<float>(), projected.data_ptr<float>(),
                      A.data_ptr<float>(), has_d ? D.data_ptr<float>() : nullptr,
@@ -512,22 +524,12 @@ std::vector<torch::Tensor> cross_selective_scan_backward(
     const torch::Tensor& x, const torch::Tensor& delta, const torch::Tensor& projected,
     const torch::Tensor& A, const torch::Tensor& D, const torch::Tensor& delta_bias,
     bool delta_softplus, const torch::Tensor& pixels, const torch::Tensor& grad_y) {
-  check(x, "x", 4);
-  check(delta, "delta", 4);
-  check(projected, "projected", 4);
-  check(A, "A", 2);
+  check_route_scan_inputs(x, delta, projected, A, D, delta_bias, pixels);
   check(grad_y, "grad_y", 4);
+  TORCH_CHECK(grad_y.sizes() == x.sizes(), "grad_y must have x's shape");
   const int64_t batch = x.size(0), dim = x.size(3), length = x.size(1) * x.size(2);
   const int64_t routes = pixels.size(0), state = A.size(1), width = projected.size(3);
   const int64_t rank = width - 2 * state;
-  TORCH_CHECK(pixels.scalar_type() == torch::kInt64 && pixels.is_contiguous() &&
-                  pixels.size(1) == length, "pixels must be a contiguous int64 (routes, H*W)");
-  TORCH_CHECK(delta.size(0) == routes && delta.size(1) == batch && delta.size(2) == length &&
-                  delta.size(3) == dim, "delta must be (routes, batch, H*W, dim)");
-  TORCH_CHECK(projected.size(0) == batch && projected.size(1) == length &&
-                  projected.size(2) == routes && rank >= 0,
-              "projected must be (batch, H*W, routes, R + 2N)");
-  TORCH_CHECK(grad_y.sizes() == x.sizes(), "grad_y must have x's shape");
   const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
   auto dx = torch::empty_like(x), ddelta = torch::empty_like(delta);
   auto dprojected = torch::zeros_like(projected);

@@ -53,7 +53,7 @@ class SS2D(nn.Module):
         self.scan_backend = scan_backend
         # Backend name per device type, resolved at the first forward there (see ``scan``).
         self._resolved_backends = {}
-        self._resolved_conv_backend = None  # the CPU's depthwise_conv_silu backend, likewise
+        self._resolved_conv_backends = {}  # likewise, depthwise_conv_silu's
 
         self.in_proj = linear_layer(channels, inner * (2 if gated else 1), False, channel_first)
         self.act = nn.SiLU()
@@ -99,21 +99,17 @@ class SS2D(nn.Module):
             return self.act(x)
         if x.device.type != 'cpu':
             return self.act(self.conv2d(x))
-        if self._resolved_conv_backend is None:
-            self._resolved_conv_backend = dispatch.resolve_backend_name(
-                'depthwise_conv_silu', 'cpu', self.scan_backend)
-        conv = dispatch.implementation('depthwise_conv_silu', self._resolved_conv_backend).fn
+        backend = dispatch.resolve_once(self._resolved_conv_backends, 'depthwise_conv_silu', 'cpu',
+                                        self.scan_backend)
+        conv = dispatch.implementation('depthwise_conv_silu', backend).fn
         return conv(x, self.conv2d.weight, self.conv2d.bias)
 
     def scan_implementation(self, device_type):
         """The scan core's kernel (1D or 2D scans) for this device, chosen once and then reused,
         so a compiled graph holds a plain call (``resolve_backend_name`` is a constant to
         dynamo)."""
-        backend = self._resolved_backends.get(device_type)
-        if backend is None:
-            backend = dispatch.resolve_backend_name(self.scan_operation, device_type,
-                                                    self.scan_backend)
-            self._resolved_backends[device_type] = backend
+        backend = dispatch.resolve_once(self._resolved_backends, self.scan_operation,
+                                        device_type, self.scan_backend)
         return dispatch.implementation(self.scan_operation, backend).fn
 
     def scan(self, x):

@@ -173,11 +173,8 @@ class VSSBlock(nn.Module):
         call."""
         if device_type == 'meta':  # shapes only (FLOP counting): the unfused steps count alike
             return None
-        backend = self._resolved_add_norm.get(device_type)
-        if backend is None:
-            backend = dispatch.resolve_backend_name('add_layer_norm', device_type,
-                                                    self.op.scan_backend)
-            self._resolved_add_norm[device_type] = backend
+        backend = dispatch.resolve_once(self._resolved_add_norm, 'add_layer_norm', device_type,
+                                        self.op.scan_backend)
         return dispatch.implementation('add_layer_norm', backend).fn \
             if backend == 'triton' else None
 
