@@ -1,4 +1,6 @@
 """Running the repository's scripts on generated data, as the tool, demo and checkpoint tests do."""
+import importlib.util
+import os
 import subprocess
 import sys
 
@@ -13,6 +15,15 @@ def run_python(*args, timeout=900, env=None):
     The timeout only bounds a hang; a busy 2-core machine runs the tools several times slower."""
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+def load_script(path, module_name):
+    """The repository script at ``path`` (relative to the root) imported as a module, so a test
+    can call its ``main(argv)`` in this process."""
+    spec = importlib.util.spec_from_file_location(module_name, os.path.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def generate_demo_data(task, root, *options):

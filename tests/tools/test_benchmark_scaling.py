@@ -1,5 +1,4 @@
 """benchmark.py --shapes/--plot: throughput and peak memory against the input size."""
-import importlib.util
 import json
 import os
 import re
@@ -11,17 +10,14 @@ import pytest
 from PIL import Image
 
 from tests.paths import DEMO_CLASSIFICATION, ROOT
-from tests.tool_runs import run_python
+from tests.tool_runs import load_script, run_python
 
 TOOL = 'tools/analysis_tools/benchmark.py'
 MIB = 2**20
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location('vmamba_benchmark_scaling', Path(ROOT) / TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, 'vmamba_benchmark_scaling')
 
 
 KNOWN_ALLOCATIONS = f"""

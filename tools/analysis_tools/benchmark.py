@@ -22,6 +22,13 @@ mmap threshold fixed so that freed tensors leave the resident set.
 model; the plotted series are also stored in the PNG's ``vmamba-mm:series``
 text chunk.
 
+``--scan-floor`` adds, after each config with SS2D blocks, a row for the same
+model with every scan core replaced by its skip term ``sum(D) * x``
+(``vmamba_mm.analysis.scan_ablation``): not VMamba's function, but the time of
+everything except the scan. The gap to the real model is what its scan costs;
+the row bounds from below what any scan implementation can reach (e.g. under
+``--runtime onnxruntime``).
+
 Example::
 
     python tools/analysis_tools/benchmark.py \\
@@ -30,6 +37,9 @@ Example::
     python tools/analysis_tools/benchmark.py \\
         configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin \\
         --batch-size 1 --shapes 224 448 --device cpu --plot scaling.png
+    python tools/analysis_tools/benchmark.py \\
+        configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin \\
+        --runtime onnxruntime --scan-floor --shape 224 224 --device cpu
 """
 import argparse
 import gc
@@ -55,6 +65,7 @@ SWIN_T_NAME = 'swin-tiny_16xb64_in1k (mmpretrain)'
 PROBE_MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': '4096', 'MALLOC_TRIM_THRESHOLD_': '4096'}
 PROBE_RESULT_PREFIX = 'memory-probe: '
 SERIES_KEY = 'vmamba-mm:series'
+PROFILE_ROWS = 12  # --profile: operator types listed per model; the rest summed in one line
 
 
 def parse_args(argv=None):
@@ -125,8 +136,21 @@ def parse_args(argv=None):
         help='onnxruntime: export each model to ONNX at each size (tools/deployment/'
         'pytorch2onnx.py\'s export, the export-safe scan) and time onnxruntime CPU sessions '
         'of the files instead of PyTorch (inference only)')
+    parser.add_argument(
+        '--scan-floor',
+        action='store_true',
+        help='also time each config with SS2D blocks with its scans replaced by their skip '
+        'term sum(D) * x (an ablation, not the model\'s function): the time of everything but '
+        'the scan, a lower bound for any scan implementation')
+    parser.add_argument(
+        '--profile',
+        action='store_true',
+        help='with --runtime onnxruntime: after the timing, run each file --iters times under '
+        'onnxruntime\'s profiler and print the time per run of its costliest operator types')
     # Internal: one model and shape in this (fresh) process, printing its peak memory.
     parser.add_argument('--memory-probe', action='store_true', help=argparse.SUPPRESS)
+    # Internal: the probed model is --scan-floor's stand-in.
+    parser.add_argument('--probe-without-scans', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ('batch_size', 'iters', 'rounds'):
         if getattr(args, name) < 1:
@@ -137,6 +161,8 @@ def parse_args(argv=None):
         parser.error(f'--shapes must be positive sizes, got {args.shapes}')
     if args.plot is not None and not args.plot.lower().endswith('.png'):
         parser.error(f'--plot writes a PNG; give a path ending in .png, got {args.plot!r}')
+    if args.profile and args.runtime != 'onnxruntime':
+        parser.error('--profile reads onnxruntime\'s profiler: add --runtime onnxruntime')
     if args.runtime == 'onnxruntime' and (args.train or args.device == 'cuda'):
         parser.error('--runtime onnxruntime times CPU inference: drop --train / --device cuda')
     if args.memory_probe and (len(args.configs) != 1 or args.shapes):
@@ -292,6 +318,9 @@ def memory_probe(args):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = build_model(args.configs[0], args.cfg_options).to(device)
+    if args.probe_without_scans:
+        from vmamba_mm.analysis.scan_ablation import remove_scans
+        remove_scans(model)
     step = make_step(model, args, device)
     inputs = random_inputs(args.batch_size, args.sizes[0], device)
     step(inputs)
@@ -300,10 +329,13 @@ def memory_probe(args):
     return 0
 
 
-def probe_cpu_memory(path, opts, size, args):
+def probe_cpu_memory(entry, size, args):
     """Run ``--memory-probe`` for one model and size in a fresh process; bytes or None."""
+    path, opts = entry['path'], entry['opts']
     command = [sys.executable, osp.abspath(__file__), path, '--memory-probe', '--device', 'cpu',
                '--batch-size', str(args.batch_size), '--shape', str(size[0]), str(size[1])]
+    if entry['without_scans']:
+        command.append('--probe-without-scans')
     if args.threads is not None:
         command += ['--threads', str(args.threads)]
     if args.train:
@@ -323,16 +355,34 @@ def onnxruntime_steps(entries, size, args, out_dir):
     """One onnxruntime session step per entry, each model exported at ``size`` (fixed shape)."""
     from vmamba_mm.deployment.onnx import OnnxRuntimeSession, export_for_benchmark
     steps = []
-    for name, path, opts in entries:
+    for entry in entries:
         start = time.perf_counter()
+        opts = entry['opts']
         onnx_path, _ = export_for_benchmark(
-            path, shape=size, batch_size=args.batch_size, out_dir=out_dir,
-            cfg_options=parse_cfg_options(opts) if opts else None)
-        print(f'{name}: exported to {onnx_path} in {time.perf_counter() - start:.0f} s',
+            entry['path'], shape=size, batch_size=args.batch_size, out_dir=out_dir,
+            cfg_options=parse_cfg_options(opts) if opts else None,
+            without_scans=entry['without_scans'])
+        print(f'{entry["name"]}: exported to {onnx_path} in {time.perf_counter() - start:.0f} s',
               flush=True)
         session = OnnxRuntimeSession(onnx_path, threads=args.threads)
-        steps.append(lambda inputs, session=session: session(inputs))
+        steps.append((lambda inputs, session=session: session(inputs), onnx_path))
     return steps
+
+
+def print_operator_profile(models, inputs, args):
+    """--profile: each model's costliest onnxruntime operator types, per run."""
+    from vmamba_mm.deployment.onnx import profile_operators
+    for m in models:
+        rows, run_ms = profile_operators(m['onnx_path'], inputs.numpy(), runs=args.iters,
+                                         threads=args.threads)
+        print(f'\n{m["name"]}: onnxruntime operator types, ms per run under the profiler '
+              f'({args.iters} runs; {run_ms:.2f} ms per profiled run)')
+        for row in rows[:PROFILE_ROWS]:
+            print(f'  {row.op_type:<24} {row.ms_per_run:9.2f} ms  {row.nodes_per_run:7.0f} nodes')
+        rest = rows[PROFILE_ROWS:]
+        if rest:
+            print(f'  {f"{len(rest)} other types":<24} {sum(r.ms_per_run for r in rest):9.2f} ms  '
+                  f'{sum(r.nodes_per_run for r in rest):7.0f} nodes')
 
 
 def make_step(model, args, device):
@@ -409,13 +459,13 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
 
-    entries = []  # (name, config path, cfg_options)
+    entries = []
     for c in args.configs:
-        entries.append((osp.splitext(osp.basename(c))[0], c,
-                        args.cfg_options))
+        entries.append(dict(name=osp.splitext(osp.basename(c))[0], path=c,
+                            opts=args.cfg_options, without_scans=False))
     if args.compare == 'swin':
         swin = resolve_swin_config()
-        entries.append((SWIN_T_NAME, swin, None))
+        entries.append(dict(name=SWIN_T_NAME, path=swin, opts=None, without_scans=False))
 
     amp_dtype = getattr(torch, args.amp_dtype or
                         ('float16' if device == 'cuda' else 'bfloat16'))
@@ -435,28 +485,41 @@ def main(argv=None):
           '(round-robin, median round)', flush=True)
 
     models = []
-    for name, path, opts in entries:
-        model = build_model(path, opts).to(device)
+    for entry in list(entries):
+        model = build_model(entry['path'], entry['opts']).to(device)
         n_params = sum(p.numel() for p in model.parameters())
-        models.append(dict(name=name, path=path, opts=opts, params=n_params,
-                           step=make_step(model, args, device)))
+        models.append(dict(entry, params=n_params, step=make_step(model, args, device)))
+        if args.scan_floor and entry['path'] in args.configs:
+            from vmamba_mm.analysis.scan_ablation import remove_scans
+            floor_model = build_model(entry['path'], entry['opts']).to(device)
+            if remove_scans(floor_model) == 0:
+                print(f'--scan-floor: {entry["name"]} has no SS2D block; no row without scans',
+                      flush=True)
+                continue
+            floor = dict(entry, name=f'{entry["name"]} [scans removed]', without_scans=True,
+                         real=models[-1])
+            # Right after its model (and before Swin-T, which stays last).
+            entries.insert(entries.index(entry) + 1, floor)
+            models.append(dict(floor, params=n_params,
+                               step=make_step(floor_model, args, device)))
 
     measure_memory = args.shapes is not None
     rows = []
     width = max(len(m['name']) for m in models)
     ref = models[-1] if args.compare == 'swin' else None
+    first = models[0]
     onnx_dir = tempfile.mkdtemp(prefix='vmamba_bench_onnx_') if args.runtime == 'onnxruntime' \
         else None
     for size in args.sizes:
         h, w = size
         if onnx_dir is not None:
-            for m, step in zip(models, onnxruntime_steps(entries, size, args, onnx_dir)):
-                m['step'] = step
+            for m, (step, onnx_path) in zip(models,
+                                             onnxruntime_steps(entries, size, args, onnx_dir)):
+                m['step'], m['onnx_path'] = step, onnx_path
         inputs = random_inputs(args.batch_size, size, device)
         ms, peaks = time_round_robin(models, inputs, args, device)
-        del inputs
         if measure_memory and device == 'cpu' and onnx_dir is None:
-            peaks = [probe_cpu_memory(m['path'], m['opts'], size, args) for m in models]
+            peaks = [probe_cpu_memory(m, size, args) for m in models]
         shape_rows = [dict(name=m['name'], size=h, shape=f'{h}x{w}', ms=t,
                            ips=args.batch_size * 1000 / t, peak=peak)
                       for m, t, peak in zip(models, ms, peaks)]
@@ -469,11 +532,18 @@ def main(argv=None):
                 line += f'  peak {row["peak"] / 2**20:9.1f} MiB'
             if ref is not None:
                 line += f'  x{row["ips"] / shape_rows[-1]["ips"]:.2f} of Swin-T img/s'
-            if len(args.configs) > 1 and m is not models[0] and m is not ref:
+            if m['without_scans']:
+                real_ms = shape_rows[models.index(m['real'])]['ms']
+                line += (f'  x{row["ms"] / real_ms:.2f} the time of {m["real"]["name"]} '
+                         f'(its scans: {real_ms - row["ms"]:.2f} ms/iter)')
+            elif len(args.configs) > 1 and m is not first and m is not ref:
                 # e.g. 2DVMamba-T after VMamba-T: what the change costs, as a time ratio.
-                line += f'  x{row["ms"] / shape_rows[0]["ms"]:.2f} the time of {models[0]["name"]}'
+                line += f'  x{row["ms"] / shape_rows[0]["ms"]:.2f} the time of {first["name"]}'
             print(line, flush=True)
         rows += shape_rows
+        if args.profile:
+            print_operator_profile(models, inputs.cpu(), args)
+        del inputs
 
     if measure_memory:
         memory_kind = ('peak allocated (torch.cuda.max_memory_allocated)' if device == 'cuda'

@@ -13,9 +13,12 @@ tensor ops with a fixed 16-token chunk and no branch on the sizes (see
 ``vmamba_kernels.selective_scan.chunked``), which ``torch.onnx.export(dynamo=True)`` turns into
 standard ONNX operators. The C++ and Triton kernels are custom operators ONNX has no kernel for.
 """
+import collections
 import importlib
+import json
 import os
 import os.path as osp
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
@@ -285,6 +288,53 @@ class OnnxRuntimeSession:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})
 
 
+@dataclass
+class OperatorTime:
+    """One operator type's share of an onnxruntime run (see ``profile_operators``)."""
+    op_type: str
+    ms_per_run: float
+    nodes_per_run: float
+
+
+def profile_operators(path, batch, runs=10, threads=None):
+    """Time per run of each operator type of ``path``'s optimised graph in onnxruntime's
+    profiler, most costly first, and the mean profiled run (ms): ``(list of OperatorTime,
+    run_ms)``. One unprofiled-in-the-result warm-up run comes first. The profiler adds its own
+    overhead: compare operator types with each other, not with un-profiled timings."""
+    import onnxruntime as ort
+    if runs < 1:
+        raise ValueError(f'profile_operators: runs must be >= 1, got {runs}')
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    folder = tempfile.mkdtemp(prefix='vmamba_ort_profile_')
+    options.enable_profiling = True
+    options.profile_file_prefix = osp.join(folder, 'profile')
+    try:
+        session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        feed = {session.get_inputs()[0].name: np.ascontiguousarray(batch, np.float32)}
+        for _ in range(runs + 1):
+            session.run(None, feed)
+        with open(session.end_profiling()) as trace:
+            events = json.load(trace)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    model_runs = sorted((e['ts'], e['ts'] + e['dur']) for e in events
+                        if e.get('cat') == 'Session' and e['name'] == 'model_run')[-runs:]
+    start = model_runs[0][0]
+    total, count = collections.Counter(), collections.Counter()
+    for event in events:
+        if event.get('cat') == 'Node' and event['name'].endswith('_kernel_time') and \
+                event['ts'] >= start:
+            total[event['args']['op_name']] += event['dur']
+            count[event['args']['op_name']] += 1
+    rows = [OperatorTime(op, total[op] / runs / 1000, count[op] / runs)
+            for op, _ in total.most_common()]
+    return rows, sum(end - begin for begin, end in model_runs) / runs / 1000
+
+
 def _ort_errors():
     """The exception types onnxruntime raises from a run (a shape it cannot take, a kernel
     failure); they derive from Exception directly."""
@@ -377,16 +427,23 @@ def verify(module, session, cases, classifier, report=print):
 
 
 def export_for_benchmark(config_path, shape=(224, 224), batch_size=1, dynamic_shape=False,
-                         cfg_options=None, out_dir=None, checkpoint=None, opset=None):
+                         cfg_options=None, out_dir=None, checkpoint=None, opset=None,
+                         without_scans=False):
     """Export a config for timing; returns (path of the .onnx file, ExportModel).
 
     The file goes to ``out_dir`` (default: a fresh temporary folder) as
     ``<config name>_<H>x<W>_b<batch>.onnx``. Swin-T and other non-VSSM configs export the
-    same way (their graph has no scan).
+    same way (their graph has no scan). ``without_scans``: every SS2D's scan replaced by its
+    skip term first (``vmamba_mm.analysis.scan_ablation``, for ``benchmark.py --scan-floor``;
+    the file is then not the model), named ``..._noscan.onnx``.
     """
     export_model = build_export_model(config_path, checkpoint, cfg_options)
+    if without_scans:
+        from vmamba_mm.analysis.scan_ablation import remove_scans
+        remove_scans(export_model.module)
+        export_model.notes.append('scans removed (skip term only): timing ablation')
     out_dir = out_dir or tempfile.mkdtemp(prefix='vmamba_onnx_')
-    name = osp.splitext(osp.basename(config_path))[0]
+    name = osp.splitext(osp.basename(config_path))[0] + ('_noscan' if without_scans else '')
     path = osp.join(out_dir, f'{name}_{shape[0]}x{shape[1]}_b{batch_size}.onnx')
     export_onnx(export_model.module, shape, path, batch_size=batch_size,
                 dynamic_shape=dynamic_shape, opset=opset)
@@ -395,8 +452,6 @@ def export_for_benchmark(config_path, shape=(224, 224), batch_size=1, dynamic_sh
 
 def count_nodes(path) -> Sequence[Tuple[str, int]]:
     """(op type, count) of an ONNX file's main graph, most frequent first."""
-    import collections
-
     import onnx
     model = onnx.load(path, load_external_data=False)
     counts = collections.Counter(node.op_type for node in model.graph.node)
