@@ -2,9 +2,10 @@
 
 ``remove_scans(model)`` changes the model's function (it is no longer VMamba), so it is for
 timing only: ``benchmark.py --scan-floor`` times a VSSM config both ways, which splits its time
-into "the scan" and "everything else". The stand-in keeps the scan's one unavoidable pass, the
-skip ``sum_routes(D) * x`` in the scan's output layout and dtype, so that the layers after it
-see what they always see; any scan implementation costs at least that much more.
+into "the scan" and "everything else". The stand-in is the scan's skip term
+``sum_routes(D) * x``, in the scan's output layout and dtype, so that the layers after it get
+what they always get. Every real scan computes that and more, so the stand-in's time is a lower
+bound for the model with any scan implementation.
 """
 import types
 

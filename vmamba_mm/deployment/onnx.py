@@ -265,10 +265,12 @@ class OnnxRuntimeSession:
     """An onnxruntime CPU session of an exported file: ``session(batch)`` -> list of arrays.
 
     threads: intra-op threads (None: onnxruntime's choice, one per core). All of onnxruntime's
-    graph optimisations are on.
+    graph optimisations are on. profile_prefix: record every run in onnxruntime's profiler, to a
+    file starting with this path (``session.session.end_profiling()`` writes it, returns its
+    name).
     """
 
-    def __init__(self, path, threads=None):
+    def __init__(self, path, threads=None, profile_prefix=None):
         import onnxruntime as ort
         if not osp.isfile(path):
             raise FileNotFoundError(f'ONNX file not found: {path}')
@@ -277,6 +279,9 @@ class OnnxRuntimeSession:
         if threads is not None:
             options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         self.path = path
         self.session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
         self.input_name = self.session.get_inputs()[0].name
@@ -299,25 +304,16 @@ class OperatorTime:
 def profile_operators(path, batch, runs=10, threads=None):
     """Time per run of each operator type of ``path``'s optimised graph in onnxruntime's
     profiler, most costly first, and the mean profiled run (ms): ``(list of OperatorTime,
-    run_ms)``. One unprofiled-in-the-result warm-up run comes first. The profiler adds its own
-    overhead: compare operator types with each other, not with un-profiled timings."""
-    import onnxruntime as ort
+    run_ms)``. A warm-up run comes first and is left out. The profiler adds its own overhead:
+    compare operator types with each other, not with un-profiled timings."""
     if runs < 1:
         raise ValueError(f'profile_operators: runs must be >= 1, got {runs}')
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads is not None:
-        options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
     folder = tempfile.mkdtemp(prefix='vmamba_ort_profile_')
-    options.enable_profiling = True
-    options.profile_file_prefix = osp.join(folder, 'profile')
     try:
-        session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-        feed = {session.get_inputs()[0].name: np.ascontiguousarray(batch, np.float32)}
+        session = OnnxRuntimeSession(path, threads, profile_prefix=osp.join(folder, 'profile'))
         for _ in range(runs + 1):
-            session.run(None, feed)
-        with open(session.end_profiling()) as trace:
+            session(batch)
+        with open(session.session.end_profiling()) as trace:
             events = json.load(trace)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
