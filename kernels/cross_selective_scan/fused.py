@@ -28,7 +28,6 @@ def register_fused_operator(fused_op, selective_scan, reference):
     delta_bias, delta_softplus)`` is the differentiable scan the backward recomputes with, through
     ``reference(*differentiable inputs, *tables, selective_scan)``. The first
     ``NUM_DIFFERENTIABLE`` inputs are differentiable; the float32 output is (B, C, L)."""
-    num_differentiable = NUM_DIFFERENTIABLE
 
     @fused_op.register_fake
     def _(x, *rest):
@@ -38,8 +37,8 @@ def register_fused_operator(fused_op, selective_scan, reference):
         ctx.save_for_backward(*inputs)
 
     def backward(ctx, grad):
-        differentiable = ctx.saved_tensors[:num_differentiable]
-        tables = ctx.saved_tensors[num_differentiable:]
+        differentiable = ctx.saved_tensors[:NUM_DIFFERENTIABLE]
+        tables = ctx.saved_tensors[NUM_DIFFERENTIABLE:]
         wanted = [i for i, t in enumerate(differentiable)
                   if t is not None and ctx.needs_input_grad[i]]
         with torch.enable_grad():

@@ -352,7 +352,8 @@ def probe_cpu_memory(entry, size, args):
 
 
 def onnxruntime_steps(entries, size, args, out_dir):
-    """One onnxruntime session step per entry, each model exported at ``size`` (fixed shape)."""
+    """One onnxruntime session step (and its file) per entry (a model's name, path, opts and
+    without_scans), each model exported at ``size`` (fixed shape)."""
     from vmamba_mm.deployment.onnx import OnnxRuntimeSession, export_for_benchmark
     steps = []
     for entry in entries:
@@ -484,8 +485,8 @@ def main(argv=None):
           f'warmup {args.warmup}, {args.rounds} rounds x {args.iters} iters '
           '(round-robin, median round)', flush=True)
 
-    models = []
-    for entry in list(entries):
+    models = []  # one per entry, in order; a --scan-floor row right after its model
+    for entry in entries:
         model = build_model(entry['path'], entry['opts']).to(device)
         n_params = sum(p.numel() for p in model.parameters())
         models.append(dict(entry, params=n_params, step=make_step(model, args, device)))
@@ -496,11 +497,8 @@ def main(argv=None):
                 print(f'--scan-floor: {entry["name"]} has no SS2D block; no row without scans',
                       flush=True)
                 continue
-            floor = dict(entry, name=f'{entry["name"]} [scans removed]', without_scans=True,
-                         real=models[-1])
-            # Right after its model (and before Swin-T, which stays last).
-            entries.insert(entries.index(entry) + 1, floor)
-            models.append(dict(floor, params=n_params,
+            models.append(dict(entry, name=f'{entry["name"]} [scans removed]',
+                               without_scans=True, real=models[-1], params=n_params,
                                step=make_step(floor_model, args, device)))
 
     measure_memory = args.shapes is not None
@@ -514,7 +512,7 @@ def main(argv=None):
         h, w = size
         if onnx_dir is not None:
             for m, (step, onnx_path) in zip(models,
-                                             onnxruntime_steps(entries, size, args, onnx_dir)):
+                                             onnxruntime_steps(models, size, args, onnx_dir)):
                 m['step'], m['onnx_path'] = step, onnx_path
         inputs = random_inputs(args.batch_size, size, device)
         ms, peaks = time_round_robin(models, inputs, args, device)
