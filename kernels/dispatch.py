@@ -183,6 +183,76 @@ def resolve_once(cache, operation, device_type, requested=None):
     return backend
 
 
+_INPUT_CHECKS = {}  # operation -> check(*args, **kwargs), raising an error that names the input
+
+
+def register_input_check(operation, check):
+    """``check(*args, **kwargs)`` runs before every call of ``operation`` through ``run`` or a
+    bound operation: the operation's written contract, checked on every entrance."""
+    _INPUT_CHECKS[operation] = check
+
+
+def check_inputs(operation, *args, **kwargs):
+    check = _INPUT_CHECKS.get(operation)
+    if check is not None:
+        check(*args, **kwargs)
+
+
+class BoundOperation:
+    """An operation as a module calls it: the backend resolved once per device (at the first
+    call there, then a dict lookup a compiled graph holds as a constant), logged once, inputs
+    checked on every call. ``requested`` is the model's backend name (None: automatic).
+
+    Holds names only (no kernels), so a module keeping one copies and pickles.
+    """
+
+    def __init__(self, operation, requested=None):
+        _check_operation(operation)
+        self.operation = operation
+        self.requested = requested
+        self._resolved = {}  # device type -> backend name
+
+    def backend(self, device_type):
+        """The backend name this operation runs on ``device_type`` tensors (resolved now if it
+        was not yet)."""
+        return resolve_once(self._resolved, self.operation, device_type, self.requested)
+
+    def resolved(self):
+        """Device type -> backend name, for the devices it ran on so far."""
+        return dict(self._resolved)
+
+    def override(self, requested):
+        """Choose again from ``requested`` (a backend name or None) at the next call."""
+        self.requested = requested
+        self._resolved.clear()
+
+    def pin(self, device_type, backend):
+        """Run ``backend`` on ``device_type`` from now on, unchecked (the FLOP counter's
+        counting kernel); ``override`` or ``unpin`` undoes it."""
+        implementation(self.operation, backend)
+        self._resolved[device_type] = backend
+
+    def unpin(self, device_type):
+        self._resolved.pop(device_type, None)
+
+    def kernel(self, device_type):
+        """The resolved implementation's function for ``device_type``, without input checks."""
+        return implementation(self.operation, self.backend(device_type)).fn
+
+    def __call__(self, *args, **kwargs):
+        check_inputs(self.operation, *args, **kwargs)
+        return self.kernel(args[0].device.type)(*args, **kwargs)
+
+    def __repr__(self):
+        return (f'BoundOperation({self.operation!r}, requested={self.requested!r}, '
+                f'resolved={self._resolved})')
+
+
+def bind(operation, requested=None):
+    """``operation`` bound to a module's backend choice: see ``BoundOperation``."""
+    return BoundOperation(operation, requested)
+
+
 def implementation(operation, backend):
     """The registered implementation, no checks: for callers that resolved ``backend`` already."""
     return _IMPLEMENTATIONS[operation][backend]
@@ -190,6 +260,7 @@ def implementation(operation, backend):
 
 def run(operation, device_type, backend, *args, **kwargs):
     """Resolve ``backend`` (None: automatic) for ``operation`` on ``device_type``, log, call."""
+    check_inputs(operation, *args, **kwargs)
     impl, reason = resolve(operation, device_type, backend)
     log_choice_once(impl, reason, device_type)
     return impl.fn(*args, **kwargs)
