@@ -45,7 +45,7 @@ def _check_component(key, node, scope, supplied=()):
     if target is None:
         return
     scope.component(key, node, 'MODELS', supplied=set(supplied))
-    from .models.vssm import VSSM
+    from .models import VSSM
     if issubclass(target, VSSM):
         check_vssm_settings(key, node)
     for name, value in node.items():
@@ -61,9 +61,9 @@ def _check_component(key, node, scope, supplied=()):
 def check_vssm_settings(key, node):
     """Run VSSM.__init__'s argument checks on a config dict; ConfigError naming the key."""
     from .config_checks import check_keys
-    from .models.arch_checks import (check_drop_path_rate, check_frozen_stages,
-                                     check_in_channels, stage_indices)
-    from .models.vssm import ARCH_KEYS, VSSM, resolve_arch
+    from .models import ARCH_KEYS, VSSM, resolve_arch
+    from .models.backbones.arch_checks import (check_drop_path_rate, check_frozen_stages,
+                                               check_in_channels, stage_indices)
     defaults = inspect.signature(VSSM).parameters
 
     def setting(name):

@@ -17,7 +17,7 @@ from mmengine.config import Config
 import vmamba_mm  # noqa: F401  (registers VSSM and the loops, as the tools do)
 from vmamba_mm.engine import ConfigError, load_config
 from vmamba_mm.models import VSSM
-from vmamba_mm.models.vssm import ARCH_DEFAULTS, FORWARD_TYPES
+from vmamba_mm.models import ARCH_DEFAULTS, FORWARD_TYPES
 
 from tests.paths import DEMO_CLASSIFICATION as DEMO
 
@@ -56,6 +56,9 @@ VALID = {
     'gated': st.none() | st.booleans(),
     'scan_order': st.none() | st.sampled_from(['cross', 'bidirectional', 'unidirectional']),
     'scan_2d': st.booleans(),
+    'mixer': st.just('ss2d') | st.fixed_dictionaries(
+        {'type': st.just('ss2d')}, optional={'state_size': st.integers(1, 4),
+                                             'scan_2d': st.booleans()}),
 }
 assert sorted(VALID) == ARCH_KEYS
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from vmamba_kernels import selective_scan
 from vmamba_mm.models import ARCH_SETTINGS, VSSM
-from vmamba_mm.models.ss2d import SS2D
+from vmamba_mm.models.mixers import SS2D
 
 from tests.official import CLASSIFIERS, VMAMBA_2D
 

@@ -15,7 +15,7 @@ from tests.paths import CONFIG_DIR, DEMO_CLASSIFICATION, DEMO_DETECTION, TOOLS_D
 from tests.tool_runs import run_python
 from vmamba_kernels import available_backends
 from vmamba_mm.analysis.flops import count_config, count_macs
-from vmamba_mm.models.ss2d import SS2D
+from vmamba_mm.models.mixers import SS2D
 
 GET_FLOPS = os.path.join(TOOLS_DIR, 'analysis_tools', 'get_flops.py')
 HAS_CPP = 'cpp' in available_backends()
@@ -80,7 +80,7 @@ def test_ss2d_counts_the_kernel_rule_whatever_its_backend(device):
     x = torch.randn(1, 3, 5, 4).to(device)  # (B, H, W, C): L = 15
     if device == 'cpu':
         block(x)  # resolves its 'torch' backend for cpu
-    before = dict(block._resolved_backends)
+    before = block.scan_backends()
     count, _ = count_macs(block, lambda: block(x), device)
     length, inner, routes = 15, 4, 4
     assert count.total == (
@@ -91,7 +91,7 @@ def test_ss2d_counts_the_kernel_rule_whatever_its_backend(device):
         + 9 * length * routes * inner * 2 + length * routes * inner  # scan, D = 16: 4560
         + length * inner * 5  # out_norm 300
         + length * inner * 4)  # out_proj 240
-    assert block._resolved_backends == before
+    assert block.scan_backends() == before
 
 
 def test_the_nine_classifiers_match_the_official_table():

@@ -18,7 +18,7 @@ from tests.tool_runs import run_python
 from vmamba_kernels import selective_scan
 from vmamba_kernels.routes import route_pixels
 from vmamba_mm.analysis.scan_attention import block_scan_attention, scan_weights
-from vmamba_mm.models.ss2d import SS2D
+from vmamba_mm.models.mixers import SS2D
 
 TOOL = 'tools/analysis_tools/scan_attention.py'
 

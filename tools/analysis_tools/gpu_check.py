@@ -371,7 +371,7 @@ class Context:
         self.args, self.out, self.smoke = args, osp.abspath(args.out), args.smoke
         self.device = 'cpu' if args.smoke else 'cuda'
         self.torch = torch
-        from vmamba_mm.models.vssm import ARCH_SETTINGS
+        from vmamba_mm.models import ARCH_SETTINGS
         if self.smoke:
             # VMamba-T's settings, one block per stage and 4 channels: every layer kind, tiny.
             self.arch = dict(ARCH_SETTINGS['tiny-s1l8'], depths=[1, 1, 1, 1], dims=4)
@@ -632,8 +632,9 @@ def section_model(ctx, sec):
             if not ctx.smoke:
                 with torch.autocast(torch.device(ctx.device).type, dtype=torch.bfloat16):
                     got_bf16 = device_model(x.to(ctx.device))
-        backends = sorted({b for m in device_model.modules()
-                           for b in getattr(m, '_resolved_backends', {}).values()})
+        from vmamba_mm.models import TokenMixer
+        backends = sorted({b for m in device_model.modules() if isinstance(m, TokenMixer)
+                           for b in m.scan_backends().values()})
         fp32 = compare(got.float(), expected)
         bf16 = (compare(got_bf16.float(), expected) if got_bf16 is not None else
                 dict(skipped='not run under --smoke (a second interpreted forward)'))
@@ -651,16 +652,11 @@ def section_model(ctx, sec):
 # ------------------------------------------------------------------------------ the profile
 
 def wrap_scan_cores(model, torch):
-    """Each SS2D's scan core inside a profiler range, so its ops are counted as the scan."""
+    """Each mixer's scan core inside a profiler range, so its ops are counted as the scan."""
+    from vmamba_mm.models import TokenMixer
     for module in model.modules():
-        if hasattr(module, 'scan_operation') and hasattr(module, 'scan'):
-            core = module.scan
-
-            def scan(x, core=core):
-                with torch.profiler.record_function(SCAN_RANGE):
-                    return core(x)
-
-            module.scan = scan
+        if isinstance(module, TokenMixer):
+            module.profile_scan(SCAN_RANGE)
 
 
 def training_step(torch, model, optimizer, x, labels, device_type):
@@ -874,7 +870,7 @@ def stage_scan_shapes(ctx):
     """(stage, batch, dim, L, N, groups) of the selective scan in each stage of the model: dim =
     4 routes x the stage's SSM channels, L its map's pixels, one B/C group per route."""
     from vmamba_kernels import NUM_ROUTES
-    from vmamba_mm.models.vssm import resolve_arch
+    from vmamba_mm.models import resolve_arch
     settings = resolve_arch(ctx.arch)
     shapes = []
     for stage, channels in enumerate(settings['dims']):
@@ -978,7 +974,7 @@ def core_rows(ctx, sec, copy_gbs):
     import vmamba_kernels
     from vmamba_kernels import NUM_ROUTES
     from vmamba_mm.analysis.device_check import scan_core_bytes
-    from vmamba_mm.models.vssm import resolve_arch
+    from vmamba_mm.models import resolve_arch
     settings = resolve_arch(ctx.arch)
     # Under --smoke the 'torch' core, as for the scan rows: interpreted Triton times mean nothing.
     backend = 'torch' if ctx.smoke else 'triton'

@@ -110,13 +110,12 @@ def find_block(model, stage, block, config):
 
 
 def capture_block(backbone, block, inputs):
-    """Run the backbone; return what the block's SS2D received and its scan's output."""
+    """Run the backbone; return what the block's mixer received and its scan's output."""
     captured = {}
     hooks = [
         block.op.register_forward_pre_hook(
             lambda module, args: captured.__setitem__('input', args[0].detach())),
-        block.op.out_norm.register_forward_pre_hook(
-            lambda module, args: captured.__setitem__('scan', args[0].detach())),
+        block.op.observe_scan(lambda x, y: captured.__setitem__('scan', y.detach())),
     ]
     try:
         with torch.no_grad():
@@ -193,15 +192,16 @@ def main(argv=None):
         return tool_error(exc)
     inputs = erf_tool.preprocess(model, [image], 'cpu')
     block_input, scan_output = capture_block(backbone, block, inputs)
-    ss2d = block.op
-    if ss2d.scan_2d:
-        return tool_error(f'{args.config}: block {stage}.{index} uses the 2D selective scan '
-                          '(scan_2d); this tool covers the 1D scan')
+    mixer = block.op
+    if not mixer.supports_scan_attention():
+        return tool_error(f'{args.config}: block {stage}.{index}: its {mixer.mixer_name!r} mixer '
+                          f'({mixer.scan_operation}) has no route-wise 1D scan to unroll; this '
+                          'tool covers the 1D scan')
     query = tuple(args.query) if args.query is not None else (args.shape // 2, args.shape // 2)
-    grid_h, grid_w = (scan_output.shape[-2:] if ss2d.channel_first else
+    grid_h, grid_w = (scan_output.shape[-2:] if mixer.channel_first else
                       scan_output.shape[1:3])
     cell = (query[0] * grid_h // args.shape, query[1] * grid_w // args.shape)
-    attention = block_scan_attention(ss2d, block_input, cell)
+    attention = block_scan_attention(mixer, block_input, cell)
     weights = attention['weights']  # (routes, D, h, w)
 
     # The operator check: the weights times the scan input, plus the D term, give the block's
@@ -211,17 +211,19 @@ def main(argv=None):
     u_map = u_map.view(-1, grid_h, grid_w).double()
     from_operator = (weights * u_map).sum(dim=(0, 2, 3)) + \
         attention['D'].double().sum(0) * u_map[:, cell[0], cell[1]]
-    actual = (scan_output[0, :, cell[0], cell[1]] if ss2d.channel_first else
+    actual = (scan_output[0, :, cell[0], cell[1]] if mixer.channel_first else
               scan_output[0, cell[0], cell[1], :]).double()
     deviation = float((from_operator - actual).abs().max() / actual.abs().max().clamp_min(1e-12))
 
     routes = range(4) if args.route is None else [args.route]
-    names = ROUTE_NAMES[ss2d.scan_order]
+    scan_order = attention['scan_order']
+    names = ROUTE_NAMES[scan_order]
     per_channel_mean = reduce_channels(weights)  # (routes, h, w), signed
     panels = [(f'route {r}: {names[r]}', per_channel_mean[r].numpy()) for r in routes]
     panels.append(('merged (sum of the 4 routes)', per_channel_mean.sum(0).numpy()))
-    print(f'{name}: block {stage}.{index} ({ss2d.scan_order} scan, {weights.shape[1]} channels, '
-          f'state {ss2d.state_size}, grid {grid_h}x{grid_w}); query pixel {query[0]},{query[1]} '
+    state = attention['A'].shape[-1]
+    print(f'{name}: block {stage}.{index} ({scan_order} scan, {weights.shape[1]} channels, '
+          f'state {state}, grid {grid_h}x{grid_w}); query pixel {query[0]},{query[1]} '
           f'of {args.shape}x{args.shape} -> cell {cell[0]},{cell[1]}')
     for r in routes:
         visited = int((weights[r].abs().sum(0) > 0).sum())

@@ -243,10 +243,10 @@ class _OperatorCounter(TorchDispatchMode):
         return out
 
 
-def _ss2d_modules(model):
-    """The modules that call a scan core: SS2D (they choose their scan once per device)."""
-    return [m for m in model.modules()
-            if hasattr(m, 'scan_operation') and hasattr(m, '_resolved_backends')]
+def _mixers(model):
+    """The token mixers of ``model``: the modules that call a scan core."""
+    from vmamba_mm.models.mixers import TokenMixer
+    return [m for m in model.modules() if isinstance(m, TokenMixer)]
 
 
 def counting_backend(operation, device_type):
@@ -276,19 +276,14 @@ def counting_backend(operation, device_type):
 
 @contextlib.contextmanager
 def scan_kernels_for_counting(model, device_type):
-    """Within the block every SS2D of ``model`` runs its scan on ``counting_backend``'s kernel
-    for ``device_type``, whatever backend its config or the environment chose; restored after."""
-    saved = []
-    for module in _ss2d_modules(model):
-        saved.append((module, dict(module._resolved_backends)))
-        module._resolved_backends[device_type] = counting_backend(module.scan_operation,
-                                                                  device_type)
-    try:
+    """Within the block every token mixer of ``model`` runs its scan on ``counting_backend``'s
+    kernel for ``device_type``, whatever backend its config or the environment chose; restored
+    after."""
+    with contextlib.ExitStack() as pinned:
+        for mixer in _mixers(model):
+            pinned.enter_context(mixer.scan_backend_pinned(
+                device_type, counting_backend(mixer.scan_operation, device_type)))
         yield
-    finally:
-        for module, resolved in saved:
-            module._resolved_backends.clear()
-            module._resolved_backends.update(resolved)
 
 
 def count_macs(model, forward, device_type):

@@ -11,18 +11,17 @@ approximation: ``sum_s w_{t,s} u_s + D u_t`` reproduces the scan's ``y_t``). The
 as exponentials of differences of a float64 running sum of delta; with A < 0 and delta > 0 every
 exponent is <= 0, so nothing overflows however long the route.
 
-For an SS2D block, ``block_scan_attention`` recomputes the scan's inputs from the block's weights
-and the map the block received, and returns, for one query pixel, each route's weights laid back
-on the pixel grid (zero where the route has not yet passed) per channel. Summing the four routes
+For an SS2D block, ``block_scan_attention`` takes the scan's inputs, which the mixer recomputes
+from its weights and the map the block received (``TokenMixer.route_scan_inputs``), and
+returns, for one query pixel, each route's weights laid back on the pixel grid (zero where the
+route has not yet passed) per channel. Summing the four routes
 gives the merged operator: SS2D's output at a pixel is the sum of its routes' outputs there.
 
 torch only: nothing here needs the mm packages.
 """
 import torch
-import torch.nn.functional as F
 
-from vmamba_kernels.cross_selective_scan.composite import route_parameters
-from vmamba_kernels.routes import NUM_ROUTES, pixel_steps, route_pixels
+from vmamba_kernels import NUM_ROUTES, pixel_steps
 
 
 def scan_weights(delta, A, B, C, query):
@@ -54,63 +53,23 @@ def scan_weights(delta, A, B, C, query):
     return (decay * source * C[:, query].double()).sum(-1)
 
 
-def _channels_first_map(x, channel_first):
-    return x if channel_first else x.permute(0, 3, 1, 2)
-
-
-def scan_input(ss2d, block_input):
-    """The (B, D, H, W) map SS2D scans, recomputed from the map its forward received."""
-    x = ss2d.in_proj(block_input)
-    if ss2d.gated:
-        x = x.chunk(2, dim=1 if ss2d.channel_first else -1)[0]
-    x = _channels_first_map(x, ss2d.channel_first)
-    if ss2d.conv2d is not None:
-        x = ss2d.conv2d(x)
-    return ss2d.act(x)
-
-
-def route_scan_inputs(ss2d, block_input):
-    """Everything the scan of each route reads, in the route's step order, float32.
-
-    Returns a dict: ``u`` (B, routes, D, L), ``delta`` (after bias and softplus) the same shape,
-    ``A`` (routes, D, N), ``B`` and ``C`` (B, routes, N, L), ``D`` (routes, D), the ``pixels``
-    table (routes, L) and the grid ``height``, ``width``.
-    """
-    if ss2d.scan_2d:
-        raise ValueError('block_scan_attention covers the 1D scan; this block uses the 2D scan '
-                         '(scan_2d=True), whose weights follow L-shaped paths.')
-    with torch.no_grad():
-        x = scan_input(ss2d, block_input).float()
-        batch, dim, height, width = x.shape
-        length = height * width
-        pixels = route_pixels(ss2d.scan_order, height, width, device=x.device)
-        flat = x.reshape(batch, 1, dim, length).expand(batch, NUM_ROUTES, dim, length)
-        u = flat.gather(-1, pixels.view(1, NUM_ROUTES, 1, length).expand_as(flat))
-        dts, Bs, Cs = route_parameters(u, ss2d.x_proj_weight.float(),
-                                       ss2d.dt_projs_weight.float(), ss2d.state_size)
-        delta = F.softplus(dts + ss2d.dt_projs_bias.float().view(1, NUM_ROUTES, dim, 1))
-        A = -torch.exp(ss2d.A_logs.float()).view(NUM_ROUTES, dim, -1)
-    return dict(u=u, delta=delta, A=A, B=Bs, C=Cs, D=ss2d.Ds.detach().float().view(NUM_ROUTES,
-                                                                                       dim),
-                pixels=pixels, height=height, width=width)
-
-
-def block_scan_attention(ss2d, block_input, query, sample=0):
+def block_scan_attention(mixer, block_input, query, sample=0):
     """Each route's implicit attention on the query pixel, laid on the grid, per channel.
 
-    ss2d: an SS2D module (``vmamba_mm.models.ss2d``); block_input: the map its forward received
-    (the output of the block's norm); query: (row, column) on the block's grid. Returns a dict:
-    ``weights`` (routes, D, H, W) float64, the weight of every source pixel on the query in each
-    route (zero at pixels the route visits after the query), plus ``route_scan_inputs``' entries.
+    mixer: a token mixer whose ``supports_scan_attention()`` is True (SS2D with the 1D scan);
+    block_input: the map its forward received (the output of the block's norm); query: (row,
+    column) on the block's grid. Returns a dict: ``weights`` (routes, D, H, W) float64, the
+    weight of every source pixel on the query in each route (zero at pixels the route visits
+    after the query), plus the entries of the mixer's ``route_scan_inputs``.
     """
-    inputs = route_scan_inputs(ss2d, block_input)
+    inputs = mixer.route_scan_inputs(block_input)
     height, width = inputs['height'], inputs['width']
     row, column = query
     if not (0 <= row < height and 0 <= column < width):
         raise ValueError(f'query pixel ({row}, {column}) is outside the block\'s {height}x{width} '
                          'grid.')
     pixel = row * width + column
-    steps = pixel_steps(ss2d.scan_order, height, width)
+    steps = pixel_steps(inputs['scan_order'], height, width)
     dim = inputs['u'].shape[2]
     weights = torch.zeros(NUM_ROUTES, dim, height * width, dtype=torch.float64)
     for route in range(NUM_ROUTES):

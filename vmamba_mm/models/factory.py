@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .pretrained import PretrainedMismatchError, load_checked, read_state_dict
-from .vssm import ARCH_SETTINGS, VSSM
+from .backbones import ARCH_SETTINGS, VSSM
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,9 @@ machine's memory. Each error names the arch key and says what it takes.
 import math
 import numbers
 
-from vmamba_kernels import NUM_ROUTES, SCAN_ORDERS
+from vmamba_kernels import SCAN_ORDERS
+
+from ..mixers import parse_mixer_spec
 
 PATCH_EMBED_VERSIONS = ('v1', 'v2')
 DOWNSAMPLE_VERSIONS = ('v1', 'v2', 'v3')
@@ -128,19 +130,15 @@ def _widths(ratio, channels, key):
 def estimated_parameters(settings):
     """About how many parameters the arch has (the large terms), as a float; inf if overflowing.
 
-    ``settings`` is resolved: ``dims`` a list, ``gated`` a bool.
+    ``settings`` is resolved: ``dims`` a list, ``mixer`` a complete spec. Each block's mixer
+    gives its own count (``TokenMixer.parameter_estimate``).
     """
+    mixer_cls, options = parse_mixer_spec(settings['mixer'])
     try:
         total = 3.0 * settings['dims'][0] * settings['patch_size']**2
         dims = [float(d) for d in settings['dims']]
         for stage, (depth, channels) in enumerate(zip(settings['depths'], dims)):
-            inner = settings['ssm_ratio'] * channels
-            rank = math.ceil(channels / 16) if settings['ssm_dt_rank'] == 'auto' else \
-                float(settings['ssm_dt_rank'])
-            state = float(settings['ssm_d_state'])
-            conv = float(settings['ssm_conv'])**2 if settings['ssm_conv'] > 1 else 0.0
-            block = (channels * inner * (3 if settings['gated'] else 2) + inner * conv +
-                     NUM_ROUTES * inner * (2 * rank + 3 * state) +
+            block = (mixer_cls.parameter_estimate(channels, options) +
                      2 * channels * channels * settings['mlp_ratio'])
             total += depth * block
             if stage + 1 < len(dims):

@@ -20,103 +20,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from vmamba_kernels import dispatch
 
-from .arch_checks import (check_arch_size, check_arch_values, check_drop_path_rate,
-                          check_frozen_stages, check_in_channels, minimum_input_size,
-                          stage_indices)
-from .layers import DropPath, Mlp, downsample, norm_layer, patch_embed
-from .pretrained import load_pretrained_backbone
-from .ss2d import SS2D
+from ..layers import DropPath, Mlp, downsample, norm_layer, patch_embed
+from ..mixers import build_mixer
+from ..pretrained import load_pretrained_backbone
+from .arch_checks import (check_drop_path_rate, check_frozen_stages, check_in_channels,
+                          minimum_input_size, stage_indices)
+from .vssm_arch import resolve_arch
 
 logger = logging.getLogger(__name__)
-
-# The nine released architectures, in the official constructor's keyword names.
-_VANILLA = dict(ssm_d_state=16, ssm_ratio=2.0, ssm_conv_bias=True, forward_type='v0',
-                mlp_ratio=0.0, downsample_version='v1', patchembed_version='v1', norm_layer='ln')
-_V2 = dict(ssm_d_state=1, ssm_conv_bias=False, forward_type='v05_noz', mlp_ratio=4.0,
-           downsample_version='v3', patchembed_version='v2', norm_layer='ln2d')
-ARCH_SETTINGS = {
-    'vanilla-tiny': dict(_VANILLA, depths=[2, 2, 9, 2], dims=96, drop_path_rate=0.2),
-    'vanilla-small': dict(_VANILLA, depths=[2, 2, 27, 2], dims=96, drop_path_rate=0.3),
-    'vanilla-base': dict(_VANILLA, depths=[2, 2, 27, 2], dims=128, drop_path_rate=0.6),
-    'tiny-s2l5': dict(_V2, depths=[2, 2, 5, 2], dims=96, ssm_ratio=2.0, drop_path_rate=0.2),
-    'small-s2l15': dict(_V2, depths=[2, 2, 15, 2], dims=96, ssm_ratio=2.0, drop_path_rate=0.3),
-    'base-s2l15': dict(_V2, depths=[2, 2, 15, 2], dims=128, ssm_ratio=2.0, drop_path_rate=0.6),
-    'tiny-s1l8': dict(_V2, depths=[2, 2, 8, 2], dims=96, ssm_ratio=1.0, drop_path_rate=0.2),
-    'small-s1l20': dict(_V2, depths=[2, 2, 20, 2], dims=96, ssm_ratio=1.0, drop_path_rate=0.3),
-    'base-s1l20': dict(_V2, depths=[2, 2, 20, 2], dims=128, ssm_ratio=1.0, drop_path_rate=0.5),
-}
-# 2DVMamba (2DMamba, CVPR 2025): VMamba's settings with the 2D scan on every route, nothing else
-# changed, so the parameters (and checkpoint keys) are the VMamba ones.
-ARCH_SETTINGS.update({
-    '2dvmamba-tiny': dict(ARCH_SETTINGS['tiny-s1l8'], scan_2d=True),
-    '2dvmamba-small': dict(ARCH_SETTINGS['small-s2l15'], scan_2d=True),
-})
-# What an arch dict gets for the keys it leaves out: the official VSSM constructor's defaults.
-ARCH_DEFAULTS = dict(patch_size=4, ssm_d_state=16, ssm_ratio=2.0, ssm_dt_rank='auto', ssm_conv=3,
-                     ssm_conv_bias=True, forward_type='v2', mlp_ratio=4.0,
-                     downsample_version='v2', patchembed_version='v1', norm_layer='ln',
-                     drop_path_rate=0.1, gated=None, scan_order=None, scan_2d=False)
-ARCH_KEYS = frozenset({'depths', 'dims', *ARCH_DEFAULTS})
-
-# Official forward_type strings -> our options. All compute the same function; they differ in
-# the official code only in which kernel runs it and whether the SiLU(z) gate exists.
-FORWARD_TYPES = {
-    'v0': dict(gated=True, scan_order='cross'),
-    'v2': dict(gated=True, scan_order='cross'),
-    'v05': dict(gated=True, scan_order='cross'),
-    'v05_noz': dict(gated=False, scan_order='cross'),
-    'v3': dict(gated=True, scan_order='cross'),
-    'v3_noz': dict(gated=False, scan_order='cross'),
-    'v051d': dict(gated=True, scan_order='unidirectional'),
-    'v051d_noz': dict(gated=False, scan_order='unidirectional'),
-    'v052d': dict(gated=True, scan_order='bidirectional'),
-    'v052d_noz': dict(gated=False, scan_order='bidirectional'),
-}
-NORM_LAYOUTS = {'ln': False, 'ln2d': True}  # official norm_layer -> channel_first
-
-
-def resolve_arch(arch):
-    """An arch name or dict -> a complete settings dict, with every key checked.
-
-    Raises KeyError (unknown or missing keys, unknown names), TypeError or ValueError naming the
-    arch key whose value cannot work.
-    """
-    if isinstance(arch, str):
-        if arch not in ARCH_SETTINGS:
-            raise KeyError(f'Unknown VSSM arch {arch!r}; choose one of {sorted(ARCH_SETTINGS)} '
-                           f'or pass a dict of settings.')
-        arch = ARCH_SETTINGS[arch]
-    elif not isinstance(arch, dict):
-        raise TypeError(f'VSSM arch must be a name or a dict, got {type(arch).__name__}.')
-    unknown = sorted((k for k in arch if k not in ARCH_KEYS), key=repr)
-    if unknown:
-        raise KeyError(f'Unknown VSSM arch key(s) {unknown}; allowed keys: {sorted(ARCH_KEYS)}.')
-    missing = sorted({'depths', 'dims'} - set(arch))
-    if missing:
-        raise KeyError(f'VSSM arch dict lacks required key(s) {missing}.')
-    settings = dict(ARCH_DEFAULTS)
-    settings.update(arch)
-    if not isinstance(settings['norm_layer'], str):
-        raise TypeError(f"VSSM arch norm_layer must be 'ln' or 'ln2d', got "
-                        f"{settings['norm_layer']!r}.")
-    settings['norm_layer'] = settings['norm_layer'].lower()  # the official code says 'LN'
-    if not isinstance(settings['forward_type'], str):
-        raise TypeError(f"VSSM arch forward_type must be a str, got {settings['forward_type']!r}.")
-    if settings['forward_type'] not in FORWARD_TYPES:
-        raise ValueError(f"Unknown forward_type {settings['forward_type']!r}; supported: "
-                         f'{sorted(FORWARD_TYPES)}.')
-    if settings['norm_layer'] not in NORM_LAYOUTS:
-        raise ValueError(f"Unknown norm_layer {settings['norm_layer']!r}; choose 'ln' or 'ln2d'.")
-    check_arch_values(settings)
-    for option, value in FORWARD_TYPES[settings['forward_type']].items():
-        if settings[option] is None:
-            settings[option] = value
-    dims, depths = settings['dims'], settings['depths']
-    settings['depths'] = [int(depth) for depth in depths]
-    settings['dims'] = ([int(dims) * 2**i for i in range(len(depths))]
-                        if not isinstance(dims, (list, tuple)) else [int(d) for d in dims])
-    check_arch_size(settings)
-    return settings
 
 
 def _dtype_mismatch_message(input_dtype, weight_dtype, device_type):
@@ -130,26 +41,33 @@ def _dtype_mismatch_message(input_dtype, weight_dtype, device_type):
 
 
 class VSSBlock(nn.Module):
-    """x + DropPath(SS2D(LN(x))), then x + DropPath(MLP(LN(x))) when mlp_ratio > 0.
+    """x + DropPath(mixer(LN(x))), then x + DropPath(MLP(LN(x))) when mlp_ratio > 0.
 
-    The SS2D arguments (state_size ... scan_2d, channel_first, scan_backend) are SS2D's;
-    mlp_ratio 0 means no MLP (the vanilla archs).
+    Args:
+        channels: block width.
+        mixer: the token mixer, a name registered in ``MIXERS`` or a dict with ``type`` and the
+            mixer's options (see ``vmamba_mm.models.mixers``); kept as ``self.op``, the
+            official state-dict prefix.
+        mlp_ratio: MLP width over block width; 0 means no MLP (the vanilla archs).
+        channel_first: memory layout of the maps, (B, C, H, W) or (B, H, W, C).
+        scan_backend: backend name for the mixer's operations and the residual add + norm
+            (None: the automatic choice per device).
+        drop_path: stochastic depth rate of both branches.
     """
 
-    def __init__(self, channels, *, state_size, expand_ratio, dt_rank, conv_size, conv_bias,
-                 gated, scan_order, mlp_ratio, channel_first, scan_2d=False, scan_backend=None,
-                 drop_path=0.0):
+    def __init__(self, channels, *, mixer='ss2d', mlp_ratio=4.0, channel_first=False,
+                 scan_backend=None, drop_path=0.0):
         super().__init__()
+        self.channel_first = channel_first
         self.norm = norm_layer(channels, channel_first)
-        self.op = SS2D(channels, state_size=state_size, expand_ratio=expand_ratio,
-                       dt_rank=dt_rank, conv_size=conv_size, conv_bias=conv_bias, gated=gated,
-                       scan_order=scan_order, scan_2d=scan_2d, channel_first=channel_first,
-                       scan_backend=scan_backend)
+        self.op = build_mixer(mixer, channels, channel_first=channel_first,
+                              scan_backend=scan_backend)
         self.drop_path = DropPath(drop_path)
-        self._resolved_add_norm = {}  # device type -> backend name (see fused_add_norm)
         if mlp_ratio > 0:
             self.norm2 = norm_layer(channels, channel_first)
             self.mlp = Mlp(channels, int(channels * mlp_ratio), channel_first)
+            # The residual add and the MLP's norm in one operation (one pass on GPUs).
+            self.add_norm = dispatch.bind('add_layer_norm', scan_backend)
         else:
             self.mlp = None
 
@@ -157,26 +75,14 @@ class VSSBlock(nn.Module):
         branch = self.drop_path(self.op(self.norm(x)))
         if self.mlp is None:
             return x + branch
-        fused = self.fused_add_norm(x.device.type)
-        if fused is not None:
-            x, normed = fused(branch, x, self.norm2.weight, self.norm2.bias, self.norm2.eps,
-                              self.op.channel_first)
-        else:
+        if x.device.type == 'meta':
+            # Shapes only (FLOP counting), where no kernel runs: the same steps unfused.
             x = x + branch
             normed = self.norm2(x)
+        else:
+            x, normed = self.add_norm(branch, x, self.norm2.weight, self.norm2.bias,
+                                      self.norm2.eps, self.channel_first)
         return x + self.drop_path(self.mlp(normed))
-
-    def fused_add_norm(self, device_type):
-        """The ``add_layer_norm`` kernel for the residual add and the MLP's norm on this device,
-        or None where the backend has none (tensor ops: the unfused add and norm, as written);
-        chosen once per device with the scan's backend, so a compiled graph holds a plain
-        call."""
-        if device_type == 'meta':  # shapes only (FLOP counting): the unfused steps count alike
-            return None
-        backend = dispatch.resolve_once(self._resolved_add_norm, 'add_layer_norm', device_type,
-                                        self.op.scan_backend)
-        return dispatch.implementation('add_layer_norm', backend).fn \
-            if backend == 'triton' else None
 
 
 class VSSStage(nn.Module):
@@ -188,12 +94,8 @@ class VSSStage(nn.Module):
 
 
 def block_arguments(settings):
-    """VSSBlock's keyword arguments from a resolved arch (official key names -> block names)."""
-    return dict(state_size=settings['ssm_d_state'], expand_ratio=settings['ssm_ratio'],
-                dt_rank=settings['ssm_dt_rank'], conv_size=settings['ssm_conv'],
-                conv_bias=settings['ssm_conv_bias'], gated=settings['gated'],
-                scan_order=settings['scan_order'], scan_2d=settings['scan_2d'],
-                mlp_ratio=settings['mlp_ratio'])
+    """VSSBlock's keyword arguments from a resolved arch."""
+    return dict(mixer=settings['mixer'], mlp_ratio=settings['mlp_ratio'])
 
 
 def _init_cfg_list(init_cfg):
@@ -221,8 +123,9 @@ class VSSM(nn.Module):
             ``ssm_ratio``, ``ssm_dt_rank``, ``ssm_conv``, ``ssm_conv_bias``, ``forward_type``,
             ``mlp_ratio``, ``downsample_version``, ``patchembed_version``, ``norm_layer``,
             ``patch_size``), optionally with our ``gated`` / ``scan_order`` in place of
-            ``forward_type``, and ``scan_2d=True`` for 2DMamba's 2D scan on every route
-            (2DVMamba; the official ``USE_V2D``).
+            ``forward_type``, ``scan_2d=True`` for 2DMamba's 2D scan on every route
+            (2DVMamba; the official ``USE_V2D``), and ``mixer``, the blocks' token mixer
+            ('ss2d' by default; a name or a dict, see ``vmamba_mm.models.mixers``).
         in_channels: image channels.
         out_indices: stages whose (normalised, NCHW) features are returned, taken before each
             stage's downsample; negative counts from the end. Default: the last stage.
@@ -236,8 +139,9 @@ class VSSM(nn.Module):
         channel_first: memory layout, (B, C, H, W) inside the blocks as the official 'ln2d' models,
             or (B, H, W, C) as 'ln'. Parameters and results are the same either way; the default
             (None) is channels-last, the faster one on the CPU.
-        scan_backend: selective-scan backend for this model ('torch', 'reference', ...); None
-            chooses by device.
+        scan_backend: backend of the kernel operations for this model ('torch', 'reference',
+            'cpp', 'triton', 'cuda'); None chooses by device. An operation without that backend
+            runs its 'torch' one (logged).
         init_cfg: what ``init_weights()`` does: ``dict(type='Pretrained', checkpoint=PATH,
             prefix=None)`` loads a checkpoint strictly (see ``load_pretrained_backbone``); other
             types (mmengine initialisers such as ``Kaiming``) need mmengine. None: the

@@ -1,0 +1,234 @@
+"""The token-mixer protocol: what a VSS block, the arch checks and the analysis tools ask of the
+module that mixes a block's tokens.
+
+A mixer is an ``nn.Module`` subclass of ``TokenMixer`` registered in ``MIXERS`` under a name. A
+VSS block builds it from a spec (a name, or a dict with ``type`` and the mixer's options) and
+knows nothing of its insides. The base class owns the scan choice: the mixer's scan core is one
+dispatch operation (``vmamba_kernels``), bound once per module (``dispatch.bind``), its backend
+resolved once per device and logged; the methods here read it, override it, pin it for FLOP
+counting, profile it, observe it and remove it (the scan-floor analysis). Analysis code uses
+these methods only, never a mixer's private attributes.
+
+A new mixer is one new file in this folder: a ``TokenMixer`` subclass decorated with
+``@MIXERS.register('name')``, plus its import line in ``mixers/__init__.py``.
+"""
+import contextlib
+import inspect
+
+import torch
+import torch.nn as nn
+
+from vmamba_kernels import dispatch
+
+
+class MixerRegistry:
+    """Mixer name -> ``TokenMixer`` subclass. Torch only (no mmengine), so ``create_model``
+    and a bare ``VSSM`` build any registered mixer."""
+
+    def __init__(self):
+        self._classes = {}
+
+    def register(self, name):
+        def add(cls):
+            if not (inspect.isclass(cls) and issubclass(cls, TokenMixer)):
+                raise TypeError(f'MIXERS.register({name!r}) takes a TokenMixer subclass, got '
+                                f'{cls!r}.')
+            if name in self._classes and self._classes[name] is not cls:
+                raise KeyError(f'A mixer named {name!r} is registered already '
+                               f'({self._classes[name].__module__}.'
+                               f'{self._classes[name].__qualname__}); choose another name.')
+            self._classes[name] = cls
+            cls.mixer_name = name
+            return cls
+
+        return add
+
+    def get(self, name):
+        if not isinstance(name, str):
+            raise TypeError(f'A mixer is named by a str (one of {self.names()}), got {name!r}.')
+        if name not in self._classes:
+            raise ValueError(f'Unknown mixer {name!r}; registered mixers: {self.names()}.')
+        return self._classes[name]
+
+    def names(self):
+        return sorted(self._classes)
+
+    def __contains__(self, name):
+        return name in self._classes
+
+
+MIXERS = MixerRegistry()
+
+
+def parse_mixer_spec(spec):
+    """A mixer spec (a name, or a dict with ``type`` and options) -> (class, options dict)."""
+    if isinstance(spec, str):
+        return MIXERS.get(spec), {}
+    if not isinstance(spec, dict):
+        raise TypeError(f"mixer must be a name (one of {MIXERS.names()}) or a dict with 'type' "
+                        f'and the mixer\'s options, got {spec!r}.')
+    if 'type' not in spec:
+        raise KeyError(f"mixer dict {spec!r} has no 'type'; name one of {MIXERS.names()}.")
+    options = {key: value for key, value in spec.items() if key != 'type'}
+    cls = MIXERS.get(spec['type'])
+    cls.check_option_names(options)
+    return cls, options
+
+
+def build_mixer(spec, channels, *, channel_first, scan_backend=None):
+    """The mixer ``spec`` names, for ``channels``-wide maps in the given layout."""
+    cls, options = parse_mixer_spec(spec)
+    return cls(channels, channel_first=channel_first, scan_backend=scan_backend, **options)
+
+
+class _ObserverHandle:
+
+    def __init__(self, observers, fn):
+        self._observers, self._fn = observers, fn
+
+    def remove(self):
+        if self._fn in self._observers:
+            self._observers.remove(self._fn)
+
+
+class TokenMixer(nn.Module):
+    """Base of every token mixer.
+
+    A subclass passes its scan core's dispatch operation to ``__init__``, calls ``run_scan(x)``
+    where its forward scans, and implements:
+
+    - ``scan(x)``: the scan core (through ``self.scan_kernel``, the bound operation);
+    - ``skip_term(x)``: what the scan core returns without its recurrence (its direct term), of
+      the same shape, layout and dtype: the stand-in ``remove_scan`` puts in its place;
+    - the classmethods ``options_from_arch(settings)`` (its options from a VSSM arch's
+      settings, official key names) and ``parameter_estimate(channels, options)`` (the arch
+      size check's count).
+
+    Args (keyword-only, given by the block): ``channel_first``: the layout of the maps the
+    mixer receives and returns; ``scan_backend``: the backend name for its operations (None:
+    the automatic choice per device).
+    """
+
+    mixer_name = None  # set by MIXERS.register
+
+    def __init__(self, scan_operation, *, channel_first, scan_backend=None):
+        super().__init__()
+        self.channel_first = channel_first
+        self.scan_kernel = dispatch.bind(scan_operation, scan_backend)
+        self.scan_removed = False
+        self.scan_profile_range = None
+        self._scan_observers = []
+
+    # ------------------------------------------------------------ built from an arch
+    @classmethod
+    def options_from_arch(cls, settings):
+        """This mixer's options from a resolved VSSM arch (its official keys); {} by default."""
+        return {}
+
+    @classmethod
+    def option_names(cls):
+        """The options a mixer dict may give: the constructor's keyword arguments but those the
+        block supplies."""
+        parameters = inspect.signature(cls.__init__).parameters
+        return sorted(name for name, p in parameters.items()
+                      if name not in ('self', 'channels', 'channel_first', 'scan_backend') and
+                      p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+    @classmethod
+    def check_option_names(cls, options):
+        unknown = sorted(set(options) - set(cls.option_names()), key=repr)
+        if unknown:
+            raise KeyError(f'Unknown option(s) {unknown} for mixer {cls.mixer_name!r}; it takes '
+                           f'{cls.option_names()}.')
+
+    @classmethod
+    def parameter_estimate(cls, channels, options):
+        """About how many parameters one mixer of ``channels`` has (a float), for the arch size
+        check that runs before anything is built."""
+        raise NotImplementedError(f'mixer {cls.mixer_name!r} gives no parameter_estimate.')
+
+    # ------------------------------------------------------------ the scan choice
+    @property
+    def scan_operation(self):
+        """The dispatch operation of this mixer's scan core."""
+        return self.scan_kernel.operation
+
+    @property
+    def scan_backend(self):
+        """The backend name asked for (None: automatic), as given or by ``set_scan_backend``."""
+        return self.scan_kernel.requested
+
+    def bound_operations(self):
+        """Every dispatch operation this mixer calls, bound to its backend choice."""
+        return [value for value in vars(self).values()
+                if isinstance(value, dispatch.BoundOperation)]
+
+    def scan_backends(self):
+        """Device type -> the scan core's backend name, for the devices it ran on so far."""
+        return self.scan_kernel.resolved()
+
+    def set_scan_backend(self, name):
+        """Choose every operation's backend again from ``name`` (None: automatic) at the next
+        call."""
+        for bound in self.bound_operations():
+            bound.override(name)
+
+    @contextlib.contextmanager
+    def scan_backend_pinned(self, device_type, backend):
+        """Within the block the scan core runs ``backend`` on ``device_type``, unchecked (the
+        FLOP counter's counting kernel); the earlier choice comes back after."""
+        before = self.scan_kernel.resolved().get(device_type)
+        self.scan_kernel.pin(device_type, backend)
+        try:
+            yield
+        finally:
+            if before is None:
+                self.scan_kernel.unpin(device_type)
+            else:
+                self.scan_kernel.pin(device_type, before)
+
+    # ------------------------------------------------------------ the scan
+    def scan(self, x):
+        raise NotImplementedError(f'{type(self).__name__} does not implement scan().')
+
+    def skip_term(self, x):
+        raise NotImplementedError(f'{type(self).__name__} does not implement skip_term().')
+
+    def remove_scan(self):
+        """From now on the scan core returns its skip term only (for timing: the model no longer
+        computes its function)."""
+        self.scan_removed = True
+
+    def profile_scan(self, range_name):
+        """Run the scan core inside ``torch.profiler.record_function(range_name)`` (None: off),
+        so a profile can tell the scan's work from the rest."""
+        self.scan_profile_range = range_name
+
+    def observe_scan(self, fn):
+        """Call ``fn(scan_input, scan_output)`` after every scan; returns a handle whose
+        ``remove()`` stops it."""
+        self._scan_observers.append(fn)
+        return _ObserverHandle(self._scan_observers, fn)
+
+    def run_scan(self, x):
+        """The scan core as the forward calls it: removed, profiled and observed as asked."""
+        if self.scan_removed:
+            y = self.skip_term(x)
+        elif self.scan_profile_range is not None:
+            with torch.profiler.record_function(self.scan_profile_range):
+                y = self.scan(x)
+        else:
+            y = self.scan(x)
+        for observer in self._scan_observers:
+            observer(x, y)
+        return y
+
+    # ------------------------------------------------------------ implicit attention
+    def supports_scan_attention(self):
+        """Whether ``route_scan_inputs`` can give what the scan-attention analysis needs."""
+        return False
+
+    def route_scan_inputs(self, mixer_input):
+        raise NotImplementedError(
+            f'mixer {self.mixer_name!r} does not expose its scan inputs per route; the scan '
+            f'attention analysis covers mixers whose supports_scan_attention() is True.')
