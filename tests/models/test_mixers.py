@@ -111,6 +111,12 @@ def test_unknown_mixer_and_option_are_named():
         VSSM(dict(depths=[1], dims=8, mixer=dict(state_size=2)))
     with pytest.raises(TypeError, match='mixer must be a name'):
         VSSM(dict(depths=[1], dims=8, mixer=3))
+    for option, value, error in (('state_size', 0, ValueError), ('state_size', 1.5, TypeError),
+                                 ('expand_ratio', -1.0, ValueError), ('conv_size', 4, ValueError),
+                                 ('scan_2d', 'yes', TypeError), ('scan_order', 'spiral',
+                                                                 ValueError)):
+        with pytest.raises(error, match=rf"mixer 'ss2d' option {option} must be"):
+            VSSM(dict(depths=[1], dims=8, mixer={'type': 'ss2d', option: value}))
 
 
 def test_ss2d_options_come_from_the_arch_and_a_mixer_dict_wins():

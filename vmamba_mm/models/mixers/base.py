@@ -72,6 +72,7 @@ def parse_mixer_spec(spec):
     options = {key: value for key, value in spec.items() if key != 'type'}
     cls = MIXERS.get(spec['type'])
     cls.check_option_names(options)
+    cls.check_options(options)
     return cls, options
 
 
@@ -140,6 +141,11 @@ class TokenMixer(nn.Module):
         if unknown:
             raise KeyError(f'Unknown option(s) {unknown} for mixer {cls.mixer_name!r}; it takes '
                            f'{cls.option_names()}.')
+
+    @classmethod
+    def check_options(cls, options):
+        """Types and ranges of the options a mixer dict gives, before anything is built; raise
+        TypeError / ValueError naming the mixer and the option."""
 
     @classmethod
     def parameter_estimate(cls, channels, options):

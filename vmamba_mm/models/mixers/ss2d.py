@@ -6,12 +6,13 @@ Parameter names follow the official release (``in_proj``, ``conv2d``, ``x_proj_w
 released checkpoints load as they are.
 """
 import math
+import numbers
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vmamba_kernels import NUM_ROUTES, dispatch, route_pixels
+from vmamba_kernels import NUM_ROUTES, SCAN_ORDERS, dispatch, route_pixels
 from vmamba_kernels.cross_selective_scan.composite import route_parameters
 
 from ..layers import channel_dim, linear_layer, norm_layer
@@ -87,6 +88,35 @@ class SS2D(TokenMixer):
                     dt_rank=settings['ssm_dt_rank'], conv_size=settings['ssm_conv'],
                     conv_bias=settings['ssm_conv_bias'], gated=settings['gated'],
                     scan_order=settings['scan_order'], scan_2d=settings['scan_2d'])
+
+    @classmethod
+    def check_options(cls, options):
+        def refuse(name, wanted):
+            raise (ValueError if isinstance(options[name], wanted[0]) else TypeError)(
+                f"mixer 'ss2d' option {name} must be {wanted[1]}, got {options[name]!r}.")
+
+        def is_int(value):
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+        for name in ('state_size', 'dt_rank'):
+            if name in options and not (options[name] == 'auto' and name == 'dt_rank') and \
+                    not (is_int(options[name]) and options[name] >= 1):
+                refuse(name, (numbers.Integral, 'an int >= 1' +
+                              (" or 'auto'" if name == 'dt_rank' else '')))
+        if 'expand_ratio' in options:
+            ratio = options['expand_ratio']
+            if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or \
+                    not 0 < ratio < math.inf:
+                refuse('expand_ratio', (numbers.Real, 'a finite number above 0'))
+        if 'conv_size' in options:
+            size = options['conv_size']
+            if not is_int(size) or (size > 1 and size % 2 == 0):
+                refuse('conv_size', (numbers.Integral, 'an odd int (below 2: no conv)'))
+        for name in ('conv_bias', 'gated', 'scan_2d'):
+            if name in options and not isinstance(options[name], bool):
+                refuse(name, (bool, 'True or False'))
+        if 'scan_order' in options and options['scan_order'] not in SCAN_ORDERS:
+            refuse('scan_order', (str, f'one of {list(SCAN_ORDERS)}'))
 
     @classmethod
     def parameter_estimate(cls, channels, options):
