@@ -33,7 +33,7 @@ def test_every_scan_becomes_its_skip_term(channel_first):
     expected = x * d_sum.view(channels, 1, 1)
     if not channel_first:
         expected = expected.permute(0, 2, 3, 1)
-    assert torch.equal(ss2d.scan(x), expected)
+    assert torch.equal(ss2d.run_scan(x), expected)  # the scan core as the forward calls it
     # The whole backbone still runs (the ablation is timed end to end).
     assert backbone(torch.randn(1, 3, 32, 32))[0].shape[1] == 16
 
