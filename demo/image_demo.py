@@ -255,10 +255,10 @@ def summary(scope, record):
 def main(argv=None):
     args = parse_args(argv)
     import vmamba_mm  # noqa: F401  (registers VSSM, the checkpoint loaders and the model names)
+    from vmamba_mm.apis.model_index import UnknownModelError
     from vmamba_mm.checkpoint import CheckpointContentError
     from vmamba_mm.checkpoint.fit import CheckpointMismatchError
     from vmamba_mm.config import ConfigError
-    from vmamba_mm.apis.model_index import UnknownModelError
     try:
         paths = image_files(args.inputs)
         config, checkpoint = resolve_model(args.model, args.checkpoint)
