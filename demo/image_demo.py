@@ -12,7 +12,7 @@ mmdet's DetInferencer or mmseg's MMSegInferencer. For every image, under --out-d
 
 CONFIG_OR_NAME is a config file or a model name of the model index (``model-index.yml``); with a
 name, CHECKPOINT defaults to the model's converted file (vmamba-mm://, see
-vmamba_mm/model_index.py). The checkpoint must fit the model exactly, as in tools/test.py.
+vmamba_mm/apis/model_index.py). The checkpoint must fit the model exactly, as in tools/test.py.
 """
 import argparse
 import json
@@ -80,7 +80,7 @@ def image_files(inputs):
 
 def resolve_model(model, checkpoint):
     """(config path, checkpoint path) of a config file or a model name."""
-    from vmamba_mm.model_index import find_model
+    from vmamba_mm.apis.model_index import find_model
     if osp.isfile(model):
         config = model
         if checkpoint is None:
@@ -92,11 +92,11 @@ def resolve_model(model, checkpoint):
         entry = find_model(model)
         config = entry.config
         if checkpoint is None:
-            from vmamba_mm.model_index import missing_checkpoint_message
+            from vmamba_mm.apis.model_index import missing_checkpoint_message
             checkpoint = entry.checkpoint
             if not osp.isfile(checkpoint):
                 raise DemoError(missing_checkpoint_message(entry.weights, checkpoint))
-    from vmamba_mm.resume import checkpoint_file_problem
+    from vmamba_mm.engine.resume import checkpoint_file_problem
     problem = checkpoint_file_problem(checkpoint)
     if problem is not None:
         raise DemoError(f'checkpoint {checkpoint} {problem}')
@@ -106,7 +106,7 @@ def resolve_model(model, checkpoint):
 def fitting(inferencer_class, checkpoint_path):
     """The mmengine inferencer class, made to refuse a checkpoint that does not fit its model
     (mmengine loads with strict=False and would predict with random weights)."""
-    from vmamba_mm.checkpoint_fit import check_checkpoint_fits
+    from vmamba_mm.checkpoint.fit import check_checkpoint_fits
 
     class FittingInferencer(inferencer_class):
 
@@ -140,7 +140,7 @@ def classifier(config, checkpoint_path, device):
     from mmpretrain import ImageClassificationInferencer, get_model
 
     from vmamba_mm.checkpoint.mmengine_loader import trusted_load
-    from vmamba_mm.checkpoint_fit import check_checkpoint_fits
+    from vmamba_mm.checkpoint.fit import check_checkpoint_fits
     model = get_model(config, pretrained=False)
     checkpoint = trusted_load(checkpoint_path, map_location='cpu')
     check_checkpoint_fits(checkpoint, model, checkpoint_path)
@@ -155,7 +155,7 @@ def classifier(config, checkpoint_path, device):
 
 def build_inferencer(config, checkpoint, device):
     """The task's inferencer (by the config's default_scope) and the scope."""
-    from vmamba_mm.config_checks import read_config
+    from vmamba_mm.config import read_config
     cfg = read_config(config)
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
@@ -255,10 +255,10 @@ def summary(scope, record):
 def main(argv=None):
     args = parse_args(argv)
     import vmamba_mm  # noqa: F401  (registers VSSM, the checkpoint loaders and the model names)
+    from vmamba_mm.apis.model_index import UnknownModelError
     from vmamba_mm.checkpoint import CheckpointContentError
-    from vmamba_mm.checkpoint_fit import CheckpointMismatchError
-    from vmamba_mm.engine import ConfigError
-    from vmamba_mm.model_index import UnknownModelError
+    from vmamba_mm.checkpoint.fit import CheckpointMismatchError
+    from vmamba_mm.config import ConfigError
     try:
         paths = image_files(args.inputs)
         config, checkpoint = resolve_model(args.model, args.checkpoint)

@@ -1,78 +1,18 @@
 #!/usr/bin/env python
-"""Train any vmamba-mm config: classification, detection or segmentation (by default_scope)."""
-import argparse
+"""Train any vmamba-mm config: classification, detection or segmentation (by default_scope).
+
+The command lives in vmamba_mm.engine.train_command (run ``--help`` for its flags).
+"""
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-
-def parse_args(argv=None):
-    from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(description='Train a model from a config')
-    parser.add_argument('config', help='config file path')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go '
-                        '(default: ./work_dirs/<config name>)')
-    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='auto|PATH',
-                        help="resume from PATH, or with 'auto' (or no value) from the latest "
-                        'checkpoint in the work dir')
-    parser.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
-    parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the lr by the actual batch size / '
-                        'auto_scale_lr.base_batch_size')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config settings, e.g. train_cfg.max_epochs=2')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
-                        help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+from vmamba_mm.engine import run_train_command  # noqa: E402 (after the repository is on the path)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    import vmamba_mm  # noqa: F401  (registers the models and the checkpoint loader)
-
-    from vmamba_mm.checkpoint import CheckpointContentError
-    from vmamba_mm.checkpoint_fit import CheckpointMismatchError
-    from vmamba_mm.data_checks import DataError, check_datasets
-    from vmamba_mm.dist import SlurmEnvironmentError
-    from vmamba_mm.engine import (ConfigError, build_runner, load_config, require_gpu_for_amp,
-                                  run_reporting_data_errors)
-    from vmamba_mm.hooks import NonFiniteLossError, require_checkpoint_fit
-    from vmamba_mm.resume import ResumeError, set_up_resume
-    resume_note = None
-    try:
-        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-        if args.amp:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-        require_gpu_for_amp(cfg, args.amp)
-        if args.auto_scale_lr:
-            if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-                raise ConfigError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the '
-                                  'config')
-            cfg.auto_scale_lr.enable = True
-        if args.resume not in (None, 'auto') and not osp.isfile(args.resume):
-            raise ConfigError(f'checkpoint to resume from not found: {args.resume}')
-        check_datasets(cfg, splits=('train_dataloader', 'val_dataloader'))
-        # A config may ask for it too (resume=True, with load_from as the path or None for auto).
-        requested = args.resume if args.resume is not None else (
-            (cfg.get('load_from') or 'auto') if cfg.get('resume') else None)
-        if requested is not None:
-            resume_note = set_up_resume(cfg, requested)
-    except (ConfigError, DataError, ResumeError) as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
-    if cfg.get('resume'):
-        require_checkpoint_fit(cfg)
-    try:
-        runner, notes = build_runner(cfg, args.launcher)
-        notes += [resume_note] if resume_note else []
-        return run_reporting_data_errors(runner, 'train', notes)
-    except (CheckpointContentError, CheckpointMismatchError, NonFiniteLossError,
-            SlurmEnvironmentError) as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
+    return run_train_command(argv)
 
 
 if __name__ == '__main__':

@@ -43,10 +43,10 @@ def _register_in_mmengine():
     from mmengine.registry import HOOKS, LOOPS, MODEL_WRAPPERS, TRANSFORMS
 
     from .checkpoint.mmengine_loader import register_checkpoint_loader
-    from .data_transforms import RefuseEmptyFiles
-    from .engine import CPUDistributedDataParallel
-    from .hooks import AtomicCheckpointHook, CheckpointFitHook, StopOnNonFiniteLossHook
-    from .loops import RawAndEMAValLoop
+    from .datasets.transforms import RefuseEmptyFiles
+    from .engine.dist import CPUDistributedDataParallel
+    from .engine.hooks import AtomicCheckpointHook, CheckpointFitHook, StopOnNonFiniteLossHook
+    from .engine.loops import RawAndEMAValLoop
     for hook in (AtomicCheckpointHook, StopOnNonFiniteLossHook, CheckpointFitHook):
         HOOKS.register_module(module=hook, force=True)
     LOOPS.register_module(module=RawAndEMAValLoop, force=True)
@@ -70,7 +70,7 @@ def register_all_modules():
         registry = importlib.import_module(f'{package}.registry')
         registry.MODELS.register_module(name='VSSM', module=VSSM, force=True)
         if package == 'mmseg':
-            from .data_transforms import ValidateSegLabels
+            from .datasets.transforms import ValidateSegLabels
             registry.TRANSFORMS.register_module(name='ValidateSegLabels',
                                                 module=ValidateSegLabels, force=True)
         registered_in.append(package)

@@ -15,7 +15,7 @@ from tests.tool_runs import data_root_options, generate_demo_data, run_python
 KILLING_TRAIN = '''
 import os, signal, sys
 sys.path.insert(0, {root!r})
-from vmamba_mm.hooks import AtomicCheckpointHook
+from vmamba_mm.engine.hooks import AtomicCheckpointHook
 
 step, target = sys.argv[1], sys.argv[2]
 original = getattr(AtomicCheckpointHook, step)

@@ -9,7 +9,8 @@ import pytest
 from mmengine.config import DictAction
 
 import vmamba_mm  # noqa: F401  (registers VSSM and the loops, as the tools do)
-from vmamba_mm.engine import ConfigError, load_config
+from vmamba_mm.config import ConfigError
+from vmamba_mm.engine import load_config
 
 from tests.paths import CONFIG_DIR, ROOT
 from tests.paths import DEMO_CLASSIFICATION as DEMO, DEMO_DETECTION as DETECTION

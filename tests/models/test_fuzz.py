@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from mmengine.config import Config
 
 import vmamba_mm  # noqa: F401  (registers VSSM and the loops, as the tools do)
-from vmamba_mm.engine import ConfigError, load_config
+from vmamba_mm.config import ConfigError
+from vmamba_mm.engine import load_config
 from vmamba_mm.models import VSSM
 from vmamba_mm.models import ARCH_DEFAULTS, FORWARD_TYPES
 

@@ -31,7 +31,7 @@ def test_the_rest_is_registered_in_mmengine():
             assert registry.get(name).__module__.startswith('vmamba_mm.'), name
     assert CheckpointLoader._get_checkpoint_loader('/a/b.pth') is load_from_local_safe
     seg = pytest.importorskip('mmseg.registry')
-    assert seg.TRANSFORMS.get('ValidateSegLabels').__module__ == 'vmamba_mm.data_transforms'
+    assert seg.TRANSFORMS.get('ValidateSegLabels').__module__ == 'vmamba_mm.datasets.transforms'
 
 
 def test_registering_again_changes_nothing():

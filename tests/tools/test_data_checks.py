@@ -9,11 +9,11 @@ from mmengine.config import Config
 from PIL import Image
 
 import vmamba_mm  # noqa: F401
-from vmamba_mm.data_checks import (DataError, ValidateSegLabels, add_seg_label_checks,
-                                   check_datasets, check_loss_class_weights,
-                                   describe_data_error)
-from vmamba_mm.engine import (ConfigError, describe_sync_batchnorm_change, load_config,
-                              replace_sync_batchnorm)
+from vmamba_mm.config import ConfigError
+from vmamba_mm.datasets import (DataError, ValidateSegLabels, add_seg_label_checks, check_datasets,
+                                check_loss_class_weights, describe_data_error)
+from vmamba_mm.engine.runner import (describe_sync_batchnorm_change, load_config,
+                                     replace_sync_batchnorm)
 
 from tests.paths import DEMO_CLASSIFICATION as DEMO_CLS, DEMO_SEGMENTATION as DEMO_SEG
 from tests.tool_runs import data_root_options, generate_demo_data, run_python
@@ -393,7 +393,7 @@ def test_boxes_mmdet_drops_are_counted_once_per_annotation_file(tmp_path):
 
 
 def test_class_weight_of_another_length_names_the_config_key():
-    from vmamba_mm.engine import load_config
+    from vmamba_mm.engine.runner import load_config
     cfg = load_config(DEMO_SEG, {'model.decode_head.num_classes': 5,
                                  'model.auxiliary_head.num_classes': 5})
     with pytest.raises(DataError, match=r'model.decode_head.loss_decode.class_weight has 4 '

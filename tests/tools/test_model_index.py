@@ -96,12 +96,12 @@ def test_list_models_finds_the_classifiers_only():
     assert mmpretrain.list_models('*vmamba*', task='Image Classification') == expected
     assert mmpretrain.ImageClassificationInferencer.list_models('vmamba2d') == expected[-2:]
     # registering again (a reload) is a no-op, not mmpretrain's name-conflict error
-    from vmamba_mm.model_index import register_with_mmpretrain
+    from vmamba_mm.apis.model_index import register_with_mmpretrain
     assert register_with_mmpretrain() == []
 
 
 def test_unknown_names_list_close_ones():
-    from vmamba_mm.model_index import UnknownModelError, find_model
+    from vmamba_mm.apis.model_index import UnknownModelError, find_model
     with pytest.raises(UnknownModelError, match=r"'vmamba-tiny-s1l8'.*vmamba-tiny-s1l8_8xb128"):
         find_model('vmamba-tiny-s1l8')
     entry = find_model('upernet_vmamba-tiny-s1l8_8xb2-160k_ade20k-512x512')

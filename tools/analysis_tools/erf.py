@@ -98,7 +98,7 @@ def build_models(configs, checkpoints, cfg_options, compare_swin):
     """[(name, model)] in eval mode with their weights; a checkpoint that does not fit, or a
     model without a backbone, raises ValueError naming the file."""
     import vmamba_mm  # noqa: F401  (registers the models and the checkpoint loader)
-    from vmamba_mm.checkpoint_fit import load_fitting_checkpoint
+    from vmamba_mm.checkpoint.fit import load_fitting_checkpoint
 
     bench = load_tool('benchmark')
     entries = [(osp.splitext(osp.basename(c))[0], c, ckpt, cfg_options)

@@ -62,7 +62,7 @@ def main(argv=None):
     args = parse_args(argv)
     from vmamba_mm.analysis.flops import (COUNTING_RULE, CountingError, count_config,
                                           format_flops, format_size, format_table, module_table)
-    from vmamba_mm.engine import ConfigError
+    from vmamba_mm.config import ConfigError
     start = time.perf_counter()
     try:
         result = count_config(args.config, args.shape, args.cfg_options, args.device)

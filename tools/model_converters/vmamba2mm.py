@@ -76,7 +76,7 @@ def save_atomically(obj, path):
     """torch.save to a temporary file beside path, then rename: a kill never leaves half a file."""
     import torch
 
-    from vmamba_mm.atomic_files import move_into_place, temporary_path
+    from vmamba_mm.engine.atomic_files import move_into_place, temporary_path
     temp_path = temporary_path(path)
     try:
         torch.save(obj, temp_path)

@@ -373,10 +373,10 @@ class ConfigCount:
 def load_model_config(config_path, cfg_options=None):
     """The checked config (``--cfg-options`` merged, SyncBN as BN) and its task scope.
 
-    Raises ``vmamba_mm.engine.ConfigError`` for a missing file or a bad ``--cfg-options`` key.
+    Raises ``vmamba_mm.config.ConfigError`` for a missing file or a bad ``--cfg-options`` key.
     """
     import vmamba_mm  # noqa: F401  (registers VSSM in the task registries)
-    from vmamba_mm.engine import load_config, replace_sync_batchnorm
+    from vmamba_mm.engine.runner import load_config, replace_sync_batchnorm
     cfg = load_config(config_path, cfg_options)
     replace_sync_batchnorm(cfg, 'none')  # eval-mode BN counts as SyncBN does
     return cfg, cfg.get('default_scope') or 'mmengine'

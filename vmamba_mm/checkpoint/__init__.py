@@ -5,7 +5,9 @@
   :func:`extract_state_dict`, :func:`load_official_state_dict`);
 * ``mmengine_loader``: the loader vmamba-mm installs into mmengine's ``CheckpointLoader``
   (``trusted_load``, ``register_checkpoint_loader``). It needs mmengine and is not imported here:
-  ``from vmamba_mm.checkpoint.mmengine_loader import ...``.
+  ``from vmamba_mm.checkpoint.mmengine_loader import ...``;
+* ``fit``: whether a checkpoint's weights fit a model (``check_checkpoint_fits``,
+  ``load_fitting_checkpoint``); it needs mmengine too: ``from vmamba_mm.checkpoint.fit import ...``.
 """
 from .conversion import (convert_official_state_dict, extract_state_dict,
                          load_official_state_dict, looks_official)

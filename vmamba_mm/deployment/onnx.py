@@ -114,7 +114,8 @@ def _force_torch_scan(model_cfg):
 def load_export_config(config_path, cfg_options=None):
     """The config, checked as tools/test.py checks it (a missing file is an ExportError)."""
     import vmamba_mm  # noqa: F401  (registers VSSM and the checkpoint loader)
-    from vmamba_mm.engine import ConfigError, load_config
+    from vmamba_mm.config import ConfigError
+    from vmamba_mm.engine.runner import load_config
     try:
         return load_config(config_path, cfg_options)
     except ConfigError as exc:
@@ -126,7 +127,7 @@ def build_export_model(config_path, checkpoint=None, cfg_options=None):
     project checkpoints, converted or official VMamba files), wrap it for its task."""
     from mmengine.registry import init_default_scope
 
-    from vmamba_mm.engine import describe_sync_batchnorm_change, replace_sync_batchnorm
+    from vmamba_mm.engine.runner import describe_sync_batchnorm_change, replace_sync_batchnorm
     cfg = load_export_config(config_path, cfg_options)
     scope = cfg.get('default_scope')
     if scope not in TASKS:
@@ -156,8 +157,8 @@ def load_checkpoint_like_test(model, checkpoint):
     """Load a checkpoint strictly: the project's own files, or official VMamba ones converted
     on load; a file that does not fit the model is an ExportError naming the keys."""
     from vmamba_mm.checkpoint import CheckpointContentError
-    from vmamba_mm.checkpoint_fit import CheckpointMismatchError, load_fitting_checkpoint
-    from vmamba_mm.resume import checkpoint_file_problem
+    from vmamba_mm.checkpoint.fit import CheckpointMismatchError, load_fitting_checkpoint
+    from vmamba_mm.engine.resume import checkpoint_file_problem
     problem = checkpoint_file_problem(checkpoint)
     if problem is not None:
         raise ExportError(f'checkpoint {checkpoint} {problem}.')

@@ -3,12 +3,16 @@
 mmengine loads checkpoints with strict=False and only logs what did not fit, so a checkpoint of
 another model (or an official VMamba file that was not converted) would be tested as random
 weights. ``check_checkpoint_fits`` raises ``CheckpointMismatchError`` with a one-line summary
-instead.
+instead. Needs mmengine, so, like ``mmengine_loader``, it is not imported by the package:
+``from vmamba_mm.checkpoint.fit import ...``.
 """
 import re
 from collections.abc import Mapping
 
 from mmengine.model import BaseTTAModel, is_model_wrapper
+
+from .conversion import convert_official_state_dict, extract_state_dict, looks_official
+from .mmengine_loader import trusted_load
 
 NAMES_SHOWN = 3
 CONVERTER = 'tools/model_converters/vmamba2mm.py'
@@ -102,8 +106,6 @@ def load_fitting_checkpoint(model, path):
     project's checkpoints, or official VMamba files converted on load. Raises
     CheckpointContentError for a file that is not a checkpoint and CheckpointMismatchError,
     naming the keys, for one that does not fit; nothing is loaded then."""
-    from .checkpoint import convert_official_state_dict, extract_state_dict, looks_official
-    from .checkpoint.mmengine_loader import trusted_load
     weights = extract_state_dict(trusted_load(path, map_location='cpu'), source=path)
     if looks_official(weights):
         weights = convert_official_state_dict(weights)

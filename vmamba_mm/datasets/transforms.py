@@ -1,6 +1,6 @@
 """Checks that run as data transforms, on each file as it loads, naming the file.
 
-``check_datasets`` (vmamba_mm/data_checks.py) inserts them into the pipelines it checks:
+``check_datasets`` (``vmamba_mm.datasets.checks``) inserts them into the pipelines it checks:
 ``RefuseEmptyFiles`` before ``LoadImageFromFile`` and, for segmentation, ``ValidateSegLabels``
 after ``LoadAnnotations``.
 """
@@ -8,7 +8,7 @@ import os.path as osp
 
 import numpy as np
 
-from .data_errors import DataError
+from .errors import DataError
 
 
 def _is_load_annotations(transform):

@@ -1,14 +1,20 @@
-"""Starting the gloo process group of a Slurm job on machines without GPUs.
+"""Distributed runs on machines without GPUs, the same code path as NCCL on GPUs.
 
-mmengine's ``_init_dist_slurm`` calls ``torch.cuda.set_device``, which fails without a GPU. This
-does the same start-up from the ``SLURM_*`` variables of an ``srun`` task, with gloo, and leaves
-the environment as mmengine's would (the Runner reads ``LOCAL_RANK`` when it wraps the model).
+- ``init_cpu_distributed``: the gloo process group for torchrun or srun workers. mmengine's own
+  start-up calls ``torch.cuda.set_device`` unconditionally (``_init_dist_slurm`` too);
+  ``init_gloo_from_slurm`` does the same start-up from the ``SLURM_*`` variables of an ``srun``
+  task, with gloo, and leaves the environment as mmengine's would (the Runner reads
+  ``LOCAL_RANK`` when it wraps the model).
+- ``CPUDistributedDataParallel``: mmengine's DDP wrapper without the ``device_ids`` a CPU refuses.
+- ``close_process_group``: the group destroyed before interpreter teardown.
 """
 import os
 import shutil
 import subprocess
 
+import torch
 import torch.distributed as dist
+from mmengine.model import MMDistributedDataParallel
 
 DEFAULT_MASTER_PORT = '29500'  # torch.distributed's default, as mmengine uses for Slurm
 
@@ -59,3 +65,42 @@ def init_gloo_from_slurm():
     os.environ.setdefault('MASTER_PORT', DEFAULT_MASTER_PORT)
     os.environ.update(RANK=rank, WORLD_SIZE=world_size, LOCAL_RANK=local_rank)
     dist.init_process_group(backend='gloo')
+
+
+def init_cpu_distributed(launcher):
+    """Start the gloo process group for torchrun or srun workers on a machine without GPUs.
+
+    mmengine's own start-up calls torch.cuda.set_device unconditionally; with the group already
+    up, the Runner skips it and runs the same distributed code path as with NCCL on GPUs.
+    """
+    if torch.cuda.is_available() or dist.is_initialized():
+        return
+    if launcher == 'pytorch':
+        dist.init_process_group(backend='gloo')
+    elif launcher == 'slurm':
+        init_gloo_from_slurm()
+
+
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's DDP wrapper for models on the CPU, where DDP refuses ``device_ids``.
+
+    The Runner always passes ``device_ids=[LOCAL_RANK]`` to DDP wrappers; on a CPU-only machine
+    that must become None. Everything else is mmengine's wrapper unchanged.
+    """
+
+    def __init__(self, module, device_ids=None, **kwargs):
+        if not torch.cuda.is_available():
+            device_ids = None
+        super().__init__(module=module, device_ids=device_ids, **kwargs)
+
+
+def close_process_group():
+    """Destroy the default process group, if one was set up, before the interpreter exits.
+
+    Left to interpreter teardown, gloo's worker threads can still hold tensors whose release needs
+    the GIL, and a rank then dies with 'terminate called without an active exception' after a
+    successful run (pytorch/pytorch#190489). The group is local state: destroying it waits on no
+    other rank.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -20,7 +20,7 @@ from mmengine.runner import EpochBasedTrainLoop
 
 from .atomic_files import (move_into_place, remove_leftover_temporaries, temporary_path,
                            write_text_atomically)
-from .checkpoint_fit import check_checkpoint_fits
+from ..checkpoint.fit import check_checkpoint_fits
 
 CHECKPOINT_HOOK_TYPES = ('CheckpointHook', 'mmengine.CheckpointHook', CheckpointHook)
 

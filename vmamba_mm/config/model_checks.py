@@ -12,8 +12,14 @@
 import inspect
 import re
 
+# VSSM, resolve_arch: the models package's public names; the arch keys and the argument checks
+# VSSM.__init__ runs are not exported by it.
+from ..models import ARCH_KEYS, VSSM, resolve_arch
+from ..models.backbones.arch_checks import (check_drop_path_rate, check_frozen_stages,
+                                            check_in_channels, stage_indices)
 from .accepted_arguments import Accepted
-from .engine import ConfigError
+from .errors import ConfigError
+from .keys import check_keys
 
 
 def check_model(cfg, scope):
@@ -45,7 +51,6 @@ def _check_component(key, node, scope, supplied=()):
     if target is None:
         return
     scope.component(key, node, 'MODELS', supplied=set(supplied))
-    from .models import VSSM
     if issubclass(target, VSSM):
         check_vssm_settings(key, node)
     for name, value in node.items():
@@ -60,10 +65,6 @@ def _check_component(key, node, scope, supplied=()):
 
 def check_vssm_settings(key, node):
     """Run VSSM.__init__'s argument checks on a config dict; ConfigError naming the key."""
-    from .config_checks import check_keys
-    from .models import ARCH_KEYS, VSSM, resolve_arch
-    from .models.backbones.arch_checks import (check_drop_path_rate, check_frozen_stages,
-                                               check_in_channels, stage_indices)
     defaults = inspect.signature(VSSM).parameters
 
     def setting(name):

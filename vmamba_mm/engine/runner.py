@@ -1,63 +1,32 @@
-"""What tools/train.py and tools/test.py share: turning command-line flags into a checked config.
+"""The Runner set-up tools/train.py and tools/test.py share: command-line flags turned into a
+checked config, the Runner built with what CPU and single-process runs need, and a run whose bad
+data is said in one line.
 
 One pair of tools serves classification, detection and segmentation: the config's
 ``default_scope`` (mmpretrain, mmdet or mmseg) picks the registries, and everything here is
 task-independent.
 """
 import os.path as osp
+import sys
 
 import torch
 from mmengine.config import ConfigDict
-from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
-
-class CPUDistributedDataParallel(MMDistributedDataParallel):
-    """mmengine's DDP wrapper for models on the CPU, where DDP refuses ``device_ids``.
-
-    The Runner always passes ``device_ids=[LOCAL_RANK]`` to DDP wrappers; on a CPU-only machine
-    that must become None. Everything else is mmengine's wrapper unchanged.
-    """
-
-    def __init__(self, module, device_ids=None, **kwargs):
-        if not torch.cuda.is_available():
-            device_ids = None
-        super().__init__(module=module, device_ids=device_ids, **kwargs)
-
-
-class ConfigError(ValueError):
-    """A config or flag problem, said in words a user can act on."""
-
-
-def _top_level_keys_read():
-    """Top-level config keys something reads: the Runner's arguments and the tools' own."""
-    import inspect
-
-    from mmengine.runner import Runner
-    return set(inspect.signature(Runner.__init__).parameters) | {
-        'runner_type', 'tta_model', 'tta_pipeline', 'custom_imports', 'log_processor',
-        'visualizer', 'default_scope', 'auto_scale_lr', 'resume', 'load_from', 'launcher'}
-
-
-def _check_top_level_keys(cfg, options):
-    """Reject new top-level --cfg-options keys that nothing reads: the Runner ignores them silently.
-
-    Keys below the top level are checked by config_checks (parents must exist, leaves must be
-    read by their component).
-    """
-    for key in options:
-        if '.' not in key and key not in cfg and key not in _top_level_keys_read():
-            raise ConfigError(f'--cfg-options {key}: the config has no top-level {key!r} and '
-                              f'nothing reads it; check the spelling (top-level keys: '
-                              f'{sorted(cfg.keys())}).')
+from ..config import (ConfigError, check_config_keys, check_option_types, check_top_level_options,
+                      read_config)
+from ..datasets import describe_data_error
+from .dist import close_process_group, init_cpu_distributed
+from .hooks import use_run_safety_hooks
 
 
 def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
     if not osp.isfile(path):
         raise ConfigError(f'Config file not found: {path}')
-    from .config_checks import check_config_keys, check_option_types, read_config
     cfg = read_config(path)
     if cfg_options:
-        _check_top_level_keys(cfg, cfg_options)
+        check_top_level_options(cfg, cfg_options)
         check_option_types(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     check_config_keys(cfg)
@@ -75,23 +44,6 @@ def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
             cfg.model_wrapper_cfg = ConfigDict(type='CPUDistributedDataParallel',
                                                broadcast_buffers=False)
     return cfg
-
-
-def init_cpu_distributed(launcher):
-    """Start the gloo process group for torchrun or srun workers on a machine without GPUs.
-
-    mmengine's own start-up calls torch.cuda.set_device unconditionally; with the group already
-    up, the Runner skips it and runs the same distributed code path as with NCCL on GPUs.
-    """
-    import torch.distributed as dist
-
-    from .dist import init_gloo_from_slurm
-    if torch.cuda.is_available() or dist.is_initialized():
-        return
-    if launcher == 'pytorch':
-        dist.init_process_group(backend='gloo')
-    elif launcher == 'slurm':
-        init_gloo_from_slurm()
 
 
 def require_gpu_for_amp(cfg, asked_by_flag):
@@ -146,10 +98,6 @@ def build_runner(cfg, launcher):
 
     Returns the runner and the notes for its log (what was changed in the config, and why).
     """
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-
-    from .hooks import use_run_safety_hooks
     replaced = replace_sync_batchnorm(cfg, launcher)
     init_cpu_distributed(launcher)
     notes = use_run_safety_hooks(cfg)
@@ -165,9 +113,6 @@ def run_reporting_data_errors(runner, action, notes=()):
     would otherwise surface as a DataLoader worker's traceback; the checkpoints written so far
     stay, so the run can resume once the file is fixed. Anything else propagates untouched.
     """
-    import sys
-
-    from .data_checks import describe_data_error
     for note in notes:
         runner.logger.warning(note)
     try:
@@ -181,16 +126,3 @@ def run_reporting_data_errors(runner, action, notes=()):
     finally:
         close_process_group()
     return 0
-
-
-def close_process_group():
-    """Destroy the default process group, if one was set up, before the interpreter exits.
-
-    Left to interpreter teardown, gloo's worker threads can still hold tensors whose release needs
-    the GIL, and a rank then dies with 'terminate called without an active exception' after a
-    successful run (pytorch/pytorch#190489). The group is local state: destroying it waits on no
-    other rank.
-    """
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

@@ -1,7 +1,7 @@
 """The error for bad data, and the one line the tools print for it.
 
-Kept apart from the checks so that the data transforms, which run inside DataLoader workers,
-raise the same error without importing the pre-run checks.
+A module of its own: the transforms (run inside DataLoader workers), the layouts' checks and the
+tools' error reporting all use it.
 """
 
 

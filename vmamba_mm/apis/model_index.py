@@ -26,7 +26,7 @@ import os.path as osp
 from functools import lru_cache
 from typing import NamedTuple, Optional, Tuple
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repository
 MODEL_INDEX = osp.join(ROOT, 'model-index.yml')
 SCHEME = 'vmamba-mm://'
 CHECKPOINT_FOLDER_VARIABLE = 'VMAMBA_MM_CHECKPOINTS'
@@ -158,7 +158,7 @@ def load_local_checkpoint(filename, map_location=None):
     path = local_checkpoint_path(filename)
     if not osp.isfile(path):
         raise FileNotFoundError(missing_checkpoint_message(filename, path))
-    from .checkpoint.mmengine_loader import trusted_load
+    from ..checkpoint.mmengine_loader import trusted_load  # needs mmengine, as this scheme does
     return trusted_load(path, map_location=map_location)
 
 

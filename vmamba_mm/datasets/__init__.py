@@ -1,0 +1,18 @@
+"""The data side: checks on a config's datasets before a run, and checks as each file loads.
+
+- ``checks``: ``check_datasets``, run by the tools before the Runner is built; each dataset
+  layout it knows is a file in ``layouts/`` (folder classification, COCO, segmentation);
+- ``transforms``: ``RefuseEmptyFiles`` and ``ValidateSegLabels``, the checks that run as each
+  file loads (registered by ``vmamba_mm.registry``);
+- ``errors``: ``DataError`` and ``describe_data_error``, the one line the tools print.
+"""
+from .checks import check_datasets
+from .errors import DataError, describe_data_error
+from .heads import check_loss_class_weights
+from .transforms import (RefuseEmptyFiles, ValidateSegLabels, add_empty_file_checks,
+                         add_seg_label_checks)
+
+__all__ = [
+    'check_datasets', 'check_loss_class_weights', 'DataError', 'describe_data_error',
+    'RefuseEmptyFiles', 'ValidateSegLabels', 'add_empty_file_checks', 'add_seg_label_checks'
+]
