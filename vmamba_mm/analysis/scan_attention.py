@@ -21,8 +21,8 @@ torch only: nothing here needs the mm packages.
 import torch
 import torch.nn.functional as F
 
-from vmamba_kernels.cross_selective_scan.composite import route_parameters
-from vmamba_kernels.routes import NUM_ROUTES, pixel_steps, route_pixels
+from vmamba_kernels.common.composite import route_parameters
+from vmamba_kernels.common.routes import NUM_ROUTES, pixel_steps, route_pixels
 
 
 def scan_weights(delta, A, B, C, query):
