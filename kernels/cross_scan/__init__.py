@@ -11,7 +11,7 @@ gathers, exact and obvious) and ``triton`` (one pass each, CUDA). Other backend 
 from ..common import triton_common
 from ..common.routes import NUM_ROUTES, check_order
 from ..dispatch import register, register_input_check, run
-from . import reference, triton
+from . import flops, reference, triton  # noqa: F401  (flops: why there is no rule)
 from . import torch as torch_backend
 
 __all__ = ['cross_scan', 'cross_merge']
