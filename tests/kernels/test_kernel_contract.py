@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import pytest
 import torch
@@ -246,24 +247,52 @@ TOY_CHECKS = '''
 '''
 
 
-def test_a_new_operation_is_one_new_folder(tmp_path):
-    copy = tmp_path / 'vmamba_kernels'
-    shutil.copytree(KERNELS, copy, ignore=shutil.ignore_patterns('__pycache__'))
-    toy = copy / 'toy_double'
+def add_toy_operation(kernels_copy):
+    toy = kernels_copy / 'toy_double'
     toy.mkdir()
     for name, text in TOY_FILES.items():
         (toy / name).write_text(textwrap.dedent(text).lstrip())
+
+
+def test_a_new_operation_is_one_new_folder(tmp_path):
+    copy = tmp_path / 'site' / 'vmamba_kernels'
+    shutil.copytree(KERNELS, copy, ignore=shutil.ignore_patterns('__pycache__'))
+    add_toy_operation(copy)
     # The copy differs from kernels/ by the new folder alone: nothing else was edited.
     added = sorted(str(p.relative_to(copy)) for p in copy.rglob('*')
                    if p.is_file() and not osp.exists(osp.join(KERNELS, p.relative_to(copy))))
     assert added == sorted(f'toy_double/{name}' for name in TOY_FILES)
-    python_path = os.pathsep.join([str(tmp_path), ROOT])
+    python_path = os.pathsep.join([str(copy.parent), ROOT])
     checked = run_python(TOY_CHECKS.format(copy=str(copy)), PYTHONPATH=python_path)
     assert checked.returncode == 0 and 'toy operation discovered' in checked.stdout, \
         checked.stdout + checked.stderr
     listed = subprocess.run([sys.executable, '-m', 'vmamba_kernels', 'toy_double'],
-                            capture_output=True,
-                            text=True, env=dict(os.environ, PYTHONPATH=python_path),
-                            timeout=300)
+                            capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=python_path), timeout=300)
     assert listed.returncode == 0, listed.stderr
     assert 'toy_double:' in listed.stdout and 'torch' in listed.stdout.split('toy_double:')[1]
+
+
+def test_the_wheel_holds_every_operation_folder_found_not_listed(tmp_path):
+    # A copy of the project with the toy operation added: setup.py finds its package, and the
+    # wheel holds every file of kernels/ (the csrc sources as package data) under vmamba_kernels.
+    project = tmp_path / 'project'
+    project.mkdir()
+    for name in ('setup.py', 'setup.cfg', 'pyproject.toml', 'README.md'):
+        shutil.copy(osp.join(ROOT, name), project / name)
+    for folder in ('kernels', 'vmamba_mm'):
+        shutil.copytree(osp.join(ROOT, folder), project / folder,
+                        ignore=shutil.ignore_patterns('__pycache__'))
+    add_toy_operation(project / 'kernels')
+    built = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps',
+                            '--no-build-isolation', '-w', str(tmp_path / 'wheel'), str(project)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel, ) = (tmp_path / 'wheel').glob('*.whl')
+    names = set(zipfile.ZipFile(wheel).namelist())
+    kernels = project / 'kernels'
+    expected = {'vmamba_kernels/' + str(p.relative_to(kernels)) for p in kernels.rglob('*')
+                if p.is_file() and '__pycache__' not in p.parts}
+    assert 'vmamba_kernels/toy_double/cases.py' in expected
+    assert 'vmamba_kernels/csrc/selective_scan_cpu.cpp' in expected
+    assert sorted(expected - names) == []
