@@ -18,14 +18,6 @@ def prepare_delta(delta, delta_bias, delta_softplus):
     return F.softplus(delta) if delta_softplus else delta
 
 
-def delta_gradients(grad_step, raw, delta, delta_bias, delta_softplus):
-    """(ddelta in delta's dtype, ddelta_bias or None) from the gradient of the step size, back
-    through softplus (whose derivative is sigmoid) and the bias; ``raw = biased_delta(...)``."""
-    grad_raw = grad_step * torch.sigmoid(raw) if delta_softplus else grad_step
-    grad_bias = grad_raw.sum((0, 2)) if delta_bias is not None else None
-    return grad_raw.to(delta.dtype), grad_bias
-
-
 def add_skip(y, u, D, out_dtype):
     if D is not None:
         y = y + u.float() * D.float().unsqueeze(-1)

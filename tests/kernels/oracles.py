@@ -27,7 +27,7 @@ from torch import Tensor
 
 from vmamba_kernels.common.composite import along_routes
 from vmamba_kernels.common.cpu_extension import load_extension
-from vmamba_kernels.common.scan_common import biased_delta, delta_gradients
+from vmamba_kernels.common.scan_common import biased_delta
 
 
 # The C++ extension's bare recurrence as an operator, with its own backward: the sequential work of
@@ -64,6 +64,14 @@ def _recurrence_backward(ctx, grad_h):
 
 
 linear_recurrence_cpp.register_autograd(_recurrence_backward, setup_context=_recurrence_setup)
+
+
+def delta_gradients(grad_step, raw, delta, delta_bias, delta_softplus):
+    """(ddelta in delta's dtype, ddelta_bias or None) from the gradient of the step size, back
+    through softplus (whose derivative is sigmoid) and the bias; ``raw = biased_delta(...)``."""
+    grad_raw = grad_step * torch.sigmoid(raw) if delta_softplus else grad_step
+    grad_bias = grad_raw.sum((0, 2)) if delta_bias is not None else None
+    return grad_raw.to(delta.dtype), grad_bias
 
 
 def recurrence_rows(decay, drive, reverse):
