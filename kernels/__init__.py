@@ -19,7 +19,8 @@ composite cores), the C++/CUDA sources in ``csrc/``. Operations today: ``selecti
 ``selective_scan_2d``, ``cross_scan`` / ``cross_merge`` (one folder, adjoint pair),
 ``cross_selective_scan``, ``cross_selective_scan_2d``, ``depthwise_conv_silu``
 (``depthwise_conv/``) and ``add_layer_norm``. The compiled and Triton kernels are
-``torch.library`` operators in the ``vmamba`` namespace.
+``torch.library`` operators in the ``vmamba`` namespace. ``python -m vmamba_kernels`` lists every
+operation's backends and whether each can run here.
 """
 import importlib
 import pkgutil
