@@ -1,33 +1,68 @@
 """Scan kernels for VMamba-family models, importable as ``vmamba_kernels``.
 
-Organised by operation, one folder each, each with its public function, its sequential
-reference and its backends, all registered in one dispatch (``dispatch.py``):
+One folder per operation, found here at import (``pkgutil``: every subpackage but ``common`` and
+``csrc``), so a new operation is one new folder and nothing else. Each folder has the same shape:
 
-- ``selective_scan``: the SSM recurrence (backends reference, torch, cpp, triton, cuda);
-- ``cross_scan`` / ``cross_merge``: a 2D map as SS2D's routes and back (``routes.py`` defines the
-  routes once for every backend);
-- ``cross_selective_scan``: SS2D's whole scan core, fused on the backends that have a kernel for
-  it;
-- ``selective_scan_2d``: 2DMamba's 2D scan of an H x W grid (a row pass, then a column pass);
-- ``cross_selective_scan_2d``: SS2D's core with that 2D scan on every route (2DVMamba);
-- ``depthwise_conv_silu``: SS2D's depthwise conv and SiLU before its scan, fused on the CPU;
-- ``add_layer_norm``: a VSS block's residual add and the LayerNorm after it, fused on GPUs.
+- ``__init__.py``: the public function(s) named in ``__all__`` (exported here), the written
+  contract, the input check (``dispatch.register_input_check``, run on every call) and the
+  backends' registration (``dispatch.register``). It does not use the torch library by that name:
+  importing the ``torch`` backend file binds the package's attribute ``torch`` to it;
+- ``reference.py``: the sequential (or plainly tensor-op) oracle, the ``reference`` backend;
+- one file per backend, named after it: ``torch.py`` (always: the name rule's fallback, see
+  ``dispatch``), and as it has them ``cpp.py``, ``triton.py``, ``cuda.py``;
+- ``flops.py``: the FLOP counter's rules for its kernel operators;
+- ``cases.py``: example inputs of a few sizes (``common/cases.py``), shared by the benchmark, the
+  GPU backend check and the tests.
 
-The compiled and Triton kernels are ``torch.library`` operators in the ``vmamba`` namespace.
+Shared helpers live in ``common/`` (extensions, route geometry, the scans' shared prologue, the
+composite cores), the C++/CUDA sources in ``csrc/``. Operations today: ``selective_scan``,
+``selective_scan_2d``, ``cross_scan`` / ``cross_merge`` (one folder, adjoint pair),
+``cross_selective_scan``, ``cross_selective_scan_2d``, ``depthwise_conv_silu``
+(``depthwise_conv/``) and ``add_layer_norm``. The compiled and Triton kernels are
+``torch.library`` operators in the ``vmamba`` namespace. ``python -m vmamba_kernels`` lists every
+operation's backends and whether each can run here.
 """
-from .add_layer_norm import add_layer_norm
-from .cross_scan import cross_merge, cross_scan
-from .cross_selective_scan import cross_selective_scan
-from .cross_selective_scan_2d import cross_selective_scan_2d
-from .depthwise_conv import depthwise_conv_silu
+import importlib
+import pkgutil
+import sys
+
+from .common import routes
+from .common.routes import NUM_ROUTES, ORDER_CODES, SCAN_ORDERS, pixel_steps, route_pixels
 from .dispatch import available_backends, resolve, resolve_backend_name, set_default_backend
-from .routes import NUM_ROUTES, ORDER_CODES, SCAN_ORDERS, pixel_steps, route_pixels
-from .selective_scan import selective_scan
-from .selective_scan_2d import selective_scan_2d
+
+# Not operation folders.
+SHARED_FOLDERS = ('common', 'csrc')
+# ``vmamba_kernels.routes`` keeps working for code that imported the geometry from there.
+sys.modules[__name__ + '.routes'] = routes
+
+
+def operation_packages(path=__path__, prefix=__name__ + '.'):
+    """The names of the operation subpackages in ``path``, sorted."""
+    return sorted(prefix + info.name for info in pkgutil.iter_modules(path)
+                  if info.ispkg and info.name not in SHARED_FOLDERS)
+
+
+def _load_operations():
+    """Import every operation folder (registering its backends, input checks, FLOP rules and
+    example inputs) and return their public names. A folder whose ``__all__`` names a function
+    after the folder (``selective_scan``) exports the function: ``vmamba_kernels.selective_scan``
+    is the function, while ``vmamba_kernels.selective_scan.reference`` stays importable as a
+    module path (``sys.modules``)."""
+    exported = {}
+    for name in operation_packages():
+        package = importlib.import_module(name)
+        importlib.import_module(name + '.cases')
+        for public in package.__all__:
+            if public in exported:
+                raise ImportError(f'{name} exports {public!r}, which {exported[public]} exports '
+                                  f'already; rename one of them.')
+            exported[public] = name
+            globals()[public] = getattr(package, public)
+    return sorted(exported)
+
 
 __all__ = [
-    'selective_scan', 'cross_selective_scan', 'selective_scan_2d', 'cross_selective_scan_2d',
-    'cross_scan', 'cross_merge', 'depthwise_conv_silu', 'add_layer_norm', 'SCAN_ORDERS',
-    'ORDER_CODES', 'NUM_ROUTES', 'route_pixels', 'pixel_steps', 'resolve',
+    'SCAN_ORDERS', 'ORDER_CODES', 'NUM_ROUTES', 'route_pixels', 'pixel_steps', 'resolve',
     'resolve_backend_name', 'set_default_backend', 'available_backends'
 ]
+__all__.extend(_load_operations())

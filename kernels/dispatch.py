@@ -1,16 +1,25 @@
-"""One dispatch for every scan operation, keyed by (operation, backend).
+"""One dispatch for every kernel operation, keyed by (operation, backend).
 
 An operation (``selective_scan``, ``cross_scan``, ``cross_merge``, ``cross_selective_scan``, and
-whatever later folders add) registers one implementation per backend name. Backend names are
-shared across operations, so one choice ('cpp', 'triton', ...) selects a consistent set of
-kernels for a whole block.
+whatever later folders add) registers one implementation per backend name and its input check
+(``register_input_check``: the operation's written contract). Backend names are shared across
+operations, so one choice ('cpp', 'triton', ...) selects a consistent set of kernels for a whole
+block.
 
-Precedence when choosing: the ``backend=`` argument of a call, then ``set_default_backend`` (what
-a config's ``scan_backend`` sets), then the ``VMAMBA_SCAN_BACKEND`` environment variable, then the
+Two entrances, one path: a public function calls ``run``; a module holds a ``BoundOperation``
+(``bind``), which resolves its backend once per device. Both check the inputs on every call.
+
+Precedence when choosing: the ``backend=`` argument of a call (or a module's backend), then
+``set_default_backend``, then the ``VMAMBA_SCAN_BACKEND`` environment variable, then the
 automatic choice by device: the highest-priority implementation available for the tensor's
 device. The automatic choice never picks the sequential reference, nor on a GPU the PyTorch path.
-A backend named by the user that cannot run is an error, never a silent fallback. The choice is
-logged once per (operation, device, backend, reason).
+
+A backend name that some operation has but this one lacks runs this operation's ``torch``
+backend, and the log says so ("add_layer_norm has no 'cpp' backend; its 'torch' backend runs"):
+one name still selects a whole block's kernels where they exist. A name no operation has is an
+error naming the valid ones; a backend named by the user that exists but cannot run is an error,
+never a silent fallback. The choice is logged once per (operation, device, backend, reason) on
+the ``vmamba_kernels`` logger (see ``_StderrUnlessHandled``).
 """
 import logging
 import os
@@ -19,15 +28,43 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
+
+class _StderrUnlessHandled(logging.StreamHandler):
+    """Prints the kernels' records to stderr only when no other handler would receive them.
+
+    The logger propagates: a run's log (mmengine's logger, through the bridge that
+    ``vmamba_mm.registry`` attaches) or an application's configured root logging gets the backend
+    choice, and this handler stays silent. A torch-only user without any logging set up still
+    sees the choice on stderr (Python's last-resort handler would drop INFO records).
+    """
+
+    def emit(self, record):
+        if not _another_handler_receives(logging.getLogger('vmamba_kernels'), self):
+            super().emit(record)
+
+
+def _another_handler_receives(start, this):
+    current = start
+    while current is not None:
+        if any(handler is not this for handler in current.handlers):
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
+
+
 logger = logging.getLogger('vmamba_kernels')
-if not logger.hasHandlers():
-    _handler = logging.StreamHandler()
+if not any(isinstance(h, _StderrUnlessHandled) for h in logger.handlers):
+    _handler = _StderrUnlessHandled()
     _handler.setFormatter(logging.Formatter('[vmamba_kernels] %(message)s'))
     logger.addHandler(_handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 ENV_VAR = 'VMAMBA_SCAN_BACKEND'
+# What runs when an operation lacks the backend a name asks for (see the module docstring).
+FALLBACK_BACKEND = 'torch'
 
 
 def always_available():
@@ -48,6 +85,19 @@ class Implementation:
     unavailable_reason: Callable[[], Optional[str]]
     # How it runs, for the log line ('C++ kernel fused with cross-scan/merge', 'tensor ops').
     description: str
+
+
+@dataclass(frozen=True)
+class BackendDescription:
+    """What ``describe`` tells about one backend of one operation (availability checked now)."""
+    operation: str
+    backend: str
+    devices: Tuple[str, ...]
+    auto_devices: Tuple[str, ...]
+    priority: Optional[int]
+    description: str
+    # None when it can run here, else why not.
+    unavailable_reason: Optional[str]
 
 
 _IMPLEMENTATIONS = {}  # operation -> {backend name -> Implementation}
@@ -84,11 +134,25 @@ def known_backend_names():
     return sorted({name for impls in _IMPLEMENTATIONS.values() for name in impls})
 
 
-def set_default_backend(name):
-    """Force a backend for every call without an explicit ``backend=`` (None: automatic).
+def describe(operation, backend):
+    """The registered ``backend`` of ``operation``: its devices, priority, description and why it
+    cannot run here (None when it can). Checking availability may build its kernel."""
+    _check_operation(operation)
+    impls = _IMPLEMENTATIONS[operation]
+    if backend not in impls:
+        raise ValueError(f'{operation} has no {backend!r} backend; it has {sorted(impls)}.')
+    impl = impls[backend]
+    return BackendDescription(operation, backend, impl.devices, impl.auto_devices, impl.priority,
+                              impl.description, impl.unavailable_reason())
 
-    Modules resolve their backend at their first forward on a device and keep it: call this
-    before running a model.
+
+def set_default_backend(name):
+    """Set the process-wide backend for every call and module that did not name one (None:
+    back to the ``VMAMBA_SCAN_BACKEND`` variable, then the automatic choice).
+
+    An explicit ``backend=`` of a call, or a model's ``scan_backend``, still wins. Modules resolve
+    their backend at their first forward on a device and keep it: call this before running a
+    model.
     """
     global _default_backend
     if name is not None and name not in known_backend_names():
@@ -102,21 +166,37 @@ def _check_operation(operation):
         raise ValueError(f'Unknown scan operation {operation!r}; registered: {operations()}.')
 
 
-def _named(operation, name, source, device_type):
+def _backend_that_runs(operation, name, source):
+    """(the backend of ``operation`` that a request for ``name`` runs, why, when not ``name``):
+    ``name`` itself, or ``FALLBACK_BACKEND`` when ``operation`` lacks a name that another
+    operation has. A name no operation has is an error."""
     impls = _IMPLEMENTATIONS[operation]
-    if name not in impls:
-        hint = ('' if name in known_backend_names() else
-                f' (known backends: {known_backend_names()})')
+    if name in impls:
+        return name, None
+    if name not in known_backend_names():
+        raise ValueError(f'Scan backend {name!r} (from {source}) is no backend of any operation, '
+                         f'so it has no {operation} implementation; {operation} has '
+                         f'{sorted(impls)} (known backends: {known_backend_names()}).')
+    if FALLBACK_BACKEND not in impls:
         raise ValueError(f'Scan backend {name!r} (from {source}) has no {operation} '
-                         f'implementation; {operation} has {sorted(impls)}{hint}.')
-    impl = impls[name]
+                         f'implementation, and {operation} has no {FALLBACK_BACKEND!r} backend '
+                         f'to run instead; {operation} has {sorted(impls)}.')
+    return FALLBACK_BACKEND, (f'{operation} has no {name!r} backend; its {FALLBACK_BACKEND!r} '
+                              f'backend runs')
+
+
+def _named(operation, name, source, device_type):
+    backend, substituted = _backend_that_runs(operation, name, source)
+    impl = _IMPLEMENTATIONS[operation][backend]
     reason = impl.unavailable_reason()
     if reason is not None:
-        raise RuntimeError(f'Scan backend {name!r} (from {source}) is not available for '
+        raise RuntimeError(f'Scan backend {backend!r} (from {source}) is not available for '
                            f'{operation}: {reason}')
     if device_type not in impl.devices:
-        raise RuntimeError(f'Scan backend {name!r} (from {source}) does not run {operation} on '
+        raise RuntimeError(f'Scan backend {backend!r} (from {source}) does not run {operation} on '
                            f'{device_type} tensors; it supports {list(impl.devices)}.')
+    if substituted is not None:
+        return impl, f'{substituted} ({name!r} requested by {source})'
     return impl, f'requested by {source}'
 
 
@@ -126,8 +206,7 @@ def resolve(operation, device_type, requested=None):
     if requested is not None:
         return _named(operation, requested, "the call's backend= argument", device_type)
     if _default_backend is not None:
-        return _named(operation, _default_backend, 'set_default_backend / the config',
-                      device_type)
+        return _named(operation, _default_backend, 'set_default_backend', device_type)
     if os.environ.get(ENV_VAR):
         return _named(operation, os.environ[ENV_VAR], f'the {ENV_VAR} environment variable',
                       device_type)
@@ -163,20 +242,15 @@ def log_choice_once(impl, reason, device_type):
 
 @torch._dynamo.assume_constant_result
 def resolve_backend_name(operation, device_type, requested=None):
-    """The backend name ``resolve`` picks, logged once; a constant to ``torch.compile``.
-
-    Models call this once per module and device and then dispatch by name, so compiled graphs
-    hold no resolution logic (environment reads, availability checks, logging).
-    """
+    """The backend name ``resolve`` picks, logged once; a constant to ``torch.compile``."""
     impl, reason = resolve(operation, device_type, requested)
     log_choice_once(impl, reason, device_type)
     return impl.backend
 
 
 def resolve_once(cache, operation, device_type, requested=None):
-    """``resolve_backend_name``, kept in ``cache`` (a module's dict, by device type): a model
-    resolves each operation once per device, at its first forward there, and then dispatches by
-    name, a dict lookup that a compiled graph holds as a constant."""
+    """Internal to the dispatch (``BoundOperation`` keeps its choice with it): the backend name
+    of ``resolve_backend_name``, kept in ``cache`` by device type."""
     backend = cache.get(device_type)
     if backend is None:
         backend = cache[device_type] = resolve_backend_name(operation, device_type, requested)
@@ -229,8 +303,7 @@ class BoundOperation:
     def pin(self, device_type, backend):
         """Run ``backend`` on ``device_type`` from now on, unchecked (the FLOP counter's
         counting kernel); ``override`` or ``unpin`` undoes it."""
-        implementation(self.operation, backend)
-        self._resolved[device_type] = backend
+        self._resolved[device_type] = implementation(self.operation, backend).backend
 
     def unpin(self, device_type):
         self._resolved.pop(device_type, None)
@@ -254,8 +327,12 @@ def bind(operation, requested=None):
 
 
 def implementation(operation, backend):
-    """The registered implementation, no checks: for callers that resolved ``backend`` already."""
-    return _IMPLEMENTATIONS[operation][backend]
+    """Internal to the kernels: the implementation a request for ``backend`` runs (the name rule
+    applied: see ``_backend_that_runs``), without availability or input checks; for callers that
+    resolved ``backend`` already and for the composite backends, which run three operations."""
+    _check_operation(operation)
+    name, _ = _backend_that_runs(operation, backend, 'a composite backend')
+    return _IMPLEMENTATIONS[operation][name]
 
 
 def run(operation, device_type, backend, *args, **kwargs):

@@ -4,8 +4,9 @@ is installed (configs import the package through ``custom_imports``).
 It registers ``VSSM`` in the MODELS of each task package that is installed (mmpretrain, mmdet,
 mmseg; a missing one is skipped alone), the hooks, the validation loop, the CPU DDP wrapper and
 the data checks in mmengine's registries (``ValidateSegLabels`` in mmseg's TRANSFORMS), installs
-the checkpoint loader that works on torch >= 2.6, and sends the model core's log records (stdlib
-``logging``, logger ``vmamba_mm``) to mmengine's current logger.
+the checkpoint loader that works on torch >= 2.6, and sends the model core's and the kernels' log
+records (stdlib ``logging``, loggers ``vmamba_mm`` and ``vmamba_kernels``) to mmengine's current
+logger.
 """
 import importlib
 import importlib.util
@@ -22,21 +23,28 @@ def is_installed(package):
 
 
 class MMEngineLogBridge(logging.Handler):
-    """Hands ``vmamba_mm`` log records to mmengine's current logger (what a run writes)."""
+    """Hands ``vmamba_mm`` and ``vmamba_kernels`` log records to mmengine's current logger (what
+    a run writes)."""
 
     def emit(self, record):
         from mmengine.logging import print_log
         print_log(self.format(record), logger='current', level=record.levelno)
 
 
+# The loggers whose records belong in a run's log: the model core's and the kernels' (which
+# backend each scan operation runs, and why).
+BRIDGED_LOGGERS = ('vmamba_mm', 'vmamba_kernels')
+
+
 def _route_logs_to_mmengine():
-    package_logger = logging.getLogger('vmamba_mm')
-    if any(isinstance(h, MMEngineLogBridge) for h in package_logger.handlers):
-        return
-    package_logger.addHandler(MMEngineLogBridge())
-    if package_logger.level == logging.NOTSET:
-        # the core logs at INFO what it loaded; mmengine's logger filters by its own level
-        package_logger.setLevel(logging.INFO)
+    for name in BRIDGED_LOGGERS:
+        package_logger = logging.getLogger(name)
+        if any(isinstance(h, MMEngineLogBridge) for h in package_logger.handlers):
+            continue
+        package_logger.addHandler(MMEngineLogBridge())
+        if package_logger.level == logging.NOTSET:
+            # they log at INFO what they loaded and chose; mmengine's logger filters by its level
+            package_logger.setLevel(logging.INFO)
 
 
 def _register_in_mmengine():

@@ -4,28 +4,28 @@ norm before its MLP).
 ``add_layer_norm(x, residual, weight, bias, eps, channel_first)`` returns ``(x + residual,
 LayerNorm(x + residual))``, the norm over the channels: dim 1 of a (B, C, H, W) map when
 ``channel_first``, else the last dim. Both come back in the sum's dtype (the statistics are taken
-in float32). Backends: tensor ops (every backend name but 'triton', any device; the reference) and
-a Triton kernel that reads both inputs once and writes both outputs once, forward and backward
-(``triton.py``).
+in float32). Backends: ``reference`` and ``torch`` (tensor ops, any device) and ``triton``, a
+kernel that reads both inputs once and writes both outputs once, forward and backward. Other
+backend names run ``torch`` (the dispatch's rule for names an operation lacks).
 """
-import os
+from ..common import triton_common
+from ..dispatch import register, register_input_check, run
+from . import flops, reference, triton  # noqa: F401  (flops: the FLOP counter's rule)
+from . import torch as torch_backend
 
-from .. import triton_common
-from ..dispatch import register, run
-from . import flops, triton  # noqa: F401  (flops: the FLOP counter's rule)
-from .reference import add_layer_norm_reference
+__all__ = ['add_layer_norm']
 
 OPERATION = 'add_layer_norm'
-for _name in ('reference', 'torch', 'cpp', 'cuda'):
-    register(OPERATION, _name, add_layer_norm_reference, devices=('cpu', 'cuda'),
-             priority=0 if _name == 'torch' else None, description='tensor ops')
-register(OPERATION, 'triton', triton.add_layer_norm_triton,
-         devices=('cuda', 'cpu') if os.environ.get('TRITON_INTERPRET') == '1' else ('cuda', ),
+register(OPERATION, 'reference', reference.add_layer_norm_reference, devices=('cpu', 'cuda'),
+         description='tensor ops')
+register(OPERATION, 'torch', torch_backend.add_layer_norm_torch, devices=('cpu', 'cuda'),
+         priority=0, description='tensor ops')
+register(OPERATION, 'triton', triton.add_layer_norm_triton, devices=triton_common.triton_devices(),
          priority=1, auto_devices=('cuda', ), unavailable_reason=triton_common.unavailable_reason,
          description='Triton kernel, add and norm in one pass')
 
 
-def check_add_layer_norm_inputs(x, residual, weight, bias, channel_first):
+def check_inputs(x, residual, weight, bias, eps=1e-5, channel_first=False):
     """The two inputs against each other and the norm's parameters; errors name the input."""
     if x.shape != residual.shape:
         raise ValueError(f'add_layer_norm: x has shape {tuple(x.shape)} but residual has '
@@ -40,7 +40,9 @@ def check_add_layer_norm_inputs(x, residual, weight, bias, channel_first):
                              f'({channels},) for {channels} channels.')
 
 
+register_input_check(OPERATION, check_inputs)
+
+
 def add_layer_norm(x, residual, weight, bias, eps=1e-5, channel_first=False, backend=None):
     """(x + residual, LayerNorm(x + residual) over the channels)."""
-    check_add_layer_norm_inputs(x, residual, weight, bias, channel_first)
     return run(OPERATION, x.device.type, backend, x, residual, weight, bias, eps, channel_first)

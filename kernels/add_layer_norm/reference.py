@@ -1,5 +1,4 @@
-"""The residual add + LayerNorm in tensor ops: the test oracle, and the path of every backend
-without a kernel of its own."""
+"""The residual add + LayerNorm in tensor ops: the test oracle (and the ``torch`` backend)."""
 import torch.nn.functional as F
 
 

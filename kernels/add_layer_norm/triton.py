@@ -17,7 +17,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from ..triton_common import tl, triton
+from ..common.triton_common import tl, triton
 
 # Elements of one (rows x channels) tile, and warps per program: ptxas for sm_90a gives 90-150
 # registers at 96 and 768 channels on 8 warps (168-255 on 4), no spills.

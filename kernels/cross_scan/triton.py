@@ -1,6 +1,6 @@
 """Cross-scan and cross-merge in Triton: one pass each, each the other's backward.
 
-Both read the route geometry from the tables of ``routes.py``: the scan gathers pixel
+Both read the route geometry from the tables of ``common/routes.py``: the scan gathers pixel
 ``route_table[route, t]`` into step t of each route, the merge sums step ``steps[route, q]`` of
 each route into pixel q (``pixel_steps``, the inverse table). They are ``torch.library``
 operators, ``vmamba::cross_scan_triton`` and ``vmamba::cross_merge_triton``; the scan order is an
@@ -9,8 +9,8 @@ argument and the tables are looked up inside, from caches, so compiled graphs ca
 import torch
 from torch import Tensor
 
-from ..routes import NUM_ROUTES, route_table, step_table
-from ..triton_common import tl, triton
+from ..common.routes import NUM_ROUTES, route_table, step_table
+from ..common.triton_common import tl, triton
 
 if triton is not None:
 

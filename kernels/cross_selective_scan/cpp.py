@@ -9,16 +9,16 @@ a channels-last model gets its (B, H, W, C) output without one.
 Training runs the same kernel: its backward, ``vmamba::cross_selective_scan_cpp_backward``, is
 one C++ pass per image that recomputes the forward of each route and block of channels and walks
 it in reverse; no route copies of the map, no cross-scan/merge either way. Its oracle is
-``pixel_major_scan_reference`` (``composite.py``).
+``pixel_major_scan_reference`` (tests/kernels/oracles.py).
 """
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ..cpu_extension import float32_contiguous, load_extension
-from ..routes import route_table
-from .composite import pixel_major_projections
+from ..common.composite import pixel_major_projections
+from ..common.cpu_extension import float32_contiguous, load_extension
+from ..common.routes import route_table
 
 
 @torch.library.custom_op('vmamba::cross_selective_scan_cpp', mutates_args=())

@@ -18,16 +18,16 @@ images by a plain reduction afterwards: no atomics, so the backward is determini
 
 Operators: ``vmamba::cross_selective_scan_triton`` (y, states) and
 ``vmamba::cross_selective_scan_triton_backward``; the first's autograd calls the second. Their
-oracle is ``pixel_major_low_rank_reference``.
+oracle is ``pixel_major_low_rank_reference`` (tests/kernels/oracles.py).
 """
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ..routes import route_table
-from ..triton_common import pair_combine, tl, triton
-from .composite import pixel_major_projections
+from ..common.composite import pixel_major_projections
+from ..common.routes import route_table
+from ..common.triton_common import pair_combine, tl, triton
 
 # Elements of one (channels x N x chunk) tile, and warps per program. The backward holds about a
 # dozen such tensors, so the tile is the backward's and the forward uses the same chunks (its

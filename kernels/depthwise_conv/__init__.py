@@ -1,24 +1,28 @@
 """SS2D's depthwise conv and SiLU, as one operation.
 
 ``depthwise_conv_silu(x, weight, bias)`` is ``SiLU(conv2d(x, weight, bias, padding=k // 2,
-groups=C))`` for a (B, C, H, W) map and a (C, 1, k, k) kernel with odd k. Backends: tensor ops
-(every backend name but 'cpp', any device; the reference) and a C++ kernel that reads the map
-channels-last and does both in one pass (CPU, inference; ``cpp.py``).
+groups=C))`` for a (B, C, H, W) map and a (C, 1, k, k) kernel with odd k. Backends:
+``reference`` and ``torch`` (tensor ops, any device) and ``cpp``, a C++ kernel that reads the map
+channels-last and does both in one pass (CPU, inference). Other backend names run ``torch`` (the
+dispatch's rule for names an operation lacks).
 """
-from ..dispatch import register, run
-from . import cpp, flops  # noqa: F401  (flops: the FLOP counter's rule)
-from .reference import depthwise_conv_silu_reference
+from ..dispatch import register, register_input_check, run
+from . import cpp, flops, reference  # noqa: F401  (flops: the FLOP counter's rule)
+from . import torch as torch_backend
+
+__all__ = ['depthwise_conv_silu']
 
 OPERATION = 'depthwise_conv_silu'
-for _name in ('reference', 'torch', 'triton', 'cuda'):
-    register(OPERATION, _name, depthwise_conv_silu_reference, devices=('cpu', 'cuda'),
-             priority=0 if _name == 'torch' else None, description='tensor ops')
+register(OPERATION, 'reference', reference.depthwise_conv_silu_reference,
+         devices=('cpu', 'cuda'), description='tensor ops')
+register(OPERATION, 'torch', torch_backend.depthwise_conv_silu_torch, devices=('cpu', 'cuda'),
+         priority=0, description='tensor ops')
 register(OPERATION, 'cpp', cpp.depthwise_conv_silu_compiled, devices=('cpu', ), priority=1,
          unavailable_reason=cpp.unavailable_reason,
          description='C++ kernel, conv and SiLU in one pass, without autograd')
 
 
-def check_depthwise_inputs(x, weight, bias):
+def check_inputs(x, weight, bias=None):
     """The map against its kernel; errors name the input and the shape expected."""
     if x.dim() != 4:
         raise ValueError(f'depthwise_conv_silu expects a (B, C, H, W) map, got shape '
@@ -33,7 +37,9 @@ def check_depthwise_inputs(x, weight, bias):
                          f'({channels},).')
 
 
+register_input_check(OPERATION, check_inputs)
+
+
 def depthwise_conv_silu(x, weight, bias=None, backend=None):
     """SiLU of the depthwise conv of a (B, C, H, W) map ('same' zero padding, stride 1)."""
-    check_depthwise_inputs(x, weight, bias)
     return run(OPERATION, x.device.type, backend, x, weight, bias)

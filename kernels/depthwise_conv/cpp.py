@@ -9,9 +9,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..cpu_extension import compile_flags, float32_contiguous
-from ..lazy_extension import LazyExtension
-from ..scan_common import needs_grad
+from ..common.cpu_extension import compile_flags, float32_contiguous
+from ..common.lazy_extension import LazyExtension
+from ..common.scan_common import needs_grad
 from .reference import depthwise_conv_silu_reference
 
 _EXTENSION = LazyExtension('vmamba_cpu_depthwise_conv', 'depthwise_conv_cpu.cpp',

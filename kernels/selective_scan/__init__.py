@@ -1,4 +1,4 @@
-"""The selective-scan entry point: input checks, float32 prologue, dispatch.
+"""The selective scan: its contract, its input check and its backends in the dispatch.
 
 Contract (mamba_ssm ``selective_scan_ref`` semantics)::
 
@@ -11,25 +11,27 @@ Contract (mamba_ssm ``selective_scan_ref`` semantics)::
     y_t = <C_t, h_t> + D * u_t
 
 Everything is computed in float32; the result has ``out_dtype`` (default: the dtype of ``u``).
+Backends (one file each): ``reference`` (one token at a time), ``torch`` (chunked tensor ops),
+``cpp`` (C++, CPU), ``triton`` and ``cuda`` (GPUs).
 """
-import os
-
-from .. import cpu_extension, cuda_extension, triton_common
-from ..dispatch import register, run
-from . import cpp, chunked, cuda, reference, triton
+from ..common import cpu_extension, cuda_extension, triton_common
+from ..common.scan_common import check_scan_inputs, with_group_dim
+from ..dispatch import register, register_input_check, run
+from . import cpp, cuda, reference, triton
 from . import flops  # noqa: F401  (the FLOP counter's rule for the scan operators)
+from . import torch as torch_backend
+
+__all__ = ['selective_scan']
 
 OPERATION = 'selective_scan'
 register(OPERATION, 'reference', reference.selective_scan_reference, devices=('cpu', 'cuda'),
          description='sequential loop over tokens')
 # On a GPU the vectorised PyTorch path is 20-100x slower than a kernel: by name only there.
-register(OPERATION, 'torch', chunked.selective_scan_chunked, devices=('cpu', 'cuda'), priority=0,
-         auto_devices=('cpu', ), description='tensor ops')
+register(OPERATION, 'torch', torch_backend.selective_scan_chunked, devices=('cpu', 'cuda'),
+         priority=0, auto_devices=('cpu', ), description='tensor ops')
 register(OPERATION, 'cpp', cpp.selective_scan_compiled, devices=('cpu', ), priority=1,
          unavailable_reason=cpu_extension.unavailable_reason, description='C++ kernel')
-# Under TRITON_INTERPRET=1 Triton runs on CPU tensors (slowly): that is how the CPU tests reach it.
-register(OPERATION, 'triton', triton.selective_scan_triton,
-         devices=('cuda', 'cpu') if os.environ.get('TRITON_INTERPRET') == '1' else ('cuda', ),
+register(OPERATION, 'triton', triton.selective_scan_triton, devices=triton_common.triton_devices(),
          priority=2, auto_devices=('cuda', ), unavailable_reason=triton_common.unavailable_reason,
          description='Triton kernel')
 # Below Triton: on an H100 (VMamba-T stage 1, batch 128, bf16) its forward takes 4.1 ms against
@@ -39,43 +41,13 @@ register(OPERATION, 'cuda', cuda.selective_scan_cuda, devices=('cuda', ), priori
          description='CUDA C++ kernel')
 
 
-def _shape_error(operation, name, tensor, expected):
-    return ValueError(f'{operation}: {name} has shape {tuple(tensor.shape)}, expected '
-                      f'{expected}.')
+def check_inputs(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
+                 out_dtype=None):
+    """The contract above, as every backend receives it (B, C as (batch, G, N, L))."""
+    check_scan_inputs(OPERATION, u, delta, A, B, C, D, delta_bias)
 
 
-def check_inputs(u, delta, A, B, C, D, delta_bias, operation=OPERATION):
-    """Validate shapes against the contract and return (B, C) as (batch, G, N, L).
-
-    ``operation`` names the caller in the errors (the 2D scan shares this contract).
-    """
-    if u.dim() != 3:
-        raise _shape_error(operation, 'u', u, '(batch, dim, L)')
-    batch, dim, length = u.shape
-    if delta.shape != u.shape:
-        raise _shape_error(operation, 'delta', delta, f'{tuple(u.shape)} like u')
-    if A.dim() != 2 or A.shape[0] != dim:
-        raise _shape_error(operation, 'A', A, f'({dim}, N)')
-    state = A.shape[1]
-    grouped = []
-    for name, t in (('B', B), ('C', C)):
-        if t.dim() == 3:
-            t = t.unsqueeze(1)
-        if t.dim() != 4 or t.shape[0] != batch or t.shape[2] != state or t.shape[3] != length:
-            raise _shape_error(operation, name, t,
-                               f'({batch}, G, {state}, {length}) or ({batch}, {state}, {length})')
-        if dim % t.shape[1]:
-            raise ValueError(f'{operation}: dim={dim} is not divisible by the {t.shape[1]} '
-                             f'groups of {name}.')
-        grouped.append(t)
-    for name, t in (('D', D), ('delta_bias', delta_bias)):
-        if t is not None and tuple(t.shape) != (dim,):
-            raise _shape_error(operation, name, t, f'({dim},)')
-    for name, t in (('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D),
-                    ('delta_bias', delta_bias)):
-        if t is not None and t.device != u.device:
-            raise ValueError(f'{operation}: {name} is on {t.device} but u is on {u.device}.')
-    return grouped
+register_input_check(OPERATION, check_inputs)
 
 
 def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
@@ -85,6 +57,6 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=Fa
     ``backend`` names a registered backend ('reference', 'torch', 'cpp', 'triton', 'cuda') or
     None for the automatic choice (see ``vmamba_kernels.dispatch``).
     """
-    B, C = check_inputs(u, delta, A, B, C, D, delta_bias)
-    return run(OPERATION, u.device.type, backend, u, delta, A, B, C, D=D, delta_bias=delta_bias,
-               delta_softplus=delta_softplus, out_dtype=u.dtype if out_dtype is None else out_dtype)
+    return run(OPERATION, u.device.type, backend, u, delta, A, with_group_dim(B),
+               with_group_dim(C), D=D, delta_bias=delta_bias, delta_softplus=delta_softplus,
+               out_dtype=u.dtype if out_dtype is None else out_dtype)

@@ -1,61 +1,19 @@
 """The ``cpp`` backend (CPU): the compiled kernels of csrc/selective_scan_cpu.cpp as custom ops.
 
 ``vmamba::selective_scan_cpp`` runs the whole scan of a row in one C++ pass; its backward,
-``vmamba::selective_scan_cpp_backward``, is the closed form of ``gradients.py`` in one C++ pass per
-(batch, group), recomputing the forward. ``vmamba::linear_recurrence_cpp`` is the recurrence alone
-(h_t = a_t h_{t-1} + b_t, with its own backward), for the closed forms written in tensor ops.
+``vmamba::selective_scan_cpp_backward``, is the closed form of the scan's gradients
+(tests/kernels/oracles.py) in one C++ pass per (batch, group), recomputing the forward. (The
+extension's bare recurrence, ``linear_recurrence``, is an operator of the tests' oracles only.)
 Being ``torch.library`` operators with fake implementations, they stay whole in
 ``torch.compile`` graphs and ``torch.export`` programs.
 """
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..cpu_extension import float32_contiguous, load_extension
-from .kernel_ops import backward_fake
-
-
-@torch.library.custom_op('vmamba::linear_recurrence_cpp', mutates_args=())
-def linear_recurrence_cpp(decay: Tensor, drive: Tensor, reverse: bool) -> Tensor:
-    """h_t = decay_t h_{t-1} + drive_t along the rows of float32 (rows, L) tensors (reverse:
-    h_t = decay_t h_{t+1} + drive_t)."""
-    return load_extension().linear_recurrence(decay.contiguous(), drive.contiguous(), reverse)
-
-
-@linear_recurrence_cpp.register_fake
-def _(decay, drive, reverse):
-    return torch.empty_like(drive)
-
-
-def _recurrence_setup(ctx, inputs, output):
-    decay, _, reverse = inputs
-    ctx.reverse = reverse
-    ctx.save_for_backward(decay, output)
-
-
-def _recurrence_backward(ctx, grad_h):
-    decay, h = ctx.saved_tensors
-    # The adjoint runs the other way: forward h_t = a_t h_{t-1} + b_t gives
-    # grad_b_t = grad_h_t + a_{t+1} grad_b_{t+1}, and grad_a_t = grad_b_t h_{t-1}.
-    if ctx.reverse:
-        neighbour_decay = F.pad(decay[:, :-1], (1, 0))
-        grad_drive = linear_recurrence_cpp(neighbour_decay, grad_h.contiguous(), False)
-        return grad_drive * F.pad(h[:, 1:], (0, 1)), grad_drive, None
-    neighbour_decay = F.pad(decay[:, 1:], (0, 1))
-    grad_drive = linear_recurrence_cpp(neighbour_decay, grad_h.contiguous(), True)
-    return grad_drive * F.pad(h[:, :-1], (1, 0)), grad_drive, None
-
-
-linear_recurrence_cpp.register_autograd(_recurrence_backward, setup_context=_recurrence_setup)
-
-
-def recurrence_rows(decay, drive, reverse):
-    """``linear_recurrence_cpp`` on tensors of any shape (the last dim is time)."""
-    shape = drive.shape
-    rows = decay.expand(shape).reshape(-1, shape[-1]).float()
-    return linear_recurrence_cpp(rows, drive.reshape(-1, shape[-1]).float(), reverse).view(shape)
+from ..common.cpu_extension import float32_contiguous, load_extension
+from ..common.scan_operators import backward_fake
 
 
 @torch.library.custom_op('vmamba::selective_scan_cpp', mutates_args=())
@@ -85,7 +43,7 @@ def selective_scan_cpp_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
                                 delta_softplus: bool) -> tuple[Tensor, Tensor, Tensor, Tensor,
                                                                Tensor, Tensor, Tensor]:
     """(du, ddelta, dA, dB, dC, dD, ddelta_bias) of ``selective_scan_cpp`` for ``grad_y``, the
-    closed form of ``gradients.py`` in one C++ pass per (batch, group): du, ddelta, dB, dC in
+    closed form (tests/kernels/oracles.py) in one C++ pass per (batch, group): du, ddelta, dB, dC in
     their input's dtype, the rest float32; dD and ddelta_bias are zeros when D or delta_bias is
     absent (an operator cannot return None)."""
     args = [float32_contiguous(t, u) for t in (u, delta, A, B, C, D, delta_bias, grad_y)]

@@ -11,8 +11,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..cuda_extension import load_extension
-from .kernel_ops import backward_fake, register_saved_state_autograd
+from ..common.cuda_extension import load_extension
+from ..common.scan_operators import backward_fake, register_saved_state_autograd
 
 # The kernel stores the state every kCheckpoint tokens (csrc/selective_scan_cuda.cu); the fake
 # implementation sizes the checkpoint tensor with it (tests/kernels/test_cuda_build.py checks

@@ -6,8 +6,8 @@ D counts every channel scanned, so all four routes of SS2D). Torch's counter cou
 as two FLOPs (its matmul rule is 2 m n k), so the formulas registered here give twice the
 multiply-adds, and a counter that reports multiply-adds halves every operator alike.
 
-Only the forward operators carry the rule: ``linear_recurrence_cpp`` and the ``*_backward``
-operators run in backward passes only, which the official tables do not count.
+Only the forward operators carry the rule: the ``*_backward`` operators run in backward passes
+only, which the official tables do not count.
 """
 import torch
 from torch.utils.flop_counter import register_flop_formula

@@ -1,7 +1,7 @@
 """Sequential selective scan: one token at a time, written for obviousness. The test oracle."""
 import torch
 
-from ..scan_common import add_skip, prepare_delta
+from ..common.scan_common import add_skip, prepare_delta
 
 
 def selective_scan_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,

@@ -24,26 +24,12 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..triton_common import (BACKWARD_TILE, FORWARD_TILE, block_channels, chunk_config,
-                             num_chunks, pair_combine, tl, triton)
-from .kernel_ops import (backward_fake, gradient_buffers, reduce_gradients,
-                         register_saved_state_autograd)
+from ..common.scan_operators import (backward_fake, gradient_buffers, reduce_gradients,
+                                     register_saved_state_autograd)
+from ..common.triton_common import (BACKWARD_TILE, FORWARD_TILE, block_channels, chunk_config,
+                                    load_step, num_chunks, pair_combine, tl, triton)
 
 if triton is not None:
-
-    @triton.jit
-    def load_step(delta_ptr, bias, t, t_ok, rows, row_ok, A, SOFTPLUS: tl.constexpr,
-                  HAS_BIAS: tl.constexpr):
-        """delta (after bias and softplus) at positions t, and exp(delta * A)."""
-        mask = row_ok[:, None] & t_ok[None, :]
-        raw = tl.load(delta_ptr + rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            raw = raw + bias[:, None]
-        step = raw
-        if SOFTPLUS:
-            step = tl.where(raw > 20.0, raw, tl.log(1.0 + tl.exp(raw)))
-        decay = tl.exp(step[:, None, :] * A[:, :, None])
-        return raw, step, decay
 
     @triton.jit
     def _selective_scan_fwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr,

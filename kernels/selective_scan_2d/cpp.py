@@ -2,20 +2,20 @@
 
 ``vmamba::selective_scan_2d_cpp`` walks each (batch, channel) grid in one C++ pass, carrying one
 row of column states. Its backward, ``vmamba::selective_scan_2d_cpp_backward``, is the closed form
-of ``gradients.py`` in one C++ pass per grid: it recomputes the forward's row and column states,
-then walks the grid from the last token with the adjoint carries; dB and dC are summed over a
-group's channels in a fixed order. Being an operator with a fake implementation, the backward
+(tests/kernels/oracles.py) in one C++ pass per grid: it recomputes the forward's row and column
+states, then walks the grid from the last token with the adjoint carries; dB and dC are summed
+over a group's channels in a fixed order. Being an operator with a fake implementation, the backward
 traces under ``torch.compile``. The kernels have their own extension, built on first use like the
-1D one (``cpu_extension.py``) with the same flags.
+1D one (``common/cpu_extension.py``) with the same flags.
 """
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..cpu_extension import compile_flags, float32_contiguous
-from ..lazy_extension import LazyExtension
-from ..selective_scan.kernel_ops import backward_fake
+from ..common.cpu_extension import compile_flags, float32_contiguous
+from ..common.lazy_extension import LazyExtension
+from ..common.scan_operators import backward_fake
 
 _EXTENSION = LazyExtension('vmamba_cpu_scan_2d', 'selective_scan_2d_cpu.cpp',
                            extra_cflags=compile_flags(), extra_ldflags=['-fopenmp'])

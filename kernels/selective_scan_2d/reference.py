@@ -5,7 +5,7 @@ time, with the same decays (see the contract in ``__init__``).
 """
 import torch
 
-from ..scan_common import add_skip, prepare_delta
+from ..common.scan_common import add_skip, prepare_delta
 
 
 def selective_scan_2d_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,

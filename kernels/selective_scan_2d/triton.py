@@ -17,7 +17,8 @@ backward: the column states entering every block of ``ROWS_PER_CHECKPOINT`` rows
 The backward walks the blocks from the bottom. For each block it recomputes the block's g and h
 from its checkpoint into a scratch of that block's size ((batch, dim, N, R + 1, W) for h, with
 the checkpoint as row 0, and (batch, dim, N, R, W) for g); then it walks the block's rows from
-the bottom and each row's tiles from the right with the adjoint passes (see ``gradients.py``):
+the bottom and each row's tiles from the right with the adjoint passes (see the closed form in
+tests/kernels/oracles.py):
 
 - gamma = dL/dg, the reverse column recurrence gamma = C dy + a_below gamma_below; the row above
   needs a gamma, kept like the forward's column states (registers or a two-half scratch row);
@@ -40,10 +41,10 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..selective_scan.kernel_ops import (backward_fake, gradient_buffers, reduce_gradients,
-                                         register_saved_state_autograd)
-from ..selective_scan.triton import load_step
-from ..triton_common import BACKWARD_TILE, block_channels, chunk_config, pair_combine, tl, triton
+from ..common.scan_operators import (backward_fake, gradient_buffers, reduce_gradients,
+                                     register_saved_state_autograd)
+from ..common.triton_common import (BACKWARD_TILE, block_channels, chunk_config, load_step,
+                                    pair_combine, tl, triton)
 
 # Rows between two forward checkpoints: the checkpoints kept from the forward to the backward are
 # 1 / R of a full h; the backward's transient scratch holds about 2 R rows.

@@ -1,26 +1,17 @@
-"""Scan inputs and tolerances shared by the kernel tests."""
+"""Scan inputs and tolerances shared by the kernel tests; the public operations' inputs are their
+example inputs (each folder's ``cases.py``), the kernel operators' are made here."""
 import torch
 
 import vmamba_kernels
+from vmamba_kernels.selective_scan.cases import scan_tensors
 
 
 def make_inputs(batch, dim, length, state, groups, dtype=torch.float32, seed=0, decay=3.0,
                 min_decay=0.05):
-    """The selective scan's inputs by name; A in [-(decay + min_decay), -min_decay]."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, scale=1.0):
-        return torch.randn(*shape, generator=gen) * scale
-
-    return dict(
-        u=rnd(batch, dim, length).to(dtype),
-        delta=rnd(batch, dim, length, scale=0.5).to(dtype),
-        A=-(torch.rand(dim, state, generator=gen) * decay + min_decay),
-        B=rnd(batch, groups, state, length).to(dtype),
-        C=rnd(batch, groups, state, length).to(dtype),
-        D=rnd(dim),
-        delta_bias=rnd(dim, scale=0.5),
-    )
+    """The selective scan's inputs by name (its example inputs, ``selective_scan/cases.py``), with
+    stronger decays by default: A in [-(decay + min_decay), -min_decay]."""
+    return scan_tensors(batch, dim, length, state, groups, dtype=dtype, seed=seed, decay=decay,
+                        min_decay=min_decay)
 
 
 def run(inputs, backend, requires_grad=False, **kwargs):

@@ -14,7 +14,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from vmamba_kernels import cuda_extension
+from vmamba_kernels.common import cuda_extension
 from vmamba_kernels.selective_scan import cuda as cuda_scan
 
 
@@ -106,7 +106,7 @@ def test_triton_2d_scan_kernels_compile_to_h100_machine_code(height, width, tmp_
     from triton.compiler import ASTSource
 
     from vmamba_kernels.selective_scan_2d import triton as kernels
-    from vmamba_kernels.triton_common import BACKWARD_TILE, block_channels
+    from vmamba_kernels.common.triton_common import BACKWARD_TILE, block_channels
 
     state_pad, tile, tiles, _, _ = kernels.grid_layout(1, height, width)
     ptxas = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin', 'ptxas')

@@ -33,7 +33,7 @@ def test_selective_scan_op(shape, softplus):
 
 @pytest.mark.parametrize('reverse', [False, True])
 def test_linear_recurrence_op(reverse):
-    from vmamba_kernels.selective_scan.cpp import linear_recurrence_cpp
+    from tests.kernels.oracles import linear_recurrence_cpp
     gen = torch.Generator().manual_seed(0)
     decay, drive = leaves(torch.rand(6, 19, generator=gen), torch.randn(6, 19, generator=gen))
     torch.library.opcheck(linear_recurrence_cpp, (decay, drive, reverse))
@@ -70,7 +70,7 @@ def pixel_major_operator_inputs(channels, height, width, rank, state, seed, batc
     ('cross', 3, 5, 20, 1), ('cross', 1, 6, 20, 3), ('bidirectional', 3, 5, 20, 3),
     ('bidirectional', 1, 6, 5, 2), ('unidirectional', 3, 5, 5, 2), ('unidirectional', 1, 6, 20, 1)])
 def test_fused_cross_selective_scan_op(order, height, width, channels, state):
-    from vmamba_kernels.cross_selective_scan.composite import pixel_major_scan_reference
+    from tests.kernels.oracles import pixel_major_scan_reference
     from vmamba_kernels.cross_selective_scan.cpp import (cross_selective_scan_cpp,
                                                          cross_selective_scan_cpp_backward)
     args = leaves(*pixel_major_operator_inputs(channels, height, width, rank=2, state=state,
@@ -177,10 +177,11 @@ def test_depthwise_conv_silu_names_a_bad_kernel():
 
 
 def test_selective_scan_backward_equals_the_closed_form_in_tensor_ops():
-    # The C++ backward against gradients.py (the same math in tensor ops, recurrences by the C++
-    # linear recurrence): a second oracle next to autograd through the sequential reference.
-    from vmamba_kernels.selective_scan.cpp import recurrence_rows, selective_scan_cpp_backward
-    from vmamba_kernels.selective_scan.gradients import selective_scan_gradients
+    # The C++ backward against its closed form (oracles.py: the same math in tensor ops,
+    # recurrences by the C++ linear recurrence): a second oracle next to autograd through the
+    # sequential reference.
+    from tests.kernels.oracles import recurrence_rows, selective_scan_gradients
+    from vmamba_kernels.selective_scan.cpp import selective_scan_cpp_backward
     inputs = make_inputs(2, 8, 37, 3, 2)
     args = [inputs[k] for k in ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias')]
     grad_y = torch.randn(inputs['u'].shape, generator=torch.Generator().manual_seed(2))

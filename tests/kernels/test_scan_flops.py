@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 import vmamba_kernels
 from tests.kernels.scan_inputs import make_inputs
 from vmamba_kernels import available_backends
-from vmamba_kernels.cross_selective_scan.composite import composite as composite_of
+from vmamba_kernels.common.composite import composite as composite_of
 
 # Operators whose fake implementations run on meta tensors: no kernel, no GPU needed to count.
 SCAN_OPERATORS = ['selective_scan_cpp', 'selective_scan_triton', 'selective_scan_cuda']

@@ -167,11 +167,13 @@ def test_automatic_choice_never_picks_the_reference_loop(operation, monkeypatch)
 
 def test_one_backend_name_selects_every_operation(monkeypatch):
     # VMAMBA_SCAN_BACKEND=cuda once still ran the Triton cross-scan: a name now picks that
-    # backend's implementation of every operation, or fails naming the operation.
+    # backend's implementation of every operation (its 'torch' one where the operation has none
+    # of that name), or fails naming the operation.
     monkeypatch.setattr(dispatch, '_default_backend', None)
     monkeypatch.setenv(dispatch.ENV_VAR, 'cpp')
     for operation in dispatch.operations():
-        assert resolved('cpu', operation=operation) == 'cpp'
+        expected = 'cpp' if 'cpp' in dispatch.backends_of(operation) else 'torch'
+        assert resolved('cpu', operation=operation) == expected
     monkeypatch.setenv(dispatch.ENV_VAR, 'cuda')
     with pytest.raises(RuntimeError, match="'cuda'.*(not available|does not run)"):
         resolved('cpu', operation='cross_selective_scan')

@@ -1,16 +1,16 @@
 """The C++ CPU kernels of the 2D scan (csrc/selective_scan_2d_cpu.cpp) as torch.library operators
 and as the 'cpp' backend: opcheck, and value and every gradient against the sequential
 references (``selective_scan_2d_reference``, ``fused_scan_2d_reference``); the C++ backward
-operator also against the closed form of ``selective_scan_2d/gradients.py``."""
+operator also against its closed form (``oracles.selective_scan_2d_gradients``)."""
 import pytest
 import torch
 
 import vmamba_kernels
+from tests.kernels.oracles import recurrence_rows, selective_scan_2d_gradients
 from tests.kernels.scan_inputs import assert_close_scaled, fused_inputs, make_inputs
 from vmamba_kernels import available_backends, route_pixels
-from vmamba_kernels.cross_selective_scan_2d.composite import fused_scan_2d_reference, route_widths
-from vmamba_kernels.selective_scan.cpp import recurrence_rows
-from vmamba_kernels.selective_scan_2d.gradients import selective_scan_2d_gradients
+from vmamba_kernels.common.composite import route_widths
+from vmamba_kernels.cross_selective_scan_2d.cpp import fused_scan_2d_reference
 from vmamba_kernels.selective_scan_2d.reference import selective_scan_2d_reference
 
 pytestmark = pytest.mark.skipif('cpp' not in available_backends('selective_scan_2d'),
@@ -143,7 +143,7 @@ def test_scan_opcheck(softplus, skip):
 
 
 def closed_form_gradients(inputs, grad_y, softplus, height, width):
-    """``gradients.py`` on the 1D extension's recurrence: the backward the C++ one replaces."""
+    """The closed form on the 1D extension's recurrence: the backward the C++ one replaces."""
     return selective_scan_2d_gradients(grad_y, *(inputs[k] for k in NAMES), softplus, height,
                                        width, recurrence_rows)
 

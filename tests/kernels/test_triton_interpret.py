@@ -20,7 +20,7 @@ else:
     from tests.kernels.scan_inputs import assert_close_scaled, input_list, pixel_major_inputs
     from vmamba_kernels.add_layer_norm.triton import add_layer_norm_backward_op, add_layer_norm_op
     from vmamba_kernels.cross_scan.triton import cross_merge_op, cross_scan_op
-    from vmamba_kernels.cross_selective_scan.composite import pixel_major_low_rank_reference
+    from tests.kernels.oracles import pixel_major_low_rank_reference
     from vmamba_kernels.cross_selective_scan.triton import (cross_selective_scan_backward_op,
                                                             cross_selective_scan_op, tiling)
     from vmamba_kernels.routes import NUM_ROUTES, SCAN_ORDERS, route_pixels, route_table

@@ -30,6 +30,7 @@ import torch
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 import vmamba_kernels  # noqa: E402
+from vmamba_kernels.common.cases import examples_of  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -73,13 +74,9 @@ def main(argv=None):
     b, d, length, n, g = args.batch, args.dim, args.length, args.state, args.groups
     if args.grid is not None:
         length = args.grid[0] * args.grid[1]
-    u = torch.randn(b, d, length, device=dev, dtype=dtype)
-    delta = (torch.randn(b, d, length, device=dev) * 0.5).to(dtype)
-    A = -torch.rand(d, n, device=dev) - 0.1
-    B = torch.randn(b, g, n, length, device=dev, dtype=dtype)
-    C = torch.randn(b, g, n, length, device=dev, dtype=dtype)
-    D = torch.randn(d, device=dev)
-    bias = torch.randn(d, device=dev) * 0.5
+    # The operations' own example inputs (their cases.py), at the shape asked for.
+    tensors, _ = examples_of('selective_scan').make((b, d, length, n, g), dtype=dtype)
+    u, delta, A, B, C, D, bias = (t.to(dev) for t in tensors.values())
     size = u.element_size()
     seq = b * d * length * size
     bc = b * g * n * length * size
@@ -121,8 +118,9 @@ def main(argv=None):
                 share = f'  {100 * gbs / args.bandwidth_gbs:5.1f}% of ' \
                     f'{args.bandwidth_gbs:.0f} GB/s' if dev == 'cuda' else ''
                 print(f'  {name:9s} {label:8s} {sec * 1e3:9.3f} ms  {gbs:8.1f} GB/s{share}')
-    x = torch.randn(b, d // 4, int(length**0.5), length // int(length**0.5), device=dev,
-                    dtype=dtype)
+    side = int(length**0.5)
+    x = examples_of('cross_scan').make((b, d // 4, side, length // side), dtype=dtype)[0]['x']
+    x = x.to(dev)
     sec = timed(lambda: vmamba_kernels.cross_scan(x), args.iters, dev)
     nbytes = x.numel() * size * 5
     print(f'  cross_scan {tuple(x.shape)}: {sec * 1e3:.3f} ms  {nbytes / sec / 1e9:.1f} GB/s')

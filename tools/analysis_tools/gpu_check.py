@@ -522,9 +522,10 @@ def section_correctness(ctx, sec):
             key = f'{op}/{backend}'
             sec.require(3, f'{key}')
             began = time.time()
-            reason = dispatch.implementation(op, backend).unavailable_reason()
-            if reason is None and ctx.device not in dispatch.implementation(op, backend).devices:
-                reason = f'it runs on {list(dispatch.implementation(op, backend).devices)} only'
+            described = dispatch.describe(op, backend)
+            reason = described.unavailable_reason
+            if reason is None and ctx.device not in described.devices:
+                reason = f'it runs on {list(described.devices)} only'
             if reason is not None:
                 sec.results[key] = dict(skipped=reason)
                 sec.note(f'{key}: skipped ({reason})')

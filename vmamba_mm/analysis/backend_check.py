@@ -6,7 +6,7 @@ import contextlib
 import torch
 
 import vmamba_kernels
-from vmamba_kernels import NUM_ROUTES
+from vmamba_kernels.common.cases import examples_of, operations_with_examples
 
 # Max scaled error allowed (max |out - ref| / max(1, max |ref|)). float32: the reference's own
 # arithmetic reordered (forward), sums over L and batch in another order (gradients). bfloat16
@@ -19,76 +19,19 @@ GPU_BACKENDS = ('triton', 'cuda')
 
 
 def correctness_cases(smoke):
-    """(operation, case label, shape) for every operation; the shapes cross a chunk boundary,
-    use groups, and leave odd maps. The sequential reference runs on the CPU, so they stay small
-    even on a GPU (``--smoke``: tiny, for the Triton interpreter)."""
-    if smoke:
-        scans = [(1, 4, 20, 2, 2)]
-        grids = [(1, 4, 3, 5, 2, 2)]
-        maps = [(1, 2, 3, 5)]
-        cores = [(1, 2, 3, 5, 1, 1)]
-    else:
-        # (batch, dim, L, N, groups): VMamba-T's N = 1 with 4 groups, N = 16, a long sequence.
-        scans = [(2, 64, 1000, 1, 4), (1, 16, 77, 16, 2), (2, 12, 300, 4, 3)]
-        # (batch, dim, H, W, N, groups)
-        grids = [(2, 32, 14, 14, 1, 4), (1, 8, 9, 40, 4, 2)]
-        maps = [(2, 40, 9, 13), (2, 16, 7, 7)]
-        # (batch, channels, H, W, rank, N)
-        cores = [(2, 32, 9, 13, 2, 1), (1, 16, 14, 14, 4, 4)]
-    cases = []
-    for shape in scans:
-        cases.append(('selective_scan', f'b{shape[0]} d{shape[1]} L{shape[2]} N{shape[3]} '
-                      f'g{shape[4]}', shape))
-    for shape in grids:
-        cases.append(('selective_scan_2d', f'b{shape[0]} d{shape[1]} {shape[2]}x{shape[3]} '
-                      f'N{shape[4]} g{shape[5]}', shape))
-    for op in ('cross_scan', 'cross_merge'):
-        for shape in maps:
-            cases.append((op, f'b{shape[0]} c{shape[1]} {shape[2]}x{shape[3]}', shape))
-    for op in ('cross_selective_scan', 'cross_selective_scan_2d'):
-        for shape in cores:
-            cases.append((op, f'b{shape[0]} c{shape[1]} {shape[2]}x{shape[3]} R{shape[4]} '
-                          f'N{shape[5]}', shape))
-    return cases
+    """(operation, case label, shape) for every operation whose folder gives example inputs of
+    the size (``cases.py``: ``'check'``, or ``'smoke'`` for the Triton interpreter). The shapes
+    cross a chunk boundary, use groups, and leave odd maps; the sequential reference runs on the
+    CPU, so they stay small even on a GPU."""
+    size = 'smoke' if smoke else 'check'
+    return [(op, label, shape) for op in operations_with_examples()
+            for label, shape in examples_of(op).cases(size)]
 
 
 def make_case_inputs(op, shape, dtype, seed):
     """The operation's inputs as a dict (tensors on the CPU, in ``dtype`` where the contract lets
     them be, float32 otherwise) and the keyword arguments of its call."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def rnd(*size, scale=1.0):
-        return torch.randn(*size, generator=gen) * scale
-
-    if op in ('selective_scan', 'selective_scan_2d'):
-        if op == 'selective_scan':
-            batch, dim, length, state, groups = shape
-            extra = {}
-        else:
-            batch, dim, height, width, state, groups = shape
-            length, extra = height * width, dict(height=height, width=width)
-        tensors = dict(u=rnd(batch, dim, length).to(dtype),
-                       delta=rnd(batch, dim, length, scale=0.5).to(dtype),
-                       A=-(torch.rand(dim, state, generator=gen) + 0.1),
-                       B=rnd(batch, groups, state, length).to(dtype),
-                       C=rnd(batch, groups, state, length).to(dtype),
-                       D=rnd(dim), delta_bias=rnd(dim, scale=0.5))
-        return tensors, dict(delta_softplus=True, out_dtype=torch.float32, **extra)
-    if op == 'cross_scan':
-        batch, channels, height, width = shape
-        return dict(x=rnd(batch, channels, height, width).to(dtype)), dict(order='cross')
-    if op == 'cross_merge':
-        batch, channels, height, width = shape
-        return (dict(routes=rnd(batch, NUM_ROUTES, channels, height * width).to(dtype)),
-                dict(height=height, width=width, order='cross'))
-    batch, channels, height, width, rank, state = shape
-    routes = NUM_ROUTES
-    return (dict(x=rnd(batch, channels, height, width).to(dtype),
-                 x_proj_weight=rnd(routes, rank + 2 * state, channels, scale=channels**-0.5),
-                 dt_projs_weight=rnd(routes, channels, rank, scale=rank**-0.5),
-                 A=-(torch.rand(routes * channels, state, generator=gen) + 0.1),
-                 D=rnd(routes * channels), delta_bias=rnd(routes * channels, scale=0.5)),
-            dict(order='cross'))
+    return examples_of(op).make(shape, dtype=dtype, seed=seed)
 
 
 def run_case(op, tensors, kwargs, backend, device, grad_seed, autocast_dtype=None):

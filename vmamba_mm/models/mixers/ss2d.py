@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vmamba_kernels import NUM_ROUTES, SCAN_ORDERS, dispatch, route_pixels
-from vmamba_kernels.cross_selective_scan.composite import route_parameters
+from vmamba_kernels.common.composite import route_parameters
 
 from ..layers import channel_dim, linear_layer, norm_layer
 from .base import MIXERS, TokenMixer

@@ -1,9 +1,9 @@
-"""Cross-scan and cross-merge in tensor ops: gathers along the route tables of ``routes.py``.
+"""The ``torch`` cross-scan and cross-merge: gathers along the route tables (``common/routes.py``).
 
 Any device, autograd (each is the other's adjoint, and autograd derives that by itself), and
 traceable with symbolic H and W, since the tables are built from ``arange``.
 """
-from ..routes import pixel_steps, route_pixels
+from ..common.routes import pixel_steps, route_pixels
 
 
 def cross_scan_gather(x, order, channel_first):

@@ -4,8 +4,8 @@ autograd, ``torch.compile`` and ``torch.export`` see one static graph for any gr
 """
 import torch
 
-from ..scan_common import add_skip, prepare_delta
-from ..selective_scan.chunked import decays_and_drives, linear_recurrence
+from ..common.scan_common import add_skip, prepare_delta
+from ..common.chunked_recurrence import decays_and_drives, linear_recurrence
 
 
 def selective_scan_2d_vectorised(u, delta, A, B, C, D=None, delta_bias=None,

@@ -3,7 +3,7 @@ at import: a backend whose kernel cannot be built is simply unavailable, with th
 import hashlib
 import os
 
-CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc')
+CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'csrc')
 
 
 def headers_digest(headers):

@@ -15,6 +15,12 @@ else:  # the Triton backends report themselves unavailable
     tl = None
 
 
+def triton_devices():
+    """Where the Triton backends run: CUDA, and the CPU under TRITON_INTERPRET=1 (slowly: that is
+    how the CPU tests reach them)."""
+    return ('cuda', 'cpu') if os.environ.get('TRITON_INTERPRET') == '1' else ('cuda', )
+
+
 def unavailable_reason():
     if triton is None:
         return 'Triton is not installed (pip install triton)'
@@ -61,3 +67,17 @@ if triton is not None:
     def pair_combine(a1, x1, a2, x2):
         """Compose two steps of h -> a h + x (the associative scan's operator)."""
         return a1 * a2, a2 * x1 + x2
+
+    @triton.jit
+    def load_step(delta_ptr, bias, t, t_ok, rows, row_ok, A, SOFTPLUS: tl.constexpr,
+                  HAS_BIAS: tl.constexpr):
+        """delta (after bias and softplus) at positions t, and exp(delta * A)."""
+        mask = row_ok[:, None] & t_ok[None, :]
+        raw = tl.load(delta_ptr + rows[:, None] + t[None, :], mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            raw = raw + bias[:, None]
+        step = raw
+        if SOFTPLUS:
+            step = tl.where(raw > 20.0, raw, tl.log(1.0 + tl.exp(raw)))
+        decay = tl.exp(step[:, None, :] * A[:, :, None])
+        return raw, step, decay

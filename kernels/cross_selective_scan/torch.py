@@ -1,108 +1,13 @@
-"""The ``torch`` backend: the selective scan in plain tensor ops, autograd- and export-safe.
+"""The ``torch`` backend of ``cross_selective_scan``: SS2D's scan core in plain tensor ops.
 
-The recurrence h_t = a_t h_{t-1} + b_t (a_t = exp(delta_t A) in (0, 1]) is solved in chunks of
-``CHUNK`` tokens, all chunks at once: a loop of ``CHUNK`` steps walks every chunk in parallel from
-a zero state, then the state each chunk should have started from is the same recurrence over the
-chunks' end states, one element per chunk, solved by the same function. Every operation multiplies
-by decays <= 1, so no value can overflow however strong the decay (unlike cumulative-sum forms,
-which divide by running products). The chunk length is a constant: no data-dependent control
-flow, so ``torch.compile`` and ``torch.export`` see one static graph for any input.
+Its own routes (flips and transposes, no index tables) and a time-first chunk layout, so it exports
+to ONNX with symbolic sizes; the recurrence is ``common/chunked_recurrence.py``'s.
 """
 import torch
 import torch.nn.functional as F
 
-from ..routes import NUM_ROUTES, is_column_major, is_reversed
-from ..scan_common import add_skip, prepare_delta
-
-CHUNK = 16
-# Doubling steps of the chain across chunks in a graph with symbolic sizes: enough for
-# 2**MAX_DOUBLINGS chunks (a million tokens per route: a 4096 x 4096 map).
-MAX_DOUBLINGS = 16
-
-
-def linear_recurrence(decay, drive):
-    """h_t = decay_t * h_{t-1} + drive_t along the last dim, h_{-1} = 0; decay broadcasts."""
-    decay = decay.expand_as(drive)
-    length = drive.shape[-1]
-    if length == 0:
-        return drive.clone()
-    # Always padded to whole chunks, even a sequence shorter than one: the graph is the same
-    # for every length, so an export with symbolic sizes holds no branch on them.
-    chunks = (length + CHUNK - 1) // CHUNK
-    pad = chunks * CHUNK - length
-    decay = F.pad(decay, (0, pad), value=1.0).unflatten(-1, (chunks, CHUNK))
-    drive = F.pad(drive, (0, pad)).unflatten(-1, (chunks, CHUNK))
-    h, decay_from_start = _walk(decay, drive)
-    # State entering each chunk: the end states chained through the chunks' total decays.
-    ends = _chain(decay_from_start[..., -1], h[..., -1])
-    carry_in = F.pad(ends[..., :-1], (1, 0))
-    h = h + decay_from_start * carry_in.unsqueeze(-1)
-    return h.flatten(-2)[..., :length]
-
-
-def _walk(decay, drive):
-    """The recurrence along the last dim, step by step: (h, running product of the decays)."""
-    # Time first and contiguous, so each step reads and writes whole slabs, not strided columns.
-    decay, drive = decay.movedim(-1, 0).contiguous(), drive.movedim(-1, 0).contiguous()
-    # From a zero state, not from drive_0: the first decay still gets its (zero) gradient.
-    h = torch.zeros_like(drive[0])
-    product = torch.ones_like(decay[0])
-    states, products = [], []
-    for t in range(drive.shape[0]):
-        h = decay[t] * h + drive[t]
-        product = product * decay[t]
-        states.append(h)
-        products.append(product)
-    return torch.stack(states, -1), torch.stack(products, -1)
-
-
-def _chain(decay, drive):
-    """The recurrence over the chunks' (total decay, end state) pairs, by recursive doubling:
-    after the step with shift s every element holds its sum over the last 2s chunks."""
-    chunks = drive.shape[-1]
-    # A shape known in Python takes just the steps it needs; a symbolic one (an export with
-    # dynamic sizes) takes enough for any input up to MAX_CHUNKS chunks, a fixed graph.
-    steps = MAX_DOUBLINGS if isinstance(chunks, torch.SymInt) else max(chunks - 1, 1).bit_length()
-    shift = 1
-    for _ in range(steps):
-        drive = drive + decay * _shifted(drive, shift, 0.0)
-        decay = decay * _shifted(decay, shift, 1.0)
-        shift *= 2
-    return drive
-
-
-def _shifted(x, shift, fill):
-    """x moved ``shift`` places along the last dim, ``fill`` entering at the front."""
-    # Cut first, then pad: never a temporary of length + shift (a dynamic-shape graph takes
-    # shifts up to 2**15 whatever the length).
-    kept = torch.sym_max(x.shape[-1] - shift, 0)
-    return F.pad(x[..., :kept], (x.shape[-1] - kept, 0), value=fill)
-
-
-def decays_and_drives(u, delta, A, B):
-    """exp(delta A) and delta B u, float32, as (batch, groups, channels per group, N, L): B and C
-    broadcast over a group's channels without copies. ``delta`` is prepared already."""
-    batch, dim, length = u.shape
-    groups, state = B.shape[1], A.shape[1]
-    per_group = dim // groups
-    delta5 = delta.view(batch, groups, per_group, 1, length)
-    decay = torch.exp(delta5 * A.float().view(1, groups, per_group, state, 1))
-    drive = (delta5 * u.float().view(batch, groups, per_group, 1, length)) * \
-        B.float().unsqueeze(2)
-    return decay, drive
-
-
-def selective_scan_chunked(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
-                           out_dtype=torch.float32):
-    batch, dim, length = u.shape
-    state = A.shape[1]
-    decay, drive = decays_and_drives(u, prepare_delta(delta, delta_bias, delta_softplus), A, B)
-    h = linear_recurrence(decay, drive)
-    if state == 1:
-        y = h.squeeze(3) * C.float()
-    else:
-        y = (h * C.float().unsqueeze(2)).sum(3)
-    return add_skip(y.reshape(batch, dim, length), u, D, out_dtype)
+from ..common.chunked_recurrence import CHUNK, chain
+from ..common.routes import NUM_ROUTES, is_column_major, is_reversed
 
 
 def chunked_route_recurrence(log_decay, drive):
@@ -124,7 +29,7 @@ def chunked_route_recurrence(log_decay, drive):
     h = torch.cat(states, 1)
     decay_from_start = torch.exp(torch.cumsum(log_decay, 1))
     # The chunks' (total decay, end state) pairs chained along the chunk dim (dim 2 of these).
-    ends = _chain(decay_from_start[:, -1].movedim(2, -1), h[:, -1].movedim(2, -1))
+    ends = chain(decay_from_start[:, -1].movedim(2, -1), h[:, -1].movedim(2, -1))
     carry_in = F.pad(ends[..., :-1], (1, 0)).movedim(-1, 2)
     return h + decay_from_start * carry_in.unsqueeze(1)
 
