@@ -6,9 +6,10 @@
 // current row, and the column states h[i-1, :] of the row above (W x N floats).
 //
 // selective_scan_2d_forward: one grid per (batch, channel).
-// selective_scan_2d_backward: the closed form of selective_scan_2d/gradients.py, one grid per
-// (batch, channel): the forward's g and h recomputed into a per-thread workspace, then the grid
-// walked backwards with the adjoint carries (see backward_grid).
+// selective_scan_2d_backward: the closed form of selective_scan_2d_gradients (the test oracle in
+// tests/kernels/oracles.py), one grid per (batch, channel): the forward's g and h recomputed into
+// a per-thread workspace, then the grid walked backwards with the adjoint carries (see
+// backward_grid).
 // cross_selective_scan_2d_forward: SS2D's routes of a 2D map walked in place through a pixel table
 // (as cross_selective_scan_forward of selective_scan_cpu.cpp), each route's steps forming a grid
 // of its own width.
@@ -234,7 +235,7 @@ float chain_rule_row(int64_t width, float a_scale, const float* __restrict__ gam
   return grad_a;
 }
 
-// The gradients of one height x width grid, as selective_scan_2d/gradients.py computes them:
+// The gradients of one height x width grid, as tests/kernels/oracles.py computes them:
 //   gamma = dL/dg: gamma[i,j] = C dy + a[i+1,j] gamma[i+1,j]   (reverse column pass)
 //   beta = dL/dx:  beta[i,j] = gamma + a[i,j+1] beta[i,j+1]     (reverse row pass)
 //   dL/da = gamma h[i-1,j] + beta g[i,j-1]

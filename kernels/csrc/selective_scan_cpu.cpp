@@ -147,7 +147,7 @@ torch::Tensor selective_scan_forward(const torch::Tensor& u, const torch::Tensor
 
 // The gradients of selective_scan_forward, one pass per (batch, group): each channel of the group
 // recomputes its steps, decays and states, then walks back with the adjoint state
-// g_t = C_t dy_t + a_{t+1} g_{t+1} (selective_scan/gradients.py is the same math in tensor ops,
+// g_t = C_t dy_t + a_{t+1} g_{t+1} (tests/kernels/oracles.py has the same math in tensor ops,
 // and its oracle). dB and dC sum over the group's channels in channel order, so the result does
 // not depend on the thread count; nothing of size (batch, dim, N, L) is made.
 //   u, delta, grad_y: (batch, dim, L); A: (dim, N); B, C: (batch, G, N, L); D, delta_bias: (dim,)
@@ -259,7 +259,7 @@ std::vector<torch::Tensor> selective_scan_backward(
 // order the route walks the pixels in, and the recurrence's latency is paid once per block, not
 // once per channel. The routes' outputs are summed into y in place, so neither the routes nor
 // their merge are materialised. The routes are the rows of `pixels` (int64 (K, L): the pixel each
-// route visits at each step), the table of vmamba_kernels/routes.py.
+// route visits at each step), the table of kernels/common/routes.py.
 //   x: (batch, H, W, dim); delta: (K, batch, L, dim) before its bias, in pixel order;
 //   projected: (batch, L, K, R + 2N), the per-route projections of each pixel (B at R, C at R + N);
 //   A: (K * dim, N); D, delta_bias: (K * dim,) or empty. Returns y: (batch, H, W, dim).

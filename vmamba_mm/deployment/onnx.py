@@ -10,7 +10,7 @@ What goes into the graph, by the config's ``default_scope``:
 
 VSSM backbones are built with ``scan_backend='torch'`` whatever the config says: the scan in plain
 tensor ops with a fixed 16-token chunk and no branch on the sizes (see
-``vmamba_kernels.selective_scan.chunked``), which ``torch.onnx.export(dynamo=True)`` turns into
+``vmamba_kernels.cross_selective_scan.torch``), which ``torch.onnx.export(dynamo=True)`` turns into
 standard ONNX operators. The C++ and Triton kernels are custom operators ONNX has no kernel for.
 """
 import collections
