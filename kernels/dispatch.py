@@ -240,7 +240,17 @@ def log_choice_once(impl, reason, device_type):
                     impl.backend, how, reason)
 
 
-@torch._dynamo.assume_constant_result
+def _assume_constant_result(fn):
+    """``torch._dynamo.assume_constant_result`` without importing dynamo.
+
+    Importing ``torch._dynamo`` costs more than importing torch itself (seconds), and every tool
+    and model import would pay it for a decorator that only sets a marker; the test
+    ``test_constant_result_marker_matches_dynamo`` keeps the marker equal to dynamo's own."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_assume_constant_result
 def resolve_backend_name(operation, device_type, requested=None):
     """The backend name ``resolve`` picks, logged once; a constant to ``torch.compile``."""
     impl, reason = resolve(operation, device_type, requested)

@@ -145,6 +145,29 @@ CHOOSE_ONCE = '''
 '''
 
 
+def test_constant_result_marker_matches_dynamo():
+    """The dispatch marks its backend choice constant for torch.compile without importing dynamo
+    (seconds per process); the marker must stay what dynamo's own decorator sets."""
+    import torch._dynamo
+
+    def probe():
+        return None
+
+    marked = torch._dynamo.assume_constant_result(probe)
+    dynamo_marks = {key: value for key, value in vars(marked).items()}
+    ours = {key: value for key, value in vars(dispatch.resolve_backend_name).items()
+            if key.startswith('_dynamo')}
+    assert dynamo_marks and ours == dynamo_marks
+
+
+def test_importing_the_kernels_leaves_dynamo_unloaded():
+    result = subprocess.run(
+        [sys.executable, '-c', 'import sys, vmamba_kernels; print("torch._dynamo" in sys.modules)'],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'False'
+
+
 def test_the_choice_is_on_stderr_without_logging_and_in_the_configured_log_with_it():
     alone = run_python(CHOOSE_ONCE.format(setup=''))
     assert alone.returncode == 0, alone.stderr
