@@ -15,6 +15,8 @@ import torch.nn.functional as F
 
 from .pretrained import PretrainedMismatchError, load_checked, read_state_dict
 from .backbones import ARCH_SETTINGS, VSSM
+from .backbones.arch_checks import stage_indices
+from .backbones.vssm import no_weight_decay_names
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,9 @@ class FeatureInfo:
     """Per-level facts about the maps a model gives, as timm's ``feature_info``.
 
     Each entry is a dict with ``num_chs`` (channels), ``reduction`` (stride against the input),
-    ``module`` (the module whose output the map is) and ``index`` (the stage).
+    ``module`` (the module whose output the map is) and ``index`` (the stage). A feature
+    extractor's entries are in the order of its maps, which is the order ``out_indices`` named
+    the stages.
     """
 
     def __init__(self, entries):
@@ -124,10 +128,49 @@ class VSSMClassifier(nn.Module):
         return self.backbone(x)[-1]
 
     def forward_head(self, x, pre_logits=False):
+        """Logits from a ``forward_features`` map; ``pre_logits``: the pooled features."""
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False,
+                              output_fmt='NCHW', intermediates_only=False):
+        """Stage maps along with the final features, as timm's ``forward_intermediates``.
+
+        Args:
+            indices: None for every stage, an int n for the last n stages, or a sequence of
+                stage numbers (negatives from the end). The maps come in the order named, as
+                with ``features_only``'s ``out_indices``; a stage named twice is an error.
+            norm: pass each map through its stage's output norm. The classifier has one for
+                the last stage only (``backbone.outnorm3``, the official ``classifier.norm``);
+                asking for another stage's is an error.
+            stop_early: with ``intermediates_only``, run no stage past the last one asked for.
+            output_fmt: 'NCHW' or 'NHWC'.
+            intermediates_only: return the list of maps alone.
+
+        Returns:
+            ``(final, maps)``: ``final`` is ``forward_features(x)``; or ``maps`` alone.
+        """
+        stages = intermediate_stages(indices, self.backbone.num_stages)
+        last = self.backbone.num_stages - 1
+        needed = stages if intermediates_only else sorted({*stages, last})
+        maps = self.backbone.run_stages(x, needed, stop_early=stop_early and intermediates_only)
+        intermediates = [self.backbone.output_map(i, maps[i], norm=norm, output_fmt=output_fmt)
+                         for i in stages]
+        if intermediates_only:
+            return intermediates
+        return self.backbone.output_map(last, maps[last]), intermediates
+
+    def set_grad_checkpointing(self, enable=True):
+        """Checkpoint every block while training (``torch.utils.checkpoint``): activations are
+        recomputed in the backward pass instead of kept; the gradients do not change."""
+        self.backbone.set_grad_checkpointing(enable)
+
+    def no_weight_decay(self):
+        """The parameter names the training recipe exempts from weight decay (see
+        ``no_weight_decay_names``), for timm's optimizer factory and the like."""
+        return no_weight_decay_names(self)
 
     def get_classifier(self):
         return self.head.fc
@@ -142,7 +185,8 @@ class VSSMClassifier(nn.Module):
 
 
 class VSSMFeatures(nn.Module):
-    """VSSM backbone returning the normalised NCHW maps of ``out_indices`` as a list."""
+    """VSSM backbone returning the normalised NCHW maps of ``out_indices`` as a list, in the
+    order ``out_indices`` names the stages (``feature_info`` is in the same order)."""
 
     def __init__(self, arch, out_indices=ALL_STAGES, **settings):
         super().__init__()
@@ -152,6 +196,26 @@ class VSSMFeatures(nn.Module):
 
     def forward(self, x):
         return list(self.backbone(x))
+
+    def set_grad_checkpointing(self, enable=True):
+        """As ``VSSMClassifier.set_grad_checkpointing``."""
+        self.backbone.set_grad_checkpointing(enable)
+
+    def no_weight_decay(self):
+        """As ``VSSMClassifier.no_weight_decay``."""
+        return no_weight_decay_names(self)
+
+
+def intermediate_stages(indices, num_stages):
+    """``forward_intermediates``' ``indices`` as stage numbers: None all, an int n the last n."""
+    if indices is None:
+        return list(range(num_stages))
+    if isinstance(indices, numbers.Integral) and not isinstance(indices, bool):
+        if not 1 <= indices <= num_stages:
+            raise ValueError(f'indices={indices}: an int takes the last n stages, n in '
+                             f'1..{num_stages}; pass a list such as [{indices}] for one stage.')
+        return list(range(num_stages - indices, num_stages))
+    return stage_indices(indices, num_stages, name='indices')
 
 
 def list_models(pattern=None):
@@ -247,7 +311,8 @@ def create_model(arch, pretrained=None, num_classes=1000, features_only=False,
             Ignored with ``features_only``.
         features_only: return the maps of ``out_indices`` instead of logits.
         out_indices: the stages whose normalised NCHW maps a feature extractor returns
-            (strides 4, 8, 16, 32); only with ``features_only``.
+            (strides 4, 8, 16, 32), in the order named; ``feature_info`` follows the same
+            order. Only with ``features_only``.
         **settings: passed to ``VSSM``: ``drop_path_rate``, ``channel_first``, ``scan_backend``,
             ``in_channels``, ``frozen_stages``, ``norm_eval``, ``with_cp``.
 

@@ -4,6 +4,8 @@ channel_first=True keeps maps as (B, C, H, W) (the official ``ln2d`` models); Fa
 (B, H, W, C) (``ln``). The parameters are the same in both: a Linear's weight is (out, in) and is
 applied as a 1x1 convolution in the channel-first layout, like the official ``Linear2d``.
 """
+import weakref
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -41,13 +43,19 @@ def _onednn_applies(weight, x):
             not torch.jit.is_tracing() and not _dispatch_mode_active())
 
 
+# layer -> (key, oneDNN weight). Kept outside the layers: an opaque oneDNN tensor has no storage,
+# so in a layer's __dict__ it would travel with copy.deepcopy and pickling and break both (an EMA
+# made by copying, torch.save(model)); held weakly, it goes with its layer.
+_ONEDNN_WEIGHTS = weakref.WeakKeyDictionary()
+
+
 def _cached_onednn_weight(layer, shape_key, pack):
     """The layer's oneDNN copy of its weight, ``pack()``-ed again when the weight's storage or
     version (an in-place change) or ``shape_key`` differs from the cached copy's."""
     key = (layer.weight.data_ptr(), layer.weight._version, shape_key)
-    cached = layer.__dict__.get('_onednn_cache')
+    cached = _ONEDNN_WEIGHTS.get(layer)
     if cached is None or cached[0] != key:
-        cached = layer.__dict__['_onednn_cache'] = (key, pack())
+        cached = _ONEDNN_WEIGHTS[layer] = (key, pack())
     return cached[1]
 
 
@@ -55,9 +63,10 @@ class Linear(nn.Linear):
     """nn.Linear whose CPU inference runs on oneDNN with the weight laid out for it once.
 
     Without autograd, on float32 CPU tensors, the layer keeps a oneDNN copy of its weight (not in
-    the state dict; rebuilt when the weight changes in place or is replaced) and multiplies with
-    it: MKL's sgemm behind nn.Linear lays the weight out again on every call, which at VMamba-T's
-    batch-1 sizes cost 107 against 93 ms per image on the 2-core CPU (same process, interleaved).
+    the state dict, nor copied or pickled with the layer; rebuilt when the weight changes in
+    place or is replaced) and multiplies with it: MKL's sgemm behind nn.Linear lays the weight
+    out again on every call, which at VMamba-T's batch-1 sizes cost 107 against 93 ms per image
+    on the 2-core CPU (same process, interleaved).
     The copy holds as much memory as the weight. Under autograd, ``torch.compile``, export,
     tracing or a dispatch mode (FLOP counting, fake tensors) it is nn.Linear.
     """

@@ -191,15 +191,20 @@ def check_in_channels(in_channels):
         raise ValueError(f'in_channels must be a positive int, got {in_channels!r}.')
 
 
-def stage_indices(out_indices, num_stages):
-    """VSSM's out_indices (an int or a sequence, negatives from the end) as stage numbers."""
+def stage_indices(out_indices, num_stages, name='out_indices'):
+    """VSSM's out_indices (an int or a sequence, negatives from the end) as stage numbers, in
+    the order given; ``name`` is what error messages call the argument."""
     out_indices = [out_indices] if _is_int(out_indices) else out_indices
     if not isinstance(out_indices, (list, tuple)) or not all(map(_is_int, out_indices)):
-        raise TypeError(f'out_indices must be stage numbers (ints), got {out_indices!r}.')
+        raise TypeError(f'{name} must be stage numbers (ints), got {out_indices!r}.')
     stages = [index + num_stages if index < 0 else index for index in out_indices]
     if not all(0 <= index < num_stages for index in stages):
-        raise ValueError(f'out_indices {list(out_indices)} must name stages 0..{num_stages - 1} '
+        raise ValueError(f'{name} {list(out_indices)} must name stages 0..{num_stages - 1} '
                          f'(or negatives from the end).')
+    repeated = sorted({index for index in stages if stages.count(index) > 1})
+    if repeated:
+        raise ValueError(f'{name} {list(out_indices)} name stage(s) {repeated} more than '
+                         f'once; name each stage once (the maps come in the order named).')
     return stages
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 
 from vmamba_kernels import dispatch
 
@@ -114,6 +115,25 @@ def _is_pretrained_cfg(cfg):
     return kind == 'Pretrained' or getattr(kind, '__name__', None) == 'PretrainedInit'
 
 
+# What the training recipe exempts from weight decay: configs/_base_/schedules/adamw_vmamba.py's
+# paramwise_cfg as mmengine's DefaultOptimWrapperConstructor applies it (norm_decay_mult,
+# bias_decay_mult and flat_decay_mult 0: every norm parameter, bias and 1-D parameter; custom
+# keys: the SSM parameters below, which are 2-D but for Ds).
+NO_DECAY_SSM_PARAMETERS = ('A_logs', 'Ds', 'dt_projs_bias')
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, _BatchNorm, _InstanceNorm)
+
+
+def no_weight_decay_names(model):
+    """The names of ``model``'s parameters the recipe trains without weight decay."""
+    names = set()
+    for module_name, module in model.named_modules():
+        is_norm = isinstance(module, NORM_TYPES)
+        for name, param in module.named_parameters(recurse=False):
+            if is_norm or name == 'bias' or param.ndim == 1 or name in NO_DECAY_SSM_PARAMETERS:
+                names.add(f'{module_name}.{name}' if module_name else name)
+    return names
+
+
 class VSSM(nn.Module):
     """VMamba backbone.
 
@@ -128,14 +148,17 @@ class VSSM(nn.Module):
             ('ss2d' by default; a name or a dict, see ``vmamba_mm.models.mixers``).
         in_channels: image channels.
         out_indices: stages whose (normalised, NCHW) features are returned, taken before each
-            stage's downsample; negative counts from the end. Default: the last stage.
+            stage's downsample; negative counts from the end. The maps come in the order
+            named (``(3, 1)`` gives stage 3's map, then stage 1's; ``out_channels`` follows);
+            a stage named twice is an error. Default: the last stage.
         frozen_stages: freeze the patch embedding (0) and stages ``0 .. frozen_stages-1``;
             -1 freezes nothing.
         norm_eval: keep BatchNorm layers in eval mode while training (VSSM itself has none;
             accepted for a uniform backbone API).
         drop_path_rate: stochastic depth rate at the last block (linear from 0). Default: the
             arch's published rate.
-        with_cp: gradient checkpointing per block.
+        with_cp: gradient checkpointing per block (``torch.utils.checkpoint``), where the
+            input needs a gradient; also ``set_grad_checkpointing()``.
         channel_first: memory layout, (B, C, H, W) inside the blocks as the official 'ln2d' models,
             or (B, H, W, C) as 'ln'. Parameters and results are the same either way; the default
             (None) is channels-last, the faster one on the CPU.
@@ -301,16 +324,50 @@ class VSSM(nn.Module):
                 x = block(x)
         return x
 
-    def forward(self, x):
+    def set_grad_checkpointing(self, enable=True):
+        """Checkpoint every block while training (``with_cp``): its activations are recomputed
+        in the backward pass instead of kept."""
+        self.with_cp = bool(enable)
+
+    def no_weight_decay(self):
+        """The parameter names the recipe trains without weight decay (norms, biases, 1-D
+        parameters, ``A_logs``, ``Ds``, ``dt_projs_bias``)."""
+        return no_weight_decay_names(self)
+
+    def run_stages(self, x, stages, stop_early=False):
+        """{stage: its map before the downsample} for ``stages``, in the blocks' layout and not
+        normalised; see ``output_map``. ``stop_early``: run no stage past the last one named
+        (otherwise every stage runs, as in ``forward``)."""
         self._check_input(x)
+        last = max(stages) if stop_early and stages else self.num_stages - 1
         x = self.patch_embed(x)
-        outs = []
-        for i, stage in enumerate(self.layers):
+        maps = {}
+        for i, stage in enumerate(self.layers[:last + 1]):
             x = self._run_blocks(stage.blocks, x)
-            if i in self.out_indices:
-                out = getattr(self, f'outnorm{i}')(x)
-                if not self.channel_first:
-                    out = out.permute(0, 3, 1, 2)
-                outs.append(out.contiguous())
-            x = stage.downsample(x)
-        return tuple(outs)
+            if i in stages:
+                maps[i] = x
+            if i < last:
+                x = stage.downsample(x)
+        return maps
+
+    def output_map(self, stage, x, norm=True, output_fmt='NCHW'):
+        """``stage``'s map from ``run_stages`` through its output norm ``outnorm{stage}``
+        (``norm``; only the ``out_indices`` stages have one), as an 'NCHW' or 'NHWC' tensor."""
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt={output_fmt!r}: VSSM maps come as 'NCHW' or 'NHWC'.")
+        if norm:
+            if not hasattr(self, f'outnorm{stage}'):
+                raise ValueError(
+                    f'Stage {stage} has no output norm in this model (only the out_indices '
+                    f'stages {list(self.out_indices)} have one): ask for those stages, or for '
+                    f'norm=False.')
+            x = getattr(self, f'outnorm{stage}')(x)
+        if self.channel_first and output_fmt == 'NHWC':
+            x = x.permute(0, 2, 3, 1)
+        elif not self.channel_first and output_fmt == 'NCHW':
+            x = x.permute(0, 3, 1, 2)
+        return x.contiguous()
+
+    def forward(self, x):
+        maps = self.run_stages(x, self.out_indices)
+        return tuple(self.output_map(i, maps[i]) for i in self.out_indices)
