@@ -11,11 +11,12 @@
 """
 from .conversion import (convert_official_state_dict, extract_state_dict,
                          load_official_state_dict, looks_official)
-from .reading import (CheckpointContentError, CheckpointReadError, UnsafeCheckpointError,
-                      UntrustedObject, safe_load)
+from .reading import (CheckpointContentError, CheckpointDamagedError, CheckpointReadError,
+                      UnsafeCheckpointError, UntrustedObject, safe_load)
 
 __all__ = [
-    'UnsafeCheckpointError', 'CheckpointContentError', 'CheckpointReadError', 'UntrustedObject',
+    'UnsafeCheckpointError', 'CheckpointContentError', 'CheckpointReadError',
+    'CheckpointDamagedError', 'UntrustedObject',
     'safe_load', 'extract_state_dict', 'load_official_state_dict', 'convert_official_state_dict',
     'looks_official'
 ]

@@ -25,7 +25,7 @@ from mmengine.logging import print_log
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from .reading import UNREADABLE_ERRORS, numpy_globals, safe_load_with_replaced
+from .reading import UNREADABLE_ERRORS, check_records, numpy_globals, safe_load_with_replaced
 
 __all__ = [
     'trusted_load', 'runner_safe_globals', 'register_checkpoint_loader', 'load_from_local_safe',
@@ -83,8 +83,11 @@ def trusted_load(filename, map_location=None, logger: Any = None) -> Any:
        records, calls of non-allow-listed globals are refused), with a warning naming the
        replaced classes.
 
-    A file that none of them can read raises ``CheckpointReadError`` from the last one.
+    A file that none of them can read raises ``CheckpointReadError`` from the last one. Before
+    any of them, each record of a zip file is checked against its CRC-32: a damaged one raises
+    ``CheckpointDamagedError`` naming the file and the record.
     """
+    check_records(filename, str(filename))
     # weights_only fails on unreadable bytes with more than UnpicklingError (a KeyError for a
     # text file); whatever the first two readers cannot read, the last one reads or names.
     try:
@@ -96,7 +99,7 @@ def trusted_load(filename, map_location=None, logger: Any = None) -> Any:
             return torch.load(filename, map_location=map_location, weights_only=True)
     except UNREADABLE_ERRORS:
         pass
-    obj, replaced = safe_load_with_replaced(filename, map_location)
+    obj, replaced = safe_load_with_replaced(filename, map_location, records_checked=True)
     if replaced:
         print_log(f'{filename}: objects of classes that are not allow-listed were replaced by '
                   f'inert UntrustedObject records: {sorted(replaced)}',
