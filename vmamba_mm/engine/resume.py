@@ -51,7 +51,7 @@ def checkpoint_file_problem(path):
         record = damaged_record(path)
         if record is not None:
             return (f'is damaged: its record {record!r} does not match the CRC-32 the zip stores '
-                    f'for it (its bytes changed after it was written)')
+                    f'for it (its bytes changed after it was written: save or copy it again)')
         return None
     with open(path, 'rb') as f:
         if f.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC:
