@@ -121,6 +121,24 @@ def test_an_official_file_of_another_arch_is_named_as_converted(files, tmp_path)
     assert 'unexpected keys (backbone.layers.2.blocks.1.' in str(error.value)
 
 
+def test_a_head_of_another_size_says_how_to_take_the_backbone_alone(files, tmp_path):
+    from mmengine.runner import load_checkpoint
+    paths, _, _ = files
+    weights = torch.load(paths['ours'], weights_only=True)['state_dict']
+    weights['head.fc.weight'] = torch.zeros(7, 128)
+    weights['head.fc.bias'] = torch.zeros(7)
+    seven = tmp_path / 'seven_classes.pth'
+    torch.save({'state_dict': weights}, seven)
+    with pytest.raises(CheckpointMismatchError) as error:
+        load_checkpoint(small_model_by_name(), str(seven), map_location='cpu')
+    assert str(error.value) == (
+        f'{seven} does not fit the model of this config: 2 keys of another shape (head.fc.weight '
+        f'(7, 128) in the checkpoint vs ({CLASSES}, 128) in the model, head.fc.bias (7,) in the '
+        f'checkpoint vs ({CLASSES},) in the model). Its backbone fits: to start from the '
+        f'backbone alone (another head, fine-tuning), set model.backbone.init_cfg=dict('
+        f"type='Pretrained', checkpoint='{seven}', prefix='backbone.') instead.")
+
+
 def test_models_without_a_vssm_load_as_mmengine_loads_them(tmp_path):
     from mmengine.runner import load_checkpoint
     source = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))

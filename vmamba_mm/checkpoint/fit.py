@@ -81,6 +81,12 @@ def describe_mismatch(weights, expected, unused_prefixes=()):
     return '; '.join(parts)
 
 
+def _backbone_fits(weights, expected):
+    ours = {key: value for key, value in expected.items() if key.startswith('backbone.')}
+    theirs = {key: value for key, value in weights.items() if key.startswith('backbone.')}
+    return bool(ours) and not describe_mismatch(theirs, ours)
+
+
 def fitting_weights(checkpoint, model, source, resuming=False, unused_prefixes=()):
     """The weights of ``checkpoint`` that load into ``model`` strictly, or
     CheckpointMismatchError naming ``source`` and the keys that do not fit.
@@ -101,7 +107,12 @@ def fitting_weights(checkpoint, model, source, resuming=False, unused_prefixes=(
     if mismatch:
         lead = (f'cannot resume from {source}{converted}: it is a checkpoint of another model'
                 if resuming else f'{source}{converted} does not fit the model of this config')
-        raise CheckpointMismatchError(f'{lead}: {mismatch}.')
+        hint = ''
+        if not resuming and _backbone_fits(weights, expected):
+            hint = (f' Its backbone fits: to start from the backbone alone (another head, '
+                    f'fine-tuning), set model.backbone.init_cfg=dict(type=\'Pretrained\', '
+                    f'checkpoint=\'{source}\', prefix=\'backbone.\') instead.')
+        raise CheckpointMismatchError(f'{lead}: {mismatch}.{hint}')
     if resuming and not (isinstance(checkpoint, Mapping) and 'meta' in checkpoint):
         raise CheckpointMismatchError(
             f'cannot resume from {source}: it holds weights only, no training state (epoch, '
