@@ -4,9 +4,10 @@ is installed (configs import the package through ``custom_imports``).
 It registers ``VSSM`` in the MODELS of each task package that is installed (mmpretrain, mmdet,
 mmseg; a missing one is skipped alone), the hooks, the validation loop, the CPU DDP wrapper and
 the data checks in mmengine's registries (``ValidateSegLabels`` in mmseg's TRANSFORMS), installs
-the checkpoint loader that works on torch >= 2.6, and sends the model core's and the kernels' log
-records (stdlib ``logging``, loggers ``vmamba_mm`` and ``vmamba_kernels``) to mmengine's current
-logger.
+the checkpoint loader that works on torch >= 2.6 and the strict, converting loading of weights
+into models that hold a VSSM (``vmamba_mm.checkpoint.fit``), and sends the model core's and the
+kernels' log records (stdlib ``logging``, loggers ``vmamba_mm`` and ``vmamba_kernels``) to
+mmengine's current logger.
 """
 import importlib
 import importlib.util
@@ -50,6 +51,7 @@ def _route_logs_to_mmengine():
 def _register_in_mmengine():
     from mmengine.registry import HOOKS, LOOPS, MODEL_WRAPPERS, TRANSFORMS
 
+    from .checkpoint.fit import install_strict_loading
     from .checkpoint.mmengine_loader import register_checkpoint_loader
     from .datasets.transforms import RefuseEmptyFiles
     from .engine.dist import CPUDistributedDataParallel
@@ -61,6 +63,7 @@ def _register_in_mmengine():
     MODEL_WRAPPERS.register_module(module=CPUDistributedDataParallel, force=True)
     TRANSFORMS.register_module(module=RefuseEmptyFiles, force=True)
     register_checkpoint_loader()
+    install_strict_loading()
     _route_logs_to_mmengine()
 
 

@@ -158,8 +158,9 @@ def load_local_checkpoint(filename, map_location=None):
     path = local_checkpoint_path(filename)
     if not osp.isfile(path):
         raise FileNotFoundError(missing_checkpoint_message(filename, path))
-    from ..checkpoint.mmengine_loader import trusted_load  # needs mmengine, as this scheme does
-    return trusted_load(path, map_location=map_location)
+    # needs mmengine, as this scheme does
+    from ..checkpoint.mmengine_loader import remember_source, trusted_load
+    return remember_source(trusted_load(path, map_location=map_location), path)
 
 
 def register_checkpoint_scheme():

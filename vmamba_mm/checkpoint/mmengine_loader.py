@@ -15,6 +15,8 @@ import collections
 import os
 import os.path as osp
 import pickle
+import weakref
+from collections.abc import Mapping
 from typing import Any, List
 from urllib.parse import urlparse
 
@@ -25,11 +27,11 @@ from mmengine.logging import print_log
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from .reading import UNREADABLE_ERRORS, numpy_globals, safe_load_with_replaced
+from .reading import UNREADABLE_ERRORS, check_records, numpy_globals, safe_load_with_replaced
 
 __all__ = [
     'trusted_load', 'runner_safe_globals', 'register_checkpoint_loader', 'load_from_local_safe',
-    'load_from_http_safe'
+    'load_from_http_safe', 'remember_source', 'source_of'
 ]
 
 _HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
@@ -83,8 +85,11 @@ def trusted_load(filename, map_location=None, logger: Any = None) -> Any:
        records, calls of non-allow-listed globals are refused), with a warning naming the
        replaced classes.
 
-    A file that none of them can read raises ``CheckpointReadError`` from the last one.
+    A file that none of them can read raises ``CheckpointReadError`` from the last one. Before
+    any of them, each record of a zip file is checked against its CRC-32: a damaged one raises
+    ``CheckpointDamagedError`` naming the file and the record.
     """
+    check_records(filename, str(filename))
     # weights_only fails on unreadable bytes with more than UnpicklingError (a KeyError for a
     # text file); whatever the first two readers cannot read, the last one reads or names.
     try:
@@ -96,7 +101,7 @@ def trusted_load(filename, map_location=None, logger: Any = None) -> Any:
             return torch.load(filename, map_location=map_location, weights_only=True)
     except UNREADABLE_ERRORS:
         pass
-    obj, replaced = safe_load_with_replaced(filename, map_location)
+    obj, replaced = safe_load_with_replaced(filename, map_location, records_checked=True)
     if replaced:
         print_log(f'{filename}: objects of classes that are not allow-listed were replaced by '
                   f'inert UntrustedObject records: {sorted(replaced)}',
@@ -104,12 +109,46 @@ def trusted_load(filename, map_location=None, logger: Any = None) -> Any:
     return obj
 
 
+# The file each checkpoint that vmamba-mm's readers hand to mmengine came from, so that a
+# mismatch found in load_state_dict (which gets the weights only) can name it: one of its
+# tensors, weakly referenced, and the path. Only the latest read is kept; weights that are not
+# its (compared by identity) are named "the checkpoint".
+_latest_read = {'tensor': None, 'source': None}
+
+
+def remember_source(checkpoint, source):
+    """Note that ``checkpoint`` (just read) came from ``source``; returns ``checkpoint``."""
+    tensor = next(_tensors(checkpoint), None)
+    _latest_read['tensor'] = weakref.ref(tensor) if tensor is not None else None
+    _latest_read['source'] = source
+    return checkpoint
+
+
+def _tensors(obj, depth=0):
+    """Tensors of a checkpoint, its state dicts and the state dicts in those."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, Mapping) and depth < 2:
+        for value in obj.values():
+            yield from _tensors(value, depth + 1)
+
+
+def source_of(weights):
+    """The file ``weights`` (a checkpoint or state dict) were read from, if known."""
+    ref = _latest_read['tensor']
+    tensor = ref() if ref is not None else None
+    if tensor is not None and any(value is tensor for value in _tensors(weights)):
+        return _latest_read['source']
+    return 'the checkpoint'
+
+
+
 def load_from_local_safe(filename, map_location=None):
     """mmengine ``CheckpointLoader`` scheme for local paths (replaces ``load_from_local``)."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    return trusted_load(filename, map_location=map_location)
+    return remember_source(trusted_load(filename, map_location=map_location), filename)
 
 
 def load_from_http_safe(filename, map_location=None, model_dir=None):
@@ -124,7 +163,7 @@ def load_from_http_safe(filename, map_location=None, model_dir=None):
         torch.hub.download_url_to_file(filename, cached, progress=False)
     if world_size > 1:
         torch.distributed.barrier()
-    return trusted_load(cached, map_location=map_location)
+    return remember_source(trusted_load(cached, map_location=map_location), filename)
 
 
 def register_checkpoint_loader() -> bool:

@@ -20,14 +20,16 @@ import os
 import os.path as osp
 import pickle
 import struct
+import zipfile
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
 __all__ = [
-    'UnsafeCheckpointError', 'CheckpointContentError', 'CheckpointReadError', 'UntrustedObject',
-    'safe_load', 'numpy_globals'
+    'UnsafeCheckpointError', 'CheckpointContentError', 'CheckpointReadError',
+    'CheckpointDamagedError', 'UntrustedObject', 'safe_load', 'numpy_globals', 'damaged_record',
+    'check_records'
 ]
 
 
@@ -41,6 +43,44 @@ class CheckpointContentError(ValueError):
 
 class CheckpointReadError(CheckpointContentError):
     """A file that is not a readable PyTorch checkpoint: empty, truncated, or not one at all."""
+
+
+class CheckpointDamagedError(CheckpointReadError):
+    """A zip checkpoint whose structure is whole but one of whose records (a tensor's storage, the
+    pickle) no longer has the bytes it was written with."""
+
+
+def damaged_record(file) -> Optional[str]:
+    """The name of the first record of a zip checkpoint whose bytes fail the CRC-32 that the zip
+    stores for it, or None (also for a legacy, non-zip file, which has no checksums).
+
+    torch.load reads records without checking their CRC, so damaged storage bytes would load as
+    wrong weights (NaNs, noise) without a word. ``file`` is a path or a seekable binary file
+    object (left at its start). A damaged zip structure is left to the reader to report.
+    """
+    is_file_object = not isinstance(file, (str, os.PathLike))
+    try:
+        if not zipfile.is_zipfile(file):
+            return None
+        with zipfile.ZipFile(file) as archive:
+            # testzip reads every record and returns the first whose CRC-32 does not match
+            return archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile):
+        return None
+    finally:
+        if is_file_object:
+            file.seek(0)
+
+
+def check_records(file, source: str) -> None:
+    """Raise :class:`CheckpointDamagedError` naming ``source`` and the record whose bytes fail
+    their CRC-32 check."""
+    record = damaged_record(file)
+    if record is not None:
+        raise CheckpointDamagedError(
+            f'{source} is damaged: its record {record!r} does not match the CRC-32 the zip stores '
+            'for it (its bytes changed after it was written: a disk or copy error, or an edit); '
+            'use another checkpoint, or save or download this one again.')
 
 
 # What torch.load raises for bytes that are not a checkpoint (random, empty, truncated, text):
@@ -352,14 +392,18 @@ def _make_pickle_module(source: str, on_call: str, seen: set):
     return _Module
 
 
-def safe_load_with_replaced(path, map_location='cpu',
-                            on_call: str = 'error') -> Tuple[Any, set]:
-    """:func:`safe_load`, and the set of global names that were replaced by stand-ins."""
+def safe_load_with_replaced(path, map_location='cpu', on_call: str = 'error',
+                            records_checked: bool = False) -> Tuple[Any, set]:
+    """:func:`safe_load`, and the set of global names that were replaced by stand-ins.
+
+    records_checked: the caller has run :func:`check_records` on ``path`` already."""
     if on_call not in ('error', 'placeholder'):
         raise ValueError(f"on_call must be 'error' or 'placeholder', got {on_call!r}")
     source = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
     if isinstance(path, (str, os.PathLike)) and not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {source}')
+    if not records_checked:
+        check_records(path, source)
     seen: set = set()
     module = _make_pickle_module(source, on_call, seen)
     try:
@@ -400,6 +444,7 @@ def safe_load(path, map_location='cpu', on_call: str = 'error') -> Any:
         FileNotFoundError: ``path`` is not a file.
         CheckpointReadError: the file is not a readable torch checkpoint (empty, truncated, or
             another kind of file), chained from what failed.
+        CheckpointDamagedError: a record of the zip file fails its CRC-32 check (named).
         UnsafeCheckpointError: the pickle calls a global that is not allow-listed.
     """
     return safe_load_with_replaced(path, map_location, on_call)[0]

@@ -20,7 +20,7 @@ from mmengine.runner import EpochBasedTrainLoop
 
 from .atomic_files import (move_into_place, remove_leftover_temporaries, temporary_path,
                            write_text_atomically)
-from ..checkpoint.fit import check_checkpoint_fits
+from ..checkpoint.fit import fitting_weights
 
 CHECKPOINT_HOOK_TYPES = ('CheckpointHook', 'mmengine.CheckpointHook', CheckpointHook)
 
@@ -195,7 +195,8 @@ def last_checkpoint(runner):
 
 
 class CheckpointFitHook(Hook):
-    """Refuse a checkpoint that does not fit the model before its weights are loaded.
+    """Refuse a checkpoint that does not fit the model before its weights are loaded; hand
+    mmengine the weights as they fit (an official VMamba file converted).
 
     mmengine loads with strict=False and only logs missing or mis-shaped keys, so a checkpoint of
     another model tests as random weights, or resumes into torch's "different number of
@@ -208,8 +209,13 @@ class CheckpointFitHook(Hook):
         self.unused_prefixes = tuple(unused_prefixes)
 
     def after_load_checkpoint(self, runner, checkpoint):
-        check_checkpoint_fits(checkpoint, runner.model, runner._load_from or 'the checkpoint',
-                              resuming=runner._resume, unused_prefixes=self.unused_prefixes)
+        weights = fitting_weights(checkpoint, runner.model, runner._load_from or 'the checkpoint',
+                                  resuming=runner._resume, unused_prefixes=self.unused_prefixes)
+        # mmengine loads checkpoint['state_dict'] next (the whole checkpoint when it has none):
+        # the weights as they fit, an official file's keys converted, the unused ones left out.
+        if 'state_dict' not in checkpoint:
+            checkpoint.clear()
+        checkpoint['state_dict'] = weights
 
 
 def use_run_safety_hooks(cfg):

@@ -12,6 +12,7 @@ import re
 import zipfile
 from typing import NamedTuple, Optional
 
+from ..checkpoint.reading import damaged_record
 from .atomic_files import TEMP_SUFFIX
 
 # What torch.save's legacy (non-zip) format starts with: pickle protocol 2, then its magic number.
@@ -30,9 +31,10 @@ class ResumeChoice(NamedTuple):
 def checkpoint_file_problem(path):
     """Why path cannot be a torch checkpoint, or None when it looks whole.
 
-    Cheap: a torch checkpoint is a zip archive whose central directory, at the very end, is
-    written last, so a truncated file has none. (A file that passes can still fail to unpickle;
-    loading it says so.)
+    A torch checkpoint is a zip archive whose central directory, at the very end, is written
+    last, so a truncated file has none; each record's bytes are checked against the CRC-32 the
+    zip stores for it (one read of the file), so damaged weights are refused too. (A file that
+    passes can still fail to unpickle; loading it says so.)
     """
     if not osp.isfile(path):
         return 'does not exist'
@@ -44,9 +46,13 @@ def checkpoint_file_problem(path):
                 names = archive.namelist()
         except zipfile.BadZipFile as exc:
             return f'is a damaged zip archive ({exc})'
-        if any(name.endswith('data.pkl') for name in names):
-            return None
-        return 'is a zip archive but not a torch checkpoint (it has no data.pkl)'
+        if not any(name.endswith('data.pkl') for name in names):
+            return 'is a zip archive but not a torch checkpoint (it has no data.pkl)'
+        record = damaged_record(path)
+        if record is not None:
+            return (f'is damaged: its record {record!r} does not match the CRC-32 the zip stores '
+                    f'for it (its bytes changed after it was written: save or copy it again)')
+        return None
     with open(path, 'rb') as f:
         if f.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC:
             return None
