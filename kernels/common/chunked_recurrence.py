@@ -17,6 +17,21 @@ CHUNK = 16
 MAX_DOUBLINGS = 16
 
 
+def chunk_count(length):
+    """How many CHUNK-token chunks the ``torch`` cross_selective_scan cuts a route of ``length``
+    tokens into: enough to hold it, and, when ``length`` is symbolic (torch.export or
+    torch.compile with dynamic sizes), one more, all padding.
+
+    Why the extra chunk: torch.export (2.14) reshapes a permuted tensor wrongly when one of its
+    symbolic dims is 1 in the example input: the example's sizes end up as constants in the
+    shapes after it. A traced example whose sequence fitted one chunk (a stage of <= 16 tokens)
+    then gave an ONNX file that fails at every size with more chunks. With the extra chunk the
+    traced count is never 1, and the graph is the same for every length.
+    """
+    chunks = (length + CHUNK - 1) // CHUNK
+    return chunks + 1 if isinstance(length, torch.SymInt) else chunks
+
+
 def linear_recurrence(decay, drive):
     """h_t = decay_t * h_{t-1} + drive_t along the last dim, h_{-1} = 0; decay broadcasts."""
     decay = decay.expand_as(drive)

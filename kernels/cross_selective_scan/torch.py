@@ -6,7 +6,7 @@ to ONNX with symbolic sizes; the recurrence is ``common/chunked_recurrence.py``'
 import torch
 import torch.nn.functional as F
 
-from ..common.chunked_recurrence import CHUNK, chain
+from ..common.chunked_recurrence import CHUNK, chain, chunk_count
 from ..common.routes import NUM_ROUTES, is_column_major, is_reversed
 
 
@@ -42,10 +42,10 @@ def softplus(x):
 
 def _to_chunked_routes(x, order):
     """(B, C, H, W) -> its NUM_ROUTES routes as (routes, CHUNK, B, chunks, C): each route's
-    sequence zero-padded to whole chunks, step t of chunk c at [route, t, :, c]."""
+    sequence zero-padded to ``chunk_count`` chunks, step t of chunk c at [route, t, :, c]."""
     batch, channels, height, width = x.shape
     length = height * width
-    chunks = (length + CHUNK - 1) // CHUNK
+    chunks = chunk_count(length)
     # Channels last first: every move after this one (transposes, flips, the chunk layout)
     # then copies whole rows of C values, not single elements.
     x = x.permute(0, 2, 3, 1)

@@ -13,10 +13,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from tests.paths import DEMO_CLASSIFICATION, DEMO_DETECTION, DEMO_SEGMENTATION, ROOT
+from tests.paths import (DEMO_CLASSIFICATION, DEMO_CLASSIFICATION_2D, DEMO_DETECTION,
+                         DEMO_SEGMENTATION, ROOT)
 
 TOOL = os.path.join(ROOT, 'tools', 'deployment', 'pytorch2onnx.py')
 
@@ -94,21 +97,27 @@ def assert_close_to_scale(got, expected):
 
 
 def test_dynamic_classifier_serves_other_sizes_and_matches_pytorch(tmp_path, capsys):
+    """Exported at 32x24, where the second stage's 4x3 map fits one 16-token scan chunk: the
+    file once ran at that size only (torch.export baked the one-chunk shapes in)."""
     config = write(tmp_path / 'tiny_cls.py', TINY_CLASSIFIER)
     model = build(config, seed=1)
     checkpoint = save_weights(model, tmp_path / 'tiny_cls.pth')
     out = str(tmp_path / 'cls.onnx')
-    code, stdout, stderr = run_tool(capsys, config, '--checkpoint', checkpoint, '--shape', 48, 40,
+    code, stdout, stderr = run_tool(capsys, config, '--checkpoint', checkpoint, '--shape', 32, 24,
                                     '--dynamic-shape', '--verify', '--output-file', out)
-    assert code == 0, stderr[-3000:]
+    assert code == 0, stdout[-2000:] + stderr[-3000:]
     assert "scan_backend -> 'torch'" in stdout
+    # The claim: stage 2 (stride 8) must be at least 2x2, so sides of 9 and more.
+    assert 'for any H x W with both sides >= 9, batch 1' in stdout, stdout
     checked = re.findall(r'verify: batch 1, (\d+)x(\d+): .* = ([\d.e+-]+), top-1 same', stdout)
     sizes = [(int(h), int(w)) for h, w, _ in checked]
-    assert len(sizes) == 3 and sizes[0] == (48, 40), stdout
-    assert any(h % 2 or w % 2 for h, w in sizes), sizes
+    assert len(sizes) == 4 and sizes[0] == (32, 24), stdout
+    assert any(h % 2 or w % 2 for h, w in sizes) and (9, 14) in sizes, sizes
+    assert any(h > 32 and w > 24 and h != w for h, w in sizes), sizes
     assert all(float(err) <= 1e-4 for *_, err in checked)
-    # Independently: sizes the tool did not try, odd ones and a batch of two.
-    for shape in [(1, 3, 37, 53), (1, 3, 64, 64), (1, 3, 33, 95)]:
+    # Independently: sizes the tool did not try, from the smallest claimed to several chunks per
+    # stage, odd and non-square.
+    for shape in [(1, 3, 9, 9), (1, 3, 9, 31), (1, 3, 37, 53), (1, 3, 64, 64), (1, 3, 97, 45)]:
         images = torch.randn(shape)
         with torch.no_grad():
             expected = model(images, mode='tensor')
@@ -163,6 +172,10 @@ def test_verify_fails_on_a_real_mismatch(tmp_path):
     ([DEMO_CLASSIFICATION, '--shape', '2', '2'], 'smaller than the 4x4'),
     ([DEMO_CLASSIFICATION, '--shape', '32', '32', '--checkpoint', 'nope.pth'],
      '--checkpoint nope.pth: file not found'),
+    ([DEMO_CLASSIFICATION, '--shape', '32', '32', '--threads', '0'], '--threads must be >= 1'),
+    # Refused before tracing: the 2D scan's route grouping cannot take symbolic sizes.
+    ([DEMO_CLASSIFICATION_2D, '--shape', '32', '32', '--dynamic-shape'],
+     'this model scans 2D grids (scan_2d=True), which export at a fixed size only'),
 ])
 def test_bad_input_is_named(tmp_path, capsys, args, message):
     code, stdout, stderr = run_tool(capsys, *args, '--output-file', tmp_path / 'x.onnx')
@@ -170,3 +183,76 @@ def test_bad_input_is_named(tmp_path, capsys, args, message):
     assert 'error:' in stderr and message in stderr, stderr[-2000:]
     assert not (tmp_path / 'x.onnx').exists()
 
+
+
+def test_unwritable_output_file_is_named_before_any_work(tmp_path, capsys):
+    """Under /proc, under a regular file, or a folder: one error line naming the path, before the
+    model is built (no 'model:' line) and without creating anything."""
+    regular = tmp_path / 'weights.pth'
+    regular.write_text('not a folder')
+    cases = [('/proc/vmamba.onnx', 'cannot write in /proc'),
+             ('/proc/exports/vmamba.onnx', 'cannot write in /proc'),
+             (f'{regular}/vmamba.onnx', f'{regular} is a file, not a folder'),
+             (f'{regular}/sub/vmamba.onnx', f'{regular} is a file, not a folder'),
+             (f'{tmp_path}/folder.onnx', 'is a folder')]
+    (tmp_path / 'folder.onnx').mkdir()
+    for output, message in cases:
+        code, stdout, stderr = run_tool(capsys, DEMO_CLASSIFICATION, '--shape', 32, 32,
+                                        '--output-file', output)
+        lines = stderr.strip().splitlines()
+        assert code == 2 and len(lines) == 1, (output, stderr)
+        assert lines[0].startswith(f'error: --output-file {output}') and message in lines[0], \
+            lines[0]
+        assert 'model:' not in stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['folder.onnx', 'weights.pth']
+
+
+# -- fuzzed arguments ----------------------------------------------------------------------------
+
+FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=60,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+numbers = st.integers(-3, 40).map(str) | st.sampled_from(['', 'x', '1.5', '-0', '1e3', '9' * 30])
+
+
+@st.composite
+def tool_arguments(draw, folder):
+    """An argv with at least one argument the tool must refuse before exporting (so that no
+    example costs an export), the rest valid or not, in any order."""
+    regular = folder / 'regular.pth'
+    bad = [['--shape', draw(st.sampled_from(['0', '-1', 'x'])), draw(numbers)],
+           ['--shape', draw(numbers)],
+           ['--batch-size', draw(st.sampled_from(['0', '-2', 'b']))],
+           ['--opset', draw(st.sampled_from(['1', '17', 'x']))],
+           ['--threads', draw(st.sampled_from(['0', '-1', '1.5']))],
+           ['--output-file', draw(st.sampled_from(['out.onnxx', 'out', '/proc/out.onnx',
+                                                  f'{regular}/out.onnx', str(folder)]))],
+           ['--checkpoint', draw(st.sampled_from(['nope.pth', str(folder), str(regular)]))],
+           ['--cfg-options', draw(st.sampled_from(['model.backbone.arch.depths=-1', 'model=',
+                                                   'model.backbone.arch.dims=[0]']))],
+           [draw(st.sampled_from(['--unknown', '-x', '--shape=1']))]]
+    good = [['--shape', '32', '32'], ['--dynamic-shape'], ['--dynamic-batch'], ['--verify'],
+            ['--batch-size', '2'], ['--opset', '18'], ['--threads', '1'],
+            ['--output-file', str(folder / 'out.onnx')]]
+    picked = draw(st.lists(st.sampled_from(bad), min_size=1, max_size=3)) + \
+        draw(st.lists(st.sampled_from(good), max_size=4))
+    order = draw(st.permutations(picked))
+    config = draw(st.sampled_from([DEMO_CLASSIFICATION, 'missing.py', str(regular),
+                                   str(folder)]))
+    return [config] + [token for group in order for token in group]
+
+
+def test_fuzzed_arguments_exit_2_with_a_named_error(tmp_path, capsys):
+    (tmp_path / 'regular.pth').write_text('not a checkpoint')
+
+    @FUZZ
+    @given(argv=tool_arguments(tmp_path))
+    def check(argv):
+        code, stdout, stderr = run_tool(capsys, *argv)
+        errors = [line for line in stderr.splitlines() if 'error:' in line]
+        assert code == 2 and len(errors) == 1 and 'Traceback' not in stderr, (argv, stderr)
+        # The line names what is wrong: one of the arguments given, or the one missing.
+        named = {token.split('=')[0] for token in argv} | {'--shape', '--output-file'}
+        assert any(name in errors[0] for name in named if name), (argv, errors[0])
+        assert not (tmp_path / 'out.onnx').exists()
+
+    check()

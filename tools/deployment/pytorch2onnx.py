@@ -54,6 +54,8 @@ def parse_args(argv=None):
         parser.error(f'--shape must be two positive sizes, got {height} {width}')
     if args.batch_size < 1:
         parser.error(f'--batch-size must be >= 1, got {args.batch_size}')
+    if args.threads is not None and args.threads < 1:
+        parser.error(f'--threads must be >= 1, got {args.threads}')
     if args.opset is not None and args.opset < 18:
         parser.error(f'--opset {args.opset}: the dynamo exporter writes opset 18 or later')
     if not args.output_file.endswith('.onnx'):
@@ -63,6 +65,13 @@ def parse_args(argv=None):
     if not osp.isfile(args.config):
         parser.error(f'config file not found: {args.config}')
     return args
+
+
+def smallest_vssm_input(module):
+    """The largest of the smallest inputs the model's VSSMs take (1 when it has none)."""
+    from vmamba_mm.models import VSSM
+    return max([sub.min_input_size for sub in module.modules() if isinstance(sub, VSSM)],
+               default=1)
 
 
 def check_input_size(module, shape):
@@ -80,6 +89,10 @@ def main(argv=None):
     import torch
 
     from vmamba_mm.deployment import onnx as deploy
+    problem = deploy.output_file_problem(args.output_file)
+    if problem is not None:
+        print(f'error: {problem}', file=sys.stderr)
+        return 2
     shape = tuple(args.shape)
     try:
         export_model = deploy.build_export_model(args.config, args.checkpoint, args.cfg_options)
@@ -105,9 +118,14 @@ def main(argv=None):
     except deploy.ExportError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    sizes = 'any H x W' if args.dynamic_shape else f'{shape[0]}x{shape[1]}'
-    if result.size_range is not None:
-        sizes += f' (traced for sides >= {result.size_range[0]})'
+    smallest_side = None
+    if args.dynamic_shape:
+        # torch.export's bound (no map of a single pixel) or the backbone's own, the larger.
+        traced = result.size_range[0] if result.size_range is not None else 1
+        smallest_side = max(traced, smallest_vssm_input(export_model.module))
+        sizes = f'any H x W with both sides >= {smallest_side}'
+    else:
+        sizes = f'{shape[0]}x{shape[1]} only'
     batch = 'any batch' if args.dynamic_batch else f'batch {args.batch_size}'
     print(f'exported {result.path} in {time.perf_counter() - start:.1f} s: input '
           f'{result.input_name} (N, 3, H, W) float32 for {sizes}, {batch}; outputs '
@@ -116,7 +134,7 @@ def main(argv=None):
         return 0
     session = deploy.OnnxRuntimeSession(result.path, threads=args.threads)
     cases = deploy.verification_inputs(shape, args.dynamic_shape, args.dynamic_batch,
-                                       result.size_range)
+                                       smallest_side)
     if not args.dynamic_batch and args.batch_size != 1:
         cases = [(args.batch_size, h, w) for _, h, w in cases]
     try:

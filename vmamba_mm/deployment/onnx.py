@@ -178,6 +178,28 @@ class ExportResult:
     dynamic_batch: bool
 
 
+def output_file_problem(path):
+    """Why the .onnx file ``path`` cannot be written, said before minutes of export; None when
+    it can. Probes the nearest existing folder with a file of its own (removed at once), so a
+    read-only or virtual file system such as /proc is found too; creates no folder."""
+    if osp.isdir(path):
+        return f'--output-file {path} is a folder; give a file path ending in .onnx.'
+    ancestor = osp.dirname(osp.abspath(path))
+    while not osp.exists(ancestor):
+        ancestor = osp.dirname(ancestor)
+    if not osp.isdir(ancestor):
+        return (f'--output-file {path}: {ancestor} is a file, not a folder; choose another '
+                f'output path.')
+    try:
+        handle, probe = tempfile.mkstemp(suffix='.onnx.probe', dir=ancestor)
+    except OSError as exc:
+        return (f'--output-file {path}: cannot write in {ancestor} ({exc.strerror}); choose '
+                f'another output path.')
+    os.close(handle)
+    os.remove(probe)
+    return None
+
+
 def _symbolic_range(program, dim):
     """The smallest size of an input dim of an ExportedProgram, None when static."""
     if not isinstance(dim, torch.SymInt):
@@ -194,6 +216,10 @@ def export_onnx(module, shape, output_file, batch_size=1, dynamic_shape=False,
     specialises a dimension of size 1). Returns an ExportResult.
     """
     height, width = shape
+    if dynamic_shape and any(getattr(sub, 'scan_2d', False) for sub in module.modules()):
+        raise ExportError('--dynamic-shape: this model scans 2D grids (scan_2d=True), which '
+                          'export at a fixed size only; export without --dynamic-shape, one '
+                          'file per input size.')
     batch = max(batch_size, 2) if dynamic_batch else batch_size
     example = torch.randn(batch, 3, height, width)
     dims = {}
@@ -392,20 +418,24 @@ def compare(module, session, batch, height, width, seed=0, classifier=False):
     return Comparison(batch, height, width, error, top1)
 
 
-def verification_inputs(shape, dynamic_shape, dynamic_batch, size_range=None):
-    """(batch, height, width) triples --verify runs: the export size, then two other sizes (one
-    odd) when the size is dynamic, else other batches when the batch is."""
+def verification_inputs(shape, dynamic_shape, dynamic_batch, smallest_side=None):
+    """(batch, height, width) triples --verify runs: the export size; with a dynamic size also a
+    larger non-square one, an odd one and the smallest the file claims (``smallest_side``,
+    non-square); other batches when the batch is dynamic."""
     height, width = shape
     cases = [(1, height, width)]
     if dynamic_shape:
-        low = size_range[0] if size_range else 1
+        low = smallest_side or 1
         cases.append((1, height + 32, width + 64))
         odd_h = height + 17 if (height + 17) % 2 else height + 16
         odd_w = max(width - 15 if (width - 15) % 2 else width - 16, low | 1)
         cases.append((1, odd_h, odd_w))
+        # The smallest maps are where a file traced at another size is most likely to break
+        # (a stage's scan fits one chunk there).
+        cases.append((1, low, low + 5))
     if dynamic_batch:
         cases.append((3, height, width))
-    return cases
+    return list(dict.fromkeys(cases))
 
 
 def verify(module, session, cases, classifier, report=print):
