@@ -309,7 +309,7 @@ class RandomStateHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint):
         if self.rank_states is not None and self.rank_states[0] == runner.epoch:
             per_rank = self.rank_states[1]
-        else:  # a best checkpoint, saved during validation, holds the training states
+        else:  # one process, or a best checkpoint saved during validation: the training states
             per_rank = [self.states_before_val or
                         capture_process_state(self._loader_generator(runner))]
         checkpoint['random_states'] = dict(format=STATE_FORMAT,
