@@ -55,9 +55,11 @@ def _register_in_mmengine():
     from .checkpoint.mmengine_loader import register_checkpoint_loader
     from .datasets.transforms import RefuseEmptyFiles
     from .engine.dist import CPUDistributedDataParallel
-    from .engine.hooks import AtomicCheckpointHook, CheckpointFitHook, StopOnNonFiniteLossHook
+    from .engine.hooks import (AtomicCheckpointHook, CheckpointFitHook, RandomStateHook,
+                               StopOnNonFiniteLossHook)
     from .engine.loops import RawAndEMAValLoop
-    for hook in (AtomicCheckpointHook, StopOnNonFiniteLossHook, CheckpointFitHook):
+    for hook in (AtomicCheckpointHook, StopOnNonFiniteLossHook, CheckpointFitHook,
+                 RandomStateHook):
         HOOKS.register_module(module=hook, force=True)
     LOOPS.register_module(module=RawAndEMAValLoop, force=True)
     MODEL_WRAPPERS.register_module(module=CPUDistributedDataParallel, force=True)

@@ -6,20 +6,25 @@
   before a checkpoint of those weights is written.
 - ``CheckpointFitHook``: refuses a loaded checkpoint whose weights do not fit the model, before
   any of them are copied in (tools/test.py and ``--resume`` add it).
+- ``RandomStateHook``: saves the run's random state with each checkpoint and restores it on
+  resume, so that a resumed run gives a straight run's weights bit for bit.
 
-``use_run_safety_hooks(cfg)`` makes the first two part of a config.
+``use_run_safety_hooks(cfg)`` makes the first two and the last part of a config.
 """
 import math
+import multiprocessing
 import os.path as osp
 
 import torch
-from mmengine.dist import all_reduce, is_main_process
+from mmengine.dist import all_gather_object, all_reduce, get_rank, get_world_size, is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.runner import EpochBasedTrainLoop
+from mmengine.runner import BaseLoop, EpochBasedTrainLoop
 
 from .atomic_files import (move_into_place, remove_leftover_temporaries, temporary_path,
                            write_text_atomically)
+from .random_state import (STATE_FORMAT, EpochSeededWorkers, capture_process_state,
+                           loader_generator_seed, restore_process_state)
 from ..checkpoint.fit import fitting_weights
 
 CHECKPOINT_HOOK_TYPES = ('CheckpointHook', 'mmengine.CheckpointHook', CheckpointHook)
@@ -218,6 +223,105 @@ class CheckpointFitHook(Hook):
         checkpoint['state_dict'] = weights
 
 
+class RandomStateHook(Hook):
+    """Save every random state of the run with each checkpoint; restore it on resume.
+
+    A resumed epoch-based run then draws the same random numbers as a straight run (drop path,
+    flips and other augmentations, in the training process and in dataloader workers), so its
+    weights and optimizer state equal the straight run's bit for bit on the same machine.
+
+    - ``before_save_checkpoint`` writes ``checkpoint['random_states']``: per rank, Python's
+      ``random``, NumPy's global state, torch's CPU generator, the current CUDA device's
+      generator and the train dataloader's generator, as they were when the epoch ended.
+    - ``after_load_checkpoint`` (resume only) keeps them; ``before_train`` restores them, after
+      everything else the Runner and the other hooks do before the first epoch (weight init,
+      mmengine's re-seeding with the checkpoint's seed), so nothing draws from them in between.
+    - Validation is kept out of the training stream: the states are put back after each
+      validation, which a straight run does between a checkpoint and the next epoch and a
+      resumed run does not (the val dataloader's iterator draws from torch's generator).
+    - The train dataloader gets its own generator (seeded from the run's seed and rank), so that
+      creating its iterator, once per run with persistent workers, does not draw from torch's
+      global generator; its workers re-seed themselves each epoch (``EpochSeededWorkers``).
+    - The sampler needs nothing: mmengine's DefaultSampler shuffles with seed + epoch, and the
+      epoch comes back with the checkpoint's ``meta``.
+    """
+
+    # Above CheckpointHook (VERY_LOW, 90): the states are gathered from every rank at the end of
+    # an epoch before the checkpoint is written; in before_train, below all the usual hooks.
+    priority = 85
+
+    def __init__(self):
+        self.resumed_states = None
+        self.states_before_val = None
+        self.rank_states = None
+        self.shared_epoch = multiprocessing.RawValue('q', 0)
+
+    def _loader_generator(self, runner):
+        return runner.train_dataloader.generator
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        if not runner._resume:
+            return
+        saved = checkpoint.get('random_states')
+        if saved is None or saved.get('format') != STATE_FORMAT:
+            runner.logger.warning(
+                'the checkpoint holds no random states (written before RandomStateHook, or by '
+                'another tool): training resumes with freshly seeded generators, so its results '
+                'will not equal a straight run\'s bit for bit.')
+            return
+        self.resumed_states = saved
+
+    def before_train(self, runner):
+        loader = runner.train_dataloader
+        rank = get_rank()
+        if loader.generator is None:
+            loader.generator = torch.Generator()
+            loader.generator.manual_seed(loader_generator_seed(runner.seed, rank))
+        if loader.num_workers > 0 and not isinstance(loader.worker_init_fn, EpochSeededWorkers):
+            loader.worker_init_fn = EpochSeededWorkers(runner.seed, rank, self.shared_epoch,
+                                                       previous=loader.worker_init_fn)
+        if self.resumed_states is None:
+            return
+        per_rank = self.resumed_states['ranks']
+        if len(per_rank) != get_world_size():
+            runner.logger.warning(
+                f'the checkpoint holds the random states of {len(per_rank)} processes and this '
+                f'run has {get_world_size()}: each process takes those of rank 0, so the run will '
+                f'not equal a straight one bit for bit.')
+        state = per_rank[rank] if len(per_rank) == get_world_size() else per_rank[0]
+        restored = restore_process_state(state, loader.generator)
+        runner.logger.info(f'restored the random states saved at the end of epoch '
+                           f'{self.resumed_states["epoch"]}: {", ".join(restored)}; dataloader '
+                           f'workers are re-seeded from seed, rank, worker id and epoch.')
+        self.resumed_states = None
+
+    def before_train_epoch(self, runner):
+        self.shared_epoch.value = runner.epoch
+
+    def after_train_epoch(self, runner):
+        if get_world_size() > 1:  # only rank 0 writes the checkpoint
+            self.rank_states = (runner.epoch, all_gather_object(
+                capture_process_state(self._loader_generator(runner))))
+
+    def before_val(self, runner):
+        if isinstance(runner._train_loop, BaseLoop):  # validating during training
+            self.states_before_val = capture_process_state(self._loader_generator(runner))
+
+    def after_val(self, runner):
+        if self.states_before_val is not None:
+            restore_process_state(self.states_before_val, self._loader_generator(runner))
+            self.states_before_val = None
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        if self.rank_states is not None and self.rank_states[0] == runner.epoch:
+            per_rank = self.rank_states[1]
+        else:  # one process, or a best checkpoint saved during validation: the training states
+            per_rank = [self.states_before_val or
+                        capture_process_state(self._loader_generator(runner))]
+        checkpoint['random_states'] = dict(format=STATE_FORMAT,
+                                           epoch=checkpoint['meta'].get('epoch'), ranks=per_rank)
+
+
 def use_run_safety_hooks(cfg):
     """Put AtomicCheckpointHook and StopOnNonFiniteLossHook into cfg; return notes for the log."""
     notes = []
@@ -229,6 +333,7 @@ def use_run_safety_hooks(cfg):
         notes.append(f'default_hooks.checkpoint is {checkpoint_hook.get("type")}, not '
                      f'CheckpointHook: its saves are left as they are, not made atomic.')
     add_hook_once(cfg, 'StopOnNonFiniteLossHook')
+    add_hook_once(cfg, 'RandomStateHook')
     return notes
 
 
