@@ -9,6 +9,7 @@ import copy
 import importlib
 import importlib.util
 import json
+import shutil
 import os.path as osp
 
 import numpy as np
@@ -186,3 +187,64 @@ def test_model_names(demo, capsys, images, tmp_path, monkeypatch):
     # a config needs a checkpoint
     code, _, err = _run(demo, capsys, images, DEMO_CLASSIFICATION, '--out-dir', tmp_path)
     assert code == 2 and 'needs a CHECKPOINT' in err
+
+
+@pytest.fixture(scope='module')
+def unreadable(tmp_path_factory, images):
+    """A folder of the two good images, one whose bytes do not decode and one of 0 bytes."""
+    folder = tmp_path_factory.mktemp('some_unreadable')
+    for i in range(len(IMAGE_SIZES)):
+        shutil.copy(images / f'shapes{i}.png', folder / f'shapes{i}.png')
+    (folder / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 40)
+    (folder / 'empty.jpg').write_bytes(b'')
+    return folder
+
+
+def test_unreadable_images_are_skipped_and_reported(demo, capsys, unreadable, checkpoints,
+                                                    tmp_path):
+    broken, empty = unreadable / 'broken.png', unreadable / 'empty.jpg'
+    out = tmp_path / 'out'
+    code, stdout, err = _run(demo, capsys, unreadable, DEMO_CLASSIFICATION, checkpoints['cls'],
+                             '--device', 'cpu', '--out-dir', out)
+    assert code == 1, err[-3000:]
+    assert sorted(p.name for p in (out / 'preds').iterdir()) == ['shapes0.json', 'shapes1.json']
+    assert f'skipped: image {broken} does not decode as an image' in err
+    assert f'skipped: image {empty} is empty (0 bytes)' in err
+    assert err.strip().splitlines()[-1].startswith(
+        f"skipped 2 of the 4 images, which cannot be read: ['{broken}', '{empty}']; the other 2 "
+        f'were predicted.')
+    # --stop-on-error: the first unreadable image stops the demo before any prediction.
+    out = tmp_path / 'stopped'
+    code, stdout, err = _run(demo, capsys, unreadable, DEMO_CLASSIFICATION, checkpoints['cls'],
+                             '--device', 'cpu', '--out-dir', out, '--stop-on-error')
+    assert code == 2 and err.strip().splitlines() == [
+        f'error: image {broken} does not decode as an image; replace or remove it (without '
+        f'--stop-on-error the others are predicted and it is skipped)']
+    assert not out.exists() and stdout == ''
+    # One unreadable image given alone is the whole input: an error, whatever the flag.
+    code, _, err = _run(demo, capsys, empty, DEMO_CLASSIFICATION, checkpoints['cls'], '--out-dir',
+                        out)
+    assert code == 2 and err.strip().splitlines() == [
+        f'error: image {empty} is empty (0 bytes); replace or remove it']
+
+
+def test_bad_devices_and_output_folders_are_named_before_the_model(demo, capsys, images,
+                                                                   checkpoints, tmp_path):
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('')
+    import torch
+    cases = [
+        (['--device', 'gpu0'], "error: --device 'gpu0' is not a device; give cpu, cuda or cuda:N"),
+        (['--out-dir', a_file / 'out'],
+         f'error: --out-dir {a_file / "out"}: {a_file} is a file, not a folder; choose another '
+         f'path.'),
+        (['--out-dir', '/proc/demo'], 'error: --out-dir /proc/demo: cannot create files under '
+                                      '/proc (No such file or directory); choose a writable path.'),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((['--device', 'cuda:1'], 'error: --device cuda:1: CUDA is not available on '
+                                              'this machine; use --device cpu'))
+    for flags, message in cases:
+        code, stdout, err = _run(demo, capsys, images, DEMO_CLASSIFICATION, checkpoints['cls'],
+                                 *flags)
+        assert code == 2 and err.strip().splitlines() == [message] and stdout == ''
