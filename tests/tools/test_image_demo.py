@@ -248,3 +248,66 @@ def test_bad_devices_and_output_folders_are_named_before_the_model(demo, capsys,
         code, stdout, err = _run(demo, capsys, images, DEMO_CLASSIFICATION, checkpoints['cls'],
                                  *flags)
         assert code == 2 and err.strip().splitlines() == [message] and stdout == ''
+
+
+# -- fuzzed arguments: every combination ends in 0, 1 or one `error:` line, never a traceback
+
+
+@pytest.fixture(scope='module')
+def fuzz_paths(tmp_path_factory, images, unreadable, checkpoints):
+    folder = tmp_path_factory.mktemp('fuzz')
+    a_file = folder / 'a_file'
+    a_file.write_text('not a folder, not an image, not a checkpoint')
+    (folder / 'empty_dir').mkdir()
+    return {
+        'inputs': [images, unreadable, unreadable / 'broken.png', folder / 'empty_dir',
+                   folder / 'missing.png', a_file],
+        'model': [DEMO_CLASSIFICATION, folder / 'missing.py', 'no-such-model', a_file],
+        'checkpoint': [checkpoints['cls'], checkpoints['det'], folder / 'missing.pth', a_file],
+        'out_dir': [folder / 'out', a_file / 'out', '/proc/out'],
+    }
+
+
+def _demo_argv(draw, paths):
+    from hypothesis import strategies as st
+    argv = [draw(st.sampled_from(paths['inputs'])), draw(st.sampled_from(paths['model']))]
+    if draw(st.booleans()):
+        argv.append(draw(st.sampled_from(paths['checkpoint'])))
+    text = st.text('abcuda:0-1.e ', max_size=6)
+    flags = {
+        '--device': st.sampled_from(['cpu', 'cuda', 'cuda:3', 'cpu:0', 'gpu', '', 'meta']) | text,
+        '--out-dir': st.sampled_from(paths['out_dir']),
+        '--topk': st.integers(-2, 30).map(str) | text,
+        '--score-thr': st.sampled_from(['nan', 'inf', '-0.5', '0', '1', '1.5']) | text,
+    }
+    for flag in draw(st.lists(st.sampled_from(sorted(flags)), unique=True)):
+        argv += [flag, draw(flags[flag])]
+    if draw(st.booleans()):
+        argv.append('--stop-on-error')
+    if '--out-dir' not in argv:
+        argv += ['--out-dir', paths['out_dir'][0]]
+    return [str(arg) for arg in argv]
+
+
+def test_fuzzed_arguments_end_in_a_status_or_one_error_line(demo, capsys, fuzz_paths):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(derandomize=True, database=None, deadline=None, max_examples=40,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def run(data):
+        argv = _demo_argv(data.draw, fuzz_paths)
+        try:
+            code = demo.main(argv)
+        except SystemExit as exc:  # argparse: usage and one error line, status 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert exc.code == 2 and ': error: ' in err[-1], (argv, err)
+            return
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code in (0, 1, 2), argv
+        if code == 2:
+            errors = [line for line in err if line.startswith('error: ')]
+            assert len(errors) == 1 and err[-1] == errors[0], (argv, err)
+
+    run()
