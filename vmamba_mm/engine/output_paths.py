@@ -32,3 +32,10 @@ def output_folder_problem(folder, what):
     os.close(descriptor)
     os.remove(probe)
     return None
+
+
+def work_dir_problem(cfg, flag_value):
+    """output_folder_problem for the run's work_dir, named as the user set it (--work-dir, or
+    the config's work_dir)."""
+    what = f'--work-dir {flag_value}' if flag_value else f'work_dir {cfg.work_dir} (of the config)'
+    return output_folder_problem(cfg.work_dir, what)
