@@ -10,6 +10,13 @@ mmdet's DetInferencer or mmseg's MMSegInferencer. For every image, under --out-d
   inferencer writes them, plus the class names; segmentation: the label map's path
   (``preds/<stem>_pred.png``, one class index per pixel), its size and the pixels per class.
 
+An image that cannot be read (empty, or bytes that do not decode) is found before the model is
+built. A single image, or a folder where no image can be read, stops with one ``error:`` line and
+exit status 2. In a folder, the others are predicted and each unreadable one is skipped with a
+line on stderr, a summary at the end and exit status 1 (so that a script notices); with
+``--stop-on-error`` the first unreadable image stops the demo (status 2) before anything is
+predicted.
+
 CONFIG_OR_NAME is a config file or a model name of the model index (``model-index.yml``); with a
 name, CHECKPOINT defaults to the model's converted file (vmamba-mm://, see
 vmamba_mm/apis/model_index.py). The checkpoint must fit the model exactly, as in tools/test.py.
@@ -49,10 +56,85 @@ def parse_args(argv=None):
                         help='classification: how many labels the JSON lists (default 5)')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='detection: smallest score drawn (the JSON has every prediction)')
+    parser.add_argument('--stop-on-error', action='store_true',
+                        help='stop (exit status 2) at the first image of the folder that cannot '
+                             'be read, before predicting any; by default such images are skipped '
+                             'and reported, and the exit status is 1')
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error(f'--topk must be at least 1, got {args.topk}')
+    if not 0 <= args.score_thr <= 1:  # also refuses nan
+        parser.error(f'--score-thr is a score between 0 and 1, got {args.score_thr}')
     return args
+
+
+def device_problem(device):
+    """Why --device cannot run the demo here, or None (None: the inferencer's default)."""
+    if device is None:
+        return None
+    import torch
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:  # torch's parse error for a string that names no device
+        return f'--device {device!r} is not a device; give cpu, cuda or cuda:N'
+    if parsed.type == 'cpu':
+        return None
+    if parsed.type != 'cuda':
+        return f'--device {device}: the demo runs on cpu, cuda or cuda:N'
+    count = torch.cuda.device_count()
+    if count == 0:
+        return f'--device {device}: CUDA is not available on this machine; use --device cpu'
+    if parsed.index is not None and parsed.index >= count:
+        return (f'--device {device}: this machine has {count} CUDA device(s), cuda:0 to '
+                f'cuda:{count - 1}')
+    return None
+
+
+def out_dir_problem(out_dir):
+    """Why the drawn images and JSON files cannot be written under --out-dir, or None."""
+    from vmamba_mm.engine.output_paths import output_folder_problem
+    for sub in ('preds', 'vis'):
+        problem = output_folder_problem(osp.join(out_dir, sub), f'--out-dir {out_dir}')
+        if problem is not None:
+            return problem
+    return None
+
+
+def unreadable_reason(path):
+    """Why an image file cannot be predicted on (said after its path), or None. Decoded as the
+    inferencers' LoadImageFromFile decodes it."""
+    import mmcv
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as exc:
+        return f'cannot be read ({exc.strerror})'
+    if not data:
+        return 'is empty (0 bytes)'
+    if mmcv.imfrombytes(data) is None:
+        return 'does not decode as an image'
+    return None
+
+
+def readable_images(inputs, paths, stop_on_error):
+    """The paths that can be predicted on, and (path, reason) of those that cannot. Raises
+    DemoError where nothing should be predicted: a single unreadable image, a folder of them only,
+    or the first one with --stop-on-error."""
+    unreadable = []
+    for path in paths:
+        reason = unreadable_reason(path)
+        if reason is None:
+            continue
+        if len(paths) == 1 or stop_on_error:
+            raise DemoError(f'image {path} {reason}; replace or remove it'
+                            + (' (without --stop-on-error the others are predicted and it is '
+                               'skipped)' if len(paths) > 1 else ''))
+        unreadable.append((path, reason))
+    if len(unreadable) == len(paths):
+        raise DemoError(f'none of the {len(paths)} images in {inputs} can be read, e.g. '
+                        f'{unreadable[0][0]} {unreadable[0][1]}')
+    skipped = {path for path, _ in unreadable}
+    return [path for path in paths if path not in skipped], unreadable
 
 
 def image_files(inputs):
@@ -260,14 +342,26 @@ def main(argv=None):
     from vmamba_mm.checkpoint.fit import CheckpointMismatchError
     from vmamba_mm.config import ConfigError
     try:
+        for problem in (device_problem(args.device), out_dir_problem(args.out_dir)):
+            if problem is not None:
+                raise DemoError(problem)
         paths = image_files(args.inputs)
+        readable, unreadable = readable_images(args.inputs, paths, args.stop_on_error)
         config, checkpoint = resolve_model(args.model, args.checkpoint)
         inferencer, scope = build_inferencer(config, checkpoint, args.device)
     except (DemoError, ConfigError, UnknownModelError, CheckpointContentError,
             CheckpointMismatchError, FileNotFoundError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    predict(inferencer, scope, paths, args)
+    for path, reason in unreadable:
+        print(f'skipped: image {path} {reason}', file=sys.stderr)
+    predict(inferencer, scope, readable, args)
+    if unreadable:
+        print(f'skipped {len(unreadable)} of the {len(paths)} images, which cannot be read: '
+              f'{[path for path, _ in unreadable][:5]}; the other {len(readable)} were '
+              f'predicted. Replace or remove them (--stop-on-error stops at the first).',
+              file=sys.stderr)
+        return 1
     return 0
 
 

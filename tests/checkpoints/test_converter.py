@@ -554,6 +554,36 @@ def test_cli_names_a_file_in_the_way_of_the_output_folder(official_files, tmp_pa
             f'folder; choose another output path.']
 
 
+def test_cli_names_an_output_folder_that_takes_no_files(official_files, tmp_path):
+    source, _ = official_files['vmamba_tiny_s1l8']
+    for out in ('/proc/tiny.pth', '/proc/sub/tiny.pth'):
+        rc, stdout, stderr = _cli_in_process(source, out)
+        assert rc == 2 and stdout == '' and stderr.strip().splitlines() == [
+            f'error: OUT {out}: cannot create files under /proc (No such file or directory); '
+            f'choose a writable path.']
+
+
+def test_cli_refuses_a_task_the_keys_contradict(official_files, tmp_path):
+    source, sd = official_files['vmamba_tiny_s1l8']
+    out = tmp_path / 'det.pth'
+    for task in ('det', 'seg'):
+        rc, stdout, stderr = _cli_in_process(source, out, '--task', task)
+        lines = stderr.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and not out.exists(), stderr
+        assert lines[0].startswith(f'error: --task {task}: IN has no keys under "backbone.", so '
+                                   f'it is a classification checkpoint ({len(sd)} keys')
+        assert 'Convert it without --task' in lines[0]
+    # Converted without --task, the same file says which layout it got; that output is itself
+    # a detection-style file, which --task cls would prefix twice.
+    rc, stdout, _ = _cli_in_process(source, out)
+    assert rc == 0 and 'layout: classification (auto, from the keys)' in stdout
+    rc, _, stderr = _cli_in_process(out, tmp_path / 'twice.pth', '--task', 'cls')
+    assert rc == 2 and f'{len(sd) - 2} of the {len(sd)} keys of IN are under "backbone."' in \
+        stderr and 'backbone.backbone.*' in stderr
+    rc, stdout, _ = _cli_in_process(out, tmp_path / 'dense.pth', '--task', 'det')
+    assert rc == 0 and 'layout: detection/segmentation (--task det)' in stdout
+
+
 def test_cli_killed_before_the_rename_leaves_the_previous_output(official_files, tmp_path):
     source, sd = official_files['vmamba_tiny_s1l8']
     out = tmp_path / 'tiny.pth'

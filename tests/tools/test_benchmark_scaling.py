@@ -81,3 +81,17 @@ def test_plot_must_be_a_png(capsys):
     assert exit_info.value.code == 2
     assert "--plot writes a PNG; give a path ending in .png, got 'scaling.jpg'" in \
         capsys.readouterr().err
+
+
+def test_shapes_that_are_not_positive_or_too_small_are_named(capsys):
+    bench = _load_tool()
+    with pytest.raises(SystemExit) as exc:
+        bench.main([DEMO_CLASSIFICATION, '--shape', '0', '0', '--device', 'cpu'])
+    assert exc.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        ': error: --shape takes two positive sizes H W (e.g. --shape 224 224), got 0 0')
+    # The demo classifier takes images of at least one 4x4 patch; nothing is timed.
+    assert bench.main([DEMO_CLASSIFICATION, '--shapes', '2', '64', '--device', 'cpu']) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        'error: --shapes: classification takes images of at least 4x4, not 2x2; give --shapes '
+        'S [S ...] with each size at least 4.'] and 'ms' not in captured.out

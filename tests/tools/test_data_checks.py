@@ -15,8 +15,9 @@ from vmamba_mm.datasets import (DataError, ValidateSegLabels, add_seg_label_chec
 from vmamba_mm.engine.runner import (describe_sync_batchnorm_change, load_config,
                                      replace_sync_batchnorm)
 
-from tests.paths import DEMO_CLASSIFICATION as DEMO_CLS, DEMO_SEGMENTATION as DEMO_SEG
-from tests.tool_runs import data_root_options, generate_demo_data, run_python
+from tests.paths import (DEMO_CLASSIFICATION as DEMO_CLS, DEMO_SEGMENTATION as DEMO_SEG,
+                         IMAGENET_TINY)
+from tests.tool_runs import data_root_options, generate_demo_data, load_script, run_python
 
 CLASSES = ('circle', 'square')
 
@@ -447,3 +448,53 @@ def test_demo_data_generator_refuses_unusable_sizes_and_counts(tmp_path, args, m
     result = run_python('tools/misc/generate_demo_data.py', 'cls', str(tmp_path / 'data'), *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / 'data').exists()
+
+
+# ------------------------------------------------------------- annotation lists (ImageNet)
+
+
+def test_imagenet_config_without_its_annotation_list_is_one_line(tmp_path, capsys):
+    import torch
+    checkpoint = tmp_path / 'any.pth'
+    torch.save({'state_dict': {}}, checkpoint)  # the data is checked before it is loaded
+    test_tool = load_script('tools/test.py', 'vmamba_test_tool')
+    code = test_tool.main([IMAGENET_TINY, str(checkpoint), '--work-dir', str(tmp_path / 'work'),
+                           '--cfg-options', f'test_dataloader.dataset.data_root={tmp_path}'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith('error: test_dataloader.dataset: annotation list not found: '
+                             f'{tmp_path}/meta/val.txt'), err
+
+
+def _imagenet_val(root, lines):
+    (root / 'meta').mkdir(exist_ok=True)
+    (root / 'val').mkdir(exist_ok=True)
+    (root / 'meta' / 'val.txt').write_text(''.join(f'{line}\n' for line in lines))
+    return load_config(IMAGENET_TINY, {'test_dataloader.dataset.data_root': str(root)})
+
+
+def test_annotation_list_problems_are_named(tmp_path):
+    Image.new('RGB', (8, 8)).save(tmp_path / 'a.png')
+    for name in ('a.png', 'b.png'):
+        (tmp_path / 'val').mkdir(exist_ok=True)
+        shutil.copy(tmp_path / 'a.png', tmp_path / 'val' / name)
+    val_list = tmp_path / 'meta' / 'val.txt'
+    cases = [
+        (['a.png 3', 'b.png'], rf"line 2 of {val_list} is 'b.png', not \"<image path> "),
+        (['a.png 3', 'b.png 1000'], rf'line 2 of {val_list} has label 1000, outside 0..999 '
+                                    r'\(model.head.num_classes is 1000\)'),
+        (['a.png 3', 'c.png 1'], rf"1 of the 2 images {val_list} lists are not on disk, e.g. "
+                                 rf"\['{tmp_path}/val/c.png'\]"),
+        ([], rf'the annotation list {val_list} is empty'),
+    ]
+    for lines, message in cases:
+        with pytest.raises(DataError, match=message):
+            check_datasets(_imagenet_val(tmp_path, lines), ('test_dataloader', ))
+    # ImageNet file names hold no spaces, but a path with one is split at the last, as
+    # mmpretrain does.
+    shutil.copy(tmp_path / 'a.png', tmp_path / 'val' / 'with space.png')
+    check_datasets(_imagenet_val(tmp_path, ['a.png 3', 'with space.png 999']),
+                   ('test_dataloader', ))
+    (tmp_path / 'val' / 'b.png').write_bytes(b'')
+    with pytest.raises(DataError, match=r'1 of the 2 image files are empty'):
+        check_datasets(_imagenet_val(tmp_path, ['a.png 3', 'b.png 1']), ('test_dataloader', ))

@@ -7,8 +7,8 @@ from vmamba_mm.datasets import check_datasets
 from vmamba_mm.datasets.layouts import LAYOUTS, DatasetLayout, layout_of, register_layout
 
 
-def test_the_three_layouts_are_in_the_table():
-    assert {'folder', 'coco', 'segmentation'} <= set(LAYOUTS)
+def test_the_four_layouts_are_in_the_table():
+    assert {'folder', 'annotation list', 'coco', 'segmentation'} <= set(LAYOUTS)
 
 
 @pytest.fixture

@@ -169,3 +169,16 @@ def test_the_tool_names_bad_input_and_exits_2(capsys, tmp_path):
         tool.main([DEMO_CLASSIFICATION, '--shape', '1', '2', '3'])
     assert exc.value.code == 2
     assert '--shape takes H W or one size S' in capsys.readouterr().err
+
+
+def test_a_shape_smaller_than_the_model_takes_is_named_with_its_flag(capsys):
+    tool = _tool()
+    # The demo classifier's 'v1' patch embedding is one 4x4 patch: its smallest input is 4x4.
+    for shape in (['2'], ['3', '64']):
+        assert tool.main([DEMO_CLASSIFICATION, '--shape', *shape]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('error: --shape ') and \
+            err[0].endswith('the model takes images of at least 4x4; give --shape H W (or one '
+                            'size S) with each side at least 4.'), err
+    assert tool.main([DEMO_CLASSIFICATION, '--shape', '4']) == 0
+    assert 'Input shape: (3, 4, 4)' in capsys.readouterr().out

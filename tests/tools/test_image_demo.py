@@ -9,6 +9,7 @@ import copy
 import importlib
 import importlib.util
 import json
+import shutil
 import os.path as osp
 
 import numpy as np
@@ -186,3 +187,127 @@ def test_model_names(demo, capsys, images, tmp_path, monkeypatch):
     # a config needs a checkpoint
     code, _, err = _run(demo, capsys, images, DEMO_CLASSIFICATION, '--out-dir', tmp_path)
     assert code == 2 and 'needs a CHECKPOINT' in err
+
+
+@pytest.fixture(scope='module')
+def unreadable(tmp_path_factory, images):
+    """A folder of the two good images, one whose bytes do not decode and one of 0 bytes."""
+    folder = tmp_path_factory.mktemp('some_unreadable')
+    for i in range(len(IMAGE_SIZES)):
+        shutil.copy(images / f'shapes{i}.png', folder / f'shapes{i}.png')
+    (folder / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 40)
+    (folder / 'empty.jpg').write_bytes(b'')
+    return folder
+
+
+def test_unreadable_images_are_skipped_and_reported(demo, capsys, unreadable, checkpoints,
+                                                    tmp_path):
+    broken, empty = unreadable / 'broken.png', unreadable / 'empty.jpg'
+    out = tmp_path / 'out'
+    code, stdout, err = _run(demo, capsys, unreadable, DEMO_CLASSIFICATION, checkpoints['cls'],
+                             '--device', 'cpu', '--out-dir', out)
+    assert code == 1, err[-3000:]
+    assert sorted(p.name for p in (out / 'preds').iterdir()) == ['shapes0.json', 'shapes1.json']
+    assert f'skipped: image {broken} does not decode as an image' in err
+    assert f'skipped: image {empty} is empty (0 bytes)' in err
+    assert err.strip().splitlines()[-1].startswith(
+        f"skipped 2 of the 4 images, which cannot be read: ['{broken}', '{empty}']; the other 2 "
+        f'were predicted.')
+    # --stop-on-error: the first unreadable image stops the demo before any prediction.
+    out = tmp_path / 'stopped'
+    code, stdout, err = _run(demo, capsys, unreadable, DEMO_CLASSIFICATION, checkpoints['cls'],
+                             '--device', 'cpu', '--out-dir', out, '--stop-on-error')
+    assert code == 2 and err.strip().splitlines() == [
+        f'error: image {broken} does not decode as an image; replace or remove it (without '
+        f'--stop-on-error the others are predicted and it is skipped)']
+    assert not out.exists() and stdout == ''
+    # One unreadable image given alone is the whole input: an error, whatever the flag.
+    code, _, err = _run(demo, capsys, empty, DEMO_CLASSIFICATION, checkpoints['cls'], '--out-dir',
+                        out)
+    assert code == 2 and err.strip().splitlines() == [
+        f'error: image {empty} is empty (0 bytes); replace or remove it']
+
+
+def test_bad_devices_and_output_folders_are_named_before_the_model(demo, capsys, images,
+                                                                   checkpoints, tmp_path):
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('')
+    import torch
+    cases = [
+        (['--device', 'gpu0'], "error: --device 'gpu0' is not a device; give cpu, cuda or cuda:N"),
+        (['--out-dir', a_file / 'out'],
+         f'error: --out-dir {a_file / "out"}: {a_file} is a file, not a folder; choose another '
+         f'path.'),
+        (['--out-dir', '/proc/demo'], 'error: --out-dir /proc/demo: cannot create files under '
+                                      '/proc (No such file or directory); choose a writable path.'),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((['--device', 'cuda:1'], 'error: --device cuda:1: CUDA is not available on '
+                                              'this machine; use --device cpu'))
+    for flags, message in cases:
+        code, stdout, err = _run(demo, capsys, images, DEMO_CLASSIFICATION, checkpoints['cls'],
+                                 *flags)
+        assert code == 2 and err.strip().splitlines() == [message] and stdout == ''
+
+
+# -- fuzzed arguments: every combination ends in 0, 1 or one `error:` line, never a traceback
+
+
+@pytest.fixture(scope='module')
+def fuzz_paths(tmp_path_factory, images, unreadable, checkpoints):
+    folder = tmp_path_factory.mktemp('fuzz')
+    a_file = folder / 'a_file'
+    a_file.write_text('not a folder, not an image, not a checkpoint')
+    (folder / 'empty_dir').mkdir()
+    return {
+        'inputs': [images, unreadable, unreadable / 'broken.png', folder / 'empty_dir',
+                   folder / 'missing.png', a_file],
+        'model': [DEMO_CLASSIFICATION, folder / 'missing.py', 'no-such-model', a_file],
+        'checkpoint': [checkpoints['cls'], checkpoints['det'], folder / 'missing.pth', a_file],
+        'out_dir': [folder / 'out', a_file / 'out', '/proc/out'],
+    }
+
+
+def _demo_argv(draw, paths):
+    from hypothesis import strategies as st
+    argv = [draw(st.sampled_from(paths['inputs'])), draw(st.sampled_from(paths['model']))]
+    if draw(st.booleans()):
+        argv.append(draw(st.sampled_from(paths['checkpoint'])))
+    text = st.text('abcuda:0-1.e ', max_size=6)
+    flags = {
+        '--device': st.sampled_from(['cpu', 'cuda', 'cuda:3', 'cpu:0', 'gpu', '', 'meta']) | text,
+        '--out-dir': st.sampled_from(paths['out_dir']),
+        '--topk': st.integers(-2, 30).map(str) | text,
+        '--score-thr': st.sampled_from(['nan', 'inf', '-0.5', '0', '1', '1.5']) | text,
+    }
+    for flag in draw(st.lists(st.sampled_from(sorted(flags)), unique=True)):
+        argv += [flag, draw(flags[flag])]
+    if draw(st.booleans()):
+        argv.append('--stop-on-error')
+    if '--out-dir' not in argv:
+        argv += ['--out-dir', paths['out_dir'][0]]
+    return [str(arg) for arg in argv]
+
+
+def test_fuzzed_arguments_end_in_a_status_or_one_error_line(demo, capsys, fuzz_paths):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(derandomize=True, database=None, deadline=None, max_examples=40,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def run(data):
+        argv = _demo_argv(data.draw, fuzz_paths)
+        try:
+            code = demo.main(argv)
+        except SystemExit as exc:  # argparse: usage and one error line, status 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert exc.code == 2 and ': error: ' in err[-1], (argv, err)
+            return
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code in (0, 1, 2), argv
+        if code == 2:
+            errors = [line for line in err if line.startswith('error: ')]
+            assert len(errors) == 1 and err[-1] == errors[0], (argv, err)
+
+    run()

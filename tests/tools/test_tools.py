@@ -261,3 +261,31 @@ def test_an_image_that_does_not_decode_is_named(tiny_data, tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith('error: image file does not decode: ') and str(bad) in last_line
+
+
+def test_output_paths_that_take_no_files_are_named_before_the_run(tmp_path, capsys):
+    checkpoint = tmp_path / 'any.pth'
+    torch.save({'state_dict': {}}, checkpoint)  # checked before it is loaded
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('')
+    proc_message = 'cannot create files under /proc (No such file or directory); choose a ' \
+                   'writable path.'
+    test_tool = load_script('tools/test.py', 'vmamba_test_tool_outputs')
+    train_tool = load_script('tools/train.py', 'vmamba_train_tool_outputs')
+    erf_tool = load_script('tools/analysis_tools/erf.py', 'vmamba_erf_tool_outputs')
+    cases = [
+        (test_tool, [DEMO, str(checkpoint), '--out', '/proc/preds.pkl'],
+         f'error: --out /proc/preds.pkl: {proc_message}'),
+        (test_tool, [DEMO, str(checkpoint), '--work-dir', str(a_file / 'work')],
+         f'error: --work-dir {a_file / "work"}: {a_file} is a file, not a folder; choose another '
+         f'path.'),
+        (test_tool, [DEMO, str(checkpoint), '--show-dir', '/proc/drawn'],
+         f'error: --show-dir /proc/drawn: {proc_message}'),
+        (train_tool, [DEMO, '--work-dir', '/proc/work'], f'error: --work-dir /proc/work: '
+                                                         f'{proc_message}'),
+        (erf_tool, [DEMO, '--random', '1', '--out', '/proc/erf.png'],
+         f'error: --out /proc/erf.png: {proc_message}'),
+    ]
+    for tool, argv, message in cases:
+        assert tool.main(argv) == 2, argv
+        assert capsys.readouterr().err.strip().splitlines() == [message]

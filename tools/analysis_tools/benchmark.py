@@ -159,6 +159,9 @@ def parse_args(argv=None):
         parser.error('--warmup must be >= 0')
     if args.shapes is not None and min(args.shapes) < 1:
         parser.error(f'--shapes must be positive sizes, got {args.shapes}')
+    if args.shape is not None and min(args.shape) < 1:
+        parser.error(f'--shape takes two positive sizes H W (e.g. --shape 224 224), got '
+                     f'{args.shape[0]} {args.shape[1]}')
     if args.plot is not None and not args.plot.lower().endswith('.png'):
         parser.error(f'--plot writes a PNG; give a path ending in .png, got {args.plot!r}')
     if args.profile and args.runtime != 'onnxruntime':
@@ -436,6 +439,20 @@ def plot_scaling(rows, path, title):
     plt.close(fig)
 
 
+def size_problem(model, name, args):
+    """Why a size of --shape/--shapes is too small for the model (named before any timing), or
+    None."""
+    from vmamba_mm.models.backbones.vssm import smallest_input_side
+    smallest = smallest_input_side(model)
+    too_small = [f'{h}x{w}' for h, w in args.sizes if smallest is not None and
+                 min(h, w) < smallest]
+    if not too_small:
+        return None
+    flag, form = ('--shapes', 'S [S ...]') if args.shapes else ('--shape', 'H W')
+    return (f'{flag}: {name} takes images of at least {smallest}x{smallest}, not '
+            f'{", ".join(too_small)}; give {flag} {form} with each size at least {smallest}.')
+
+
 def main(argv=None):
     args = parse_args(argv)
 
@@ -488,6 +505,10 @@ def main(argv=None):
     models = []  # one per entry, in order; a --scan-floor row right after its model
     for entry in entries:
         model = build_model(entry['path'], entry['opts']).to(device)
+        problem = size_problem(model, entry['name'], args)
+        if problem is not None:
+            print(f'error: {problem}', file=sys.stderr)
+            return 2
         n_params = sum(p.numel() for p in model.parameters())
         models.append(dict(entry, params=n_params, step=make_step(model, args, device)))
         if args.scan_floor and entry['path'] in args.configs:

@@ -195,6 +195,10 @@ def main(argv=None):
     if not osp.isdir(osp.dirname(osp.abspath(args.out))):
         return tool_error(f'--out {args.out}: folder {osp.dirname(osp.abspath(args.out))} does '
                           'not exist')
+    from vmamba_mm.engine.output_paths import output_folder_problem
+    problem = output_folder_problem(osp.dirname(osp.abspath(args.out)), f'--out {args.out}')
+    if problem is not None:
+        return tool_error(problem)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if device == 'cuda' and not torch.cuda.is_available():
         return tool_error('--device cuda requested but CUDA is not available')

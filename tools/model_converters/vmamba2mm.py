@@ -69,7 +69,47 @@ def output_problem(src, dst):
     if blocking is not None:
         return (f'cannot create the folder of OUT {dst}: {blocking} is a file, not a folder; '
                 f'choose another output path.')
+    from vmamba_mm.engine.output_paths import output_folder_problem
+    return output_folder_problem(osp.dirname(osp.abspath(dst)), f'OUT {dst}')
+
+
+DENSE_TASKS = ('det', 'seg', 'dense')
+CLASSIFICATION_TASKS = ('classification', 'cls')
+
+
+def _backbone_keys(keys):
+    return [k for k in keys if k.removeprefix('module.').startswith('backbone.')]
+
+
+def task_problem(task, keys):
+    """Why --task contradicts the file's keys (the conversion would write keys that no model
+    loads), or None."""
+    keys = list(keys)
+    backbone_keys = _backbone_keys(keys)
+    if task in DENSE_TASKS and not backbone_keys:
+        return (f'--task {task}: IN has no keys under "backbone.", so it is a classification '
+                f'checkpoint ({len(keys)} keys, e.g. {keys[:2]}); --task {task} renames only '
+                f'keys under "backbone." and would copy all {len(keys)} unchanged into a file '
+                f'that no detector or segmentor loads. Convert it without --task: the '
+                f'backbone.* keys of the classification output are what the Mask R-CNN and '
+                f'UperNet configs load as their backbone.')
+    if task in CLASSIFICATION_TASKS and backbone_keys:
+        return (f'--task {task}: {len(backbone_keys)} of the {len(keys)} keys of IN are under '
+                f'"backbone." (e.g. {backbone_keys[0]!r}), so it is a detection or segmentation '
+                f'checkpoint; the classification layout would prefix them again '
+                f'(backbone.backbone.*). Convert it without --task, or with --task det.')
     return None
+
+
+def describe_task(task, keys):
+    """What the conversion did to the key layout, for the summary."""
+    how = 'auto, from the keys' if task == 'auto' else f'--task {task}'
+    dense = task in DENSE_TASKS or (task == 'auto' and _backbone_keys(keys))
+    if dense:
+        return (f'layout: detection/segmentation ({how}): legacy names under backbone. '
+                f'renamed, the neck and head keys kept as they are')
+    return (f'layout: classification ({how}): every key put under backbone., classifier.norm '
+            f'-> backbone.outnorm<last stage>, classifier.head -> head.fc')
 
 
 def save_atomically(obj, path):
@@ -103,6 +143,9 @@ def main(argv=None) -> int:
                                       convert_official_state_dict, load_official_state_dict)
     try:
         sd = load_official_state_dict(args.src, use_ema=args.ema)
+        problem = task_problem(args.task, sd)
+        if problem is not None:
+            return fail(problem)
         converted, mapping = convert_official_state_dict(sd, task=args.task, return_mapping=True)
     except (CheckpointContentError, UnsafeCheckpointError) as exc:
         return fail(exc)
@@ -122,6 +165,7 @@ def main(argv=None) -> int:
     print(f'read {len(sd)} keys ({which}) from {args.src}')
     print(f'wrote {len(converted)} keys to {args.dst} ({renamed} renamed, '
           f'{len(converted) - renamed} unchanged)')
+    print(describe_task(args.task, sd))
     groups = Counter(_group(new) for _, new in mapping)
     for name, count in sorted(groups.items()):
         print(f'  {name:<24s} {count:5d}')

@@ -38,6 +38,8 @@ from torch.utils.flop_counter import flop_registry
 
 from vmamba_kernels import dispatch
 
+from ..models.backbones.vssm import smallest_input_side
+
 COUNTING_RULE = (
     'FLOPs are multiply-adds, as the official VMamba tables (fvcore) count them: conv, linear and '
     'matmul multiply-adds; Layer/Group/InstanceNorm 5 per element (BatchNorm in eval mode 2); '
@@ -487,6 +489,11 @@ def count_config(config_path, shape=None, cfg_options=None, device=None, seed=0)
             weights_left_uninitialised() if device == 'meta' else contextlib.nullcontext()):
         torch.manual_seed(seed)
         model = build_model(cfg, scope)
+    smallest = smallest_input_side(model)
+    if smallest is not None and min(height, width) < smallest:
+        raise CountingError(f'--shape {height} {width}: the model takes images of at least '
+                            f'{smallest}x{smallest}; give --shape H W (or one size S) with each '
+                            f'side at least {smallest}.')
     params = count_parameters(model)
     model = model.to(device)
     if device == 'meta':

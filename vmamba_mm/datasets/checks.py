@@ -1,12 +1,15 @@
 """Checks on a config's data before a run, so that bad data is named instead of found hours in.
 
 ``check_datasets`` runs in tools/train.py and tools/test.py before the Runner is built. Each
-dataset layout it knows is a file in ``layouts/`` (a new one is a new file there); today the three
+dataset layout it knows is a file in ``layouts/`` (a new one is a new file there); today the four
 the framework's configs read:
 
 - folder classification (mmpretrain ``CustomDataset`` without ``ann_file``): missing folders,
   empty class folders, empty (0-byte) images, a head whose ``num_classes`` differs from the
   folder count;
+- annotation-list classification (``CustomDataset``/``ImageNet`` with an ``ann_file`` such as
+  ``meta/val.txt``): a missing list or image folder, lines that are not ``<path> <label>``,
+  labels outside the head's classes, listed images that are missing or empty;
 - COCO instances (mmdet ``CocoDataset`` and subclasses): a missing or malformed annotation file,
   annotations or images the file references but that do not exist or are empty, config classes
   that are not categories of the file, heads whose ``num_classes`` differs from the classes; boxes

@@ -18,6 +18,7 @@ from ..config import ConfigError
 from ..datasets import DataError, check_datasets
 from .dist import SlurmEnvironmentError
 from .hooks import require_checkpoint_fit
+from .output_paths import output_folder_problem, work_dir_problem
 from .resume import checkpoint_file_problem
 from .runner import build_runner, load_config, run_reporting_data_errors
 
@@ -55,6 +56,9 @@ def run_test_command(argv=None):
         if problem is not None:
             raise ConfigError(f'checkpoint {args.checkpoint} {problem}.')
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+        problems = output_problems(cfg, args)
+        if problems:
+            raise ConfigError(problems[0])
         if args.show_dir:
             show_predictions(cfg, args.show_dir)
         tta_note, unused_weights = (use_test_time_augmentation(cfg, args.config) if args.tta
@@ -74,6 +78,20 @@ def run_test_command(argv=None):
     except (CheckpointContentError, CheckpointMismatchError, SlurmEnvironmentError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
+
+
+def output_problems(cfg, args):
+    """Why the work_dir, --out or --show-dir cannot be written, found before the evaluation."""
+    problems = [work_dir_problem(cfg, args.work_dir)]
+    if args.out:
+        if osp.isdir(args.out):
+            problems.append(f'--out {args.out} is a folder; give a .pkl file path')
+        else:
+            problems.append(output_folder_problem(osp.dirname(osp.abspath(args.out)),
+                                                  f'--out {args.out}'))
+    if args.show_dir:
+        problems.append(output_folder_problem(args.show_dir, f'--show-dir {args.show_dir}'))
+    return [problem for problem in problems if problem is not None]
 
 
 def show_predictions(cfg, show_dir):

@@ -17,6 +17,7 @@ from ..config import ConfigError
 from ..datasets import DataError, check_datasets
 from .dist import SlurmEnvironmentError
 from .hooks import NonFiniteLossError, require_checkpoint_fit
+from .output_paths import work_dir_problem
 from .resume import ResumeError, set_up_resume
 from .runner import build_runner, load_config, require_gpu_for_amp, run_reporting_data_errors
 
@@ -47,6 +48,9 @@ def run_train_command(argv=None):
     resume_note = None
     try:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+        problem = work_dir_problem(cfg, args.work_dir)
+        if problem is not None:
+            raise ConfigError(problem)
         if args.amp:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')

@@ -371,3 +371,11 @@ class VSSM(nn.Module):
     def forward(self, x):
         maps = self.run_stages(x, self.out_indices)
         return tuple(self.output_map(i, maps[i]) for i in self.out_indices)
+
+
+def smallest_input_side(module):
+    """The smallest image side every VSSM inside ``module`` takes (``min_input_size``, the
+    largest of them), or None where it has no VSSM. The tools check a ``--shape`` with it before
+    running, so that a too-small size is named with its flag instead of raised mid-forward."""
+    sides = [sub.min_input_size for sub in module.modules() if isinstance(sub, VSSM)]
+    return max(sides) if sides else None
