@@ -10,6 +10,7 @@ import numbers
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from vmamba_kernels import dispatch
 
@@ -30,16 +31,15 @@ def orient(x, orientation):
     return x.flip(dims) if dims else x
 
 
-def _rows_as_batch(t):
-    """(B, 4, X, H, W) -> (B * H, 4 * X, W): every row a sequence of its own."""
-    batch, _, _, height, width = t.shape
-    return t.permute(0, 3, 1, 2, 4).reshape(batch * height, -1, width)
-
-
-def _columns_as_batch(t):
-    """(B, 4, X, H, W) -> (B * W, 4 * X, H): every column a sequence of its own."""
-    batch, _, _, height, width = t.shape
-    return t.permute(0, 4, 1, 2, 3).reshape(batch * width, -1, height)
+def _reversed_where(t, reverse, dim=2):
+    """``t`` (any strides) copied contiguous in one pass, its last axis reversed at the indices
+    of ``dim`` where ``reverse`` (one bool per orientation) is True."""
+    length = t.shape[-1]
+    forward = torch.arange(length, device=t.device)
+    order = torch.stack([forward.flip(0) if flipped else forward for flipped in reverse])
+    shape = [1] * t.dim()
+    shape[dim], shape[-1] = len(reverse), length
+    return torch.gather(t, -1, order.view(shape).expand(t.shape))
 
 
 def _softplus_inverse(x):
@@ -189,29 +189,32 @@ class V2M(TokenMixer):
             x, z = x.chunk(2, dim=channel_dim(self.channel_first))
         if not self.channel_first:
             x = x.permute(0, 3, 1, 2)
-        y = self.run_scan(self.conv_and_act(x, self.conv2d))
+        conv = self.conv2d
+        y = self.run_scan(self.conv_and_act(x, *((conv.weight, conv.bias) if conv is not None
+                                                 else (None, None))))
         y = self.out_norm(y)
         if self.gated:
             y = y * self.act(z)
         return self.out_proj(y)
 
-    def conv_and_act(self, x, conv):
-        """SiLU(conv(x)); on the CPU ``vmamba_kernels.depthwise_conv_silu`` (one operation)."""
-        if conv is None:
+    def conv_and_act(self, x, weight, bias):
+        """SiLU(depthwise conv(x)); on the CPU ``vmamba_kernels.depthwise_conv_silu`` (one
+        operation)."""
+        if weight is None:
             return self.act(x)
         if x.device.type != 'cpu':
-            return self.act(conv(x))
-        return self.conv_kernel(x, conv.weight, conv.bias)
+            return self.act(F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2,
+                                     groups=x.shape[1]))
+        return self.conv_kernel(x, weight, bias)
 
-    def stage_inputs(self, stage, x):
-        """delta before its bias (B, 4, D, H, W) and the input-dependent B or C (B, 4, N, H, W)
-        of ``stage`` ('row' or 'column') from its input ``x`` (B, 4, D, H, W)."""
-        x_proj = getattr(self, f'{stage}_x_proj_weight')
-        dt_proj = getattr(self, f'{stage}_dt_projs_weight')
-        projected = torch.einsum('bodhw,ord->borhw', x, x_proj.to(x.dtype))
-        dt_low_rank, state_input = projected.split([self.dt_rank, self.state_size], dim=2)
-        delta = torch.einsum('borhw,odr->bodhw', dt_low_rank, dt_proj.to(x.dtype))
-        return delta, state_input
+    def pixel_frame_column_conv(self):
+        """The stage-2 conv's kernel as it acts on the map in pixel order: each orientation's
+        kernel flipped as its grid is (a conv in a flipped frame is the flipped conv)."""
+        if self.column_conv2d is None:
+            return None, None
+        kernels = self.column_conv2d.weight.unflatten(0, (NUM_ORIENTATIONS, -1))
+        kernels = torch.stack([orient(kernels[o], o) for o in range(NUM_ORIENTATIONS)])
+        return kernels.flatten(0, 1), self.column_conv2d.bias
 
     def stage_scan(self, stage, u, delta, B, C):
         """One stage's selective scan over (batch', 4 * D, L) sequences, float32 out."""
@@ -220,37 +223,70 @@ class V2M(TokenMixer):
                                 delta_bias=getattr(self, f'{stage}_dt_projs_bias').reshape(
                                     -1).float(), delta_softplus=True, out_dtype=torch.float32)
 
+    def stage_inputs(self, stage, projected, to_sequences):
+        """delta before its bias (batch', 4, D, L) and the input-dependent B or C
+        (batch', 4, N, L) of ``stage`` from its projection ``projected`` (B, 4, rank + N, H, W),
+        laid out as sequences by ``to_sequences``. The low-rank part is moved, not delta."""
+        dt_low_rank = to_sequences(projected[:, :, :self.dt_rank])
+        state_input = to_sequences(projected[:, :, self.dt_rank:])
+        dt_proj = getattr(self, f'{stage}_dt_projs_weight').to(projected.dtype)
+        return torch.matmul(dt_proj, dt_low_rank), state_input
+
     def scan(self, x):
-        """(B, D, H, W) -> the merged cascade of the four orientations in this module's layout."""
+        """(B, D, H, W) -> the merged cascade of the four orientations in this module's layout.
+
+        Everything per pixel (projections, the stage-2 conv with its kernels flipped, the merge)
+        runs in pixel order; an orientation shows only in the direction its rows and columns are
+        scanned: its sequences are read reversed (``_reversed_where``) where it flips that axis.
+        """
         batch, dim, height, width = x.shape
-        oriented = torch.stack([orient(x, o) for o in range(NUM_ORIENTATIONS)], dim=1)
+        flips_columns = [flip_columns for _, flip_columns in ORIENTATION_FLIPS]
+        flips_rows = [flip_rows for flip_rows, _ in ORIENTATION_FLIPS]
 
-        # Stage 1: rows into the batch, (B * H, 4 * D, W); C is ones.
-        delta, B = self.stage_inputs('row', oriented)
-        B = _rows_as_batch(B).view(batch * height, NUM_ORIENTATIONS, self.state_size, width)
-        row_out = self.stage_scan('row', _rows_as_batch(oriented), _rows_as_batch(delta), B,
-                                  torch.ones_like(B))
-        row_out = row_out.to(x.dtype).view(batch, height, NUM_ORIENTATIONS * dim, width)
+        def as_rows(t):  # (B, 4, X, H, W) -> (B, H, 4, X, W), W reversed where flipped
+            return _reversed_where(t.permute(0, 3, 1, 2, 4), flips_columns)
 
-        # Stage 2: its own conv on the row results, then columns into the batch, (B * W, 4D, H).
-        v = self.conv_and_act(row_out.permute(0, 2, 1, 3), self.column_conv2d)
-        v = v.reshape(batch, NUM_ORIENTATIONS, dim, height, width)
-        delta, C = self.stage_inputs('column', v)
-        C = _columns_as_batch(C).view(batch * width, NUM_ORIENTATIONS, self.state_size, height)
-        column_out = self.stage_scan('column', _columns_as_batch(v), _columns_as_batch(delta),
-                                     torch.ones_like(C), C)
-        column_out = column_out.view(batch, width, NUM_ORIENTATIONS, dim, height)
-        column_out = column_out.permute(0, 2, 3, 4, 1)  # (B, 4, D, H, W)
-        return self._merged(column_out, x.dtype)
+        def as_columns(t):  # (B, 4, X, H, W) -> (B, W, 4, X, H), H reversed where flipped
+            return _reversed_where(t.permute(0, 4, 1, 2, 3), flips_rows)
 
-    def _merged(self, per_orientation, dtype):
-        """(B, 4, D, H, W) per orientation frame -> pixel order, (forward + backward pair) / 2,
-        in this module's layout and ``dtype``."""
-        back = [orient(per_orientation[:, o], o) for o in range(NUM_ORIENTATIONS)]
-        forward_pair = back[0] + back[2]
-        backward_pair = back[1] + back[3]
-        y = ((forward_pair + backward_pair) * 0.5).to(dtype)
-        return y if self.channel_first else y.permute(0, 2, 3, 1)
+        # Stage 1: every row a sequence, (B * H, 4 * D, W); C is ones. All orientations read x.
+        x_proj = self.row_x_proj_weight.flatten(0, 1).to(x.dtype)
+        projected = torch.matmul(x_proj, x.flatten(2)).view(batch, NUM_ORIENTATIONS, -1, height,
+                                                              width)
+        delta, B = self.stage_inputs('row', projected, as_rows)
+        u = as_rows(x.unsqueeze(1).expand(batch, NUM_ORIENTATIONS, dim, height, width))
+        rows = batch * height
+        B = B.reshape(rows, NUM_ORIENTATIONS, self.state_size, width)
+        row_out = self.stage_scan('row', u.view(rows, -1, width), delta.reshape(rows, -1, width),
+                                  B, torch.ones_like(B))
+        # Back to pixel order, (B, 4, D, H, W), for the stage-2 conv.
+        row_out = row_out.to(x.dtype).view(batch, height, NUM_ORIENTATIONS, dim, width)
+        row_out = _reversed_where(row_out.permute(0, 2, 3, 1, 4), flips_columns, dim=1)
+
+        # Stage 2: its own conv, then every column a sequence, (B * W, 4 * D, H); B is ones.
+        v = self.conv_and_act(row_out.view(batch, -1, height, width),
+                              *self.pixel_frame_column_conv())
+        v = v.view(batch, NUM_ORIENTATIONS, dim, height * width)
+        projected = torch.matmul(self.column_x_proj_weight.to(x.dtype), v)
+        projected = projected.view(batch, NUM_ORIENTATIONS, -1, height, width)
+        delta, C = self.stage_inputs('column', projected, as_columns)
+        columns = batch * width
+        C = C.reshape(columns, NUM_ORIENTATIONS, self.state_size, height)
+        u = as_columns(v.view(batch, NUM_ORIENTATIONS, dim, height, width))
+        column_out = self.stage_scan('column', u.view(columns, -1, height),
+                                     delta.reshape(columns, -1, height), torch.ones_like(C), C)
+        return self._merged(column_out.view(batch, width, NUM_ORIENTATIONS, dim, height),
+                            x.dtype)
+
+    def _merged(self, column_out, dtype):
+        """(B, W, 4, D, H) column-scan results -> pixel order, (forward pair + backward pair) / 2
+        in this module's layout and ``dtype``. The pairs are summed before the columns of the
+        orientations that flip rows are turned back, so one reversal serves both."""
+        # ORIENTATION_FLIPS lists the two top-down starts first.
+        top_down = column_out[:, :, :2].sum(2)
+        bottom_up = column_out[:, :, 2:].sum(2).flip(-1)
+        y = ((top_down + bottom_up) * 0.5).to(dtype)  # (B, W, D, H)
+        return y.permute(0, 2, 3, 1) if self.channel_first else y.permute(0, 3, 1, 2)
 
     def skip_term(self, x):
         """(B, D, H, W) -> the cascade's direct terms only, merged: stage 2's D times stage 1's
