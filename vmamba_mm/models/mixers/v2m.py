@@ -67,9 +67,10 @@ class V2M(TokenMixer):
       bottom-right) is summed, and the two sums are averaged: ``(y_tl + y_bl + y_tr + y_br) / 2``.
 
     Every orientation has its own stage-1 and stage-2 parameters (projections, A, D, bias, conv);
-    the first conv (before stage 1) is shared, as SS2D's. Scans run through the dispatch's
-    ``selective_scan`` with the rows (stage 1) or columns (stage 2) in the batch dimension and
-    the four orientations as four groups of channels.
+    the first conv (before stage 1) is shared, as SS2D's. The SiLU(z) gate (``gated``) acts on
+    the merged output after ``out_norm``, as in SS2D (V2M's Vim block gates its Mamba output).
+    Scans run through the dispatch's ``selective_scan`` with the rows (stage 1) or columns
+    (stage 2) in the batch dimension and the four orientations as four groups of channels.
 
     Args:
         channels: block width (d_model).
@@ -279,9 +280,10 @@ class V2M(TokenMixer):
                             x.dtype)
 
     def _merged(self, column_out, dtype):
-        """(B, W, 4, D, H) column-scan results -> pixel order, (forward pair + backward pair) / 2
-        in this module's layout and ``dtype``. The pairs are summed before the columns of the
-        orientations that flip rows are turned back, so one reversal serves both."""
+        """(B, W, 4, D, H) column-scan results -> pixel order, merged as the class docstring
+        says, ``(forward pair + backward pair) / 2`` = the four summed and halved, in this
+        module's layout and ``dtype``. Summed by column direction first, so that one reversal
+        turns back the two orientations that scan columns bottom-up."""
         # ORIENTATION_FLIPS lists the two top-down starts first.
         top_down = column_out[:, :, :2].sum(2)
         bottom_up = column_out[:, :, 2:].sum(2).flip(-1)
