@@ -219,7 +219,8 @@ def intermediate_stages(indices, num_stages):
 
 
 def list_models(pattern=None):
-    """The released arch names create_model takes (optionally those matching a glob pattern)."""
+    """The arch names create_model takes, the released VMamba ones and those of the other scan
+    families (optionally those matching a glob pattern)."""
     names = list(ARCH_SETTINGS)
     return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 

@@ -31,6 +31,15 @@ ARCH_SETTINGS.update({
     '2dvmamba-tiny': dict(ARCH_SETTINGS['tiny-s1l8'], scan_2d=True),
     '2dvmamba-small': dict(ARCH_SETTINGS['small-s2l15'], scan_2d=True),
 })
+# V2M (arXiv 2410.10382) on VMamba's layouts, as the paper's V2M-S* (on VMamba-T) and V2M-B* (on
+# VMamba-S): every block's SS2D replaced by the V2M mixer. The state size and delta rank are
+# chosen so that parameters and GFLOPs (get_flops.py) come close to the paper's rows: v2m-tiny
+# 30.2 M / 5.41 G against V2M-S*'s 30 M / 5.4 G, v2m-small 49.9 M / 9.64 G against V2M-B*'s
+# 50 M / 9.6 G (with VMamba's d_state 1 and rank ceil(C / 16): 31.7 M / 5.23 G, 54.4 M / 9.64 G).
+ARCH_SETTINGS.update({
+    'v2m-tiny': dict(ARCH_SETTINGS['tiny-s1l8'], mixer='v2m', ssm_d_state=4, ssm_dt_rank=8),
+    'v2m-small': dict(ARCH_SETTINGS['small-s2l15'], mixer='v2m', ssm_d_state=3, ssm_dt_rank=8),
+})
 # What an arch dict gets for the keys it leaves out: the official VSSM constructor's defaults.
 ARCH_DEFAULTS = dict(patch_size=4, ssm_d_state=16, ssm_ratio=2.0, ssm_dt_rank='auto', ssm_conv=3,
                      ssm_conv_bias=True, forward_type='v2', mlp_ratio=4.0,
