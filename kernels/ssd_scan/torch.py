@@ -39,11 +39,11 @@ def ssd_scan_chunked(x, dt, A, B, C, chunk_size=64, D=None, dt_bias=None, dt_sof
     groups, state = B.shape[2], B.shape[3]
     per_group = heads // groups
     dt = prepare_dt(dt, dt_bias, dt_softplus)
-    pad = (-length) % chunk_size
+    chunks = (length + chunk_size - 1) // chunk_size
+    pad = chunks * chunk_size - length
     # Whole chunks: (batch, chunks, Q, ...); the padded steps have dt' = 0 (after softplus).
     x32, B32, C32 = (F.pad(t.float(), (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
     dt = F.pad(dt, (0, 0, 0, pad))
-    chunks = (length + pad) // chunk_size
     x32 = x32.reshape(batch, chunks, chunk_size, groups, per_group, headdim)
     B32 = B32.reshape(batch, chunks, chunk_size, groups, state)
     C32 = C32.reshape(batch, chunks, chunk_size, groups, state)
