@@ -20,8 +20,9 @@ Q; it changes the work, not the result (the sequential reference ignores it).
 """
 from torch import float32
 
+from ..common import triton_common
 from ..dispatch import register, register_input_check, run
-from . import flops, reference  # noqa: F401  (flops: FLOP rules)
+from . import flops, reference, triton  # noqa: F401  (flops: FLOP rules)
 from . import torch as torch_backend
 from .flops import ssd_scan_macs  # noqa: F401  (public)
 
@@ -32,6 +33,9 @@ register(OPERATION, 'reference', reference.ssd_scan_reference, devices=('cpu', '
          description='a loop over tokens')
 register(OPERATION, 'torch', torch_backend.ssd_scan_chunked, devices=('cpu', 'cuda'),
          priority=0, description='tensor ops, chunked (state space duality) form')
+register(OPERATION, 'triton', triton.ssd_scan_triton, devices=triton_common.triton_devices(),
+         priority=2, auto_devices=('cuda', ), unavailable_reason=triton_common.unavailable_reason,
+         description='Triton forward kernel; backward by the torch form')
 
 
 def _shape_error(name, tensor, expected):
@@ -82,8 +86,8 @@ def ssd_scan(x, dt, A, B, C, chunk_size=64, D=None, dt_bias=None, dt_softplus=Fa
              initial_states=None, return_final_states=False, out_dtype=None, backend=None):
     """Run Mamba2's SSD scan; see the module docstring.
 
-    ``backend`` names a registered backend ('reference', 'torch') or None for the automatic
-    choice (see ``vmamba_kernels.dispatch``).
+    ``backend`` names a registered backend ('reference', 'torch', 'triton') or None for the
+    automatic choice (see ``vmamba_kernels.dispatch``).
     """
     return run(OPERATION, x.device.type, backend, x, dt, A, B, C, chunk_size=chunk_size, D=D,
                dt_bias=dt_bias, dt_softplus=dt_softplus, initial_states=initial_states,

@@ -10,7 +10,14 @@ state N, and heads per group r:
 - the inter-chunk output S_in C: L' P N.
 The D skip adds L P when D is given. Element-wise work (exp, masks, the segment sums) counts 0,
 as for every other operator here.
+
+The ``torch`` backend is these matrix products in plain ops, which torch's counter counts as
+they run (the D skip aside); the Triton kernel is one operator, with this rule registered on it.
 """
+import torch
+from torch.utils.flop_counter import register_flop_formula
+
+from . import triton  # noqa: F401  (defines the operator)
 
 
 def ssd_scan_macs(batch, length, heads, headdim, state, groups=1, chunk_size=64, with_skip=True):
@@ -22,3 +29,13 @@ def ssd_scan_macs(batch, length, heads, headdim, state, groups=1, chunk_size=64,
     scores = groups * padded * chunk_size * state
     skip = heads * length * headdim if with_skip else 0
     return batch * (heads * per_head + scores + skip)
+
+
+@register_flop_formula(torch.ops.vmamba.ssd_scan_triton)
+def _ssd_scan_flops(x, dt, A, B, C, D, dt_bias, initial_states, chunk_size, dt_softplus,
+                    out_shape=None, **kwargs):
+    batch, length, heads, headdim = x
+    _, _, groups, state = B
+    # Torch counts two FLOPs per multiply-add.
+    return 2 * ssd_scan_macs(batch, length, heads, headdim, state, groups, chunk_size,
+                             with_skip=D is not None)
