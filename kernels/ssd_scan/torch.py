@@ -48,20 +48,22 @@ def ssd_scan_chunked(x, dt, A, B, C, chunk_size=64, D=None, dt_bias=None, dt_sof
     B32 = B32.reshape(batch, chunks, chunk_size, groups, state)
     C32 = C32.reshape(batch, chunks, chunk_size, groups, state)
     dt = dt.reshape(batch, chunks, chunk_size, groups, per_group)
-    # a per (batch, group, head in group, chunk, step).
-    a = (dt * A.float().reshape(groups, per_group)).permute(0, 3, 4, 1, 2)
-    a_sum = a.cumsum(-1)
-    dtx = (dt[..., None] * x32).permute(0, 1, 3, 4, 2, 5)  # (b, c, g, hg, Q, p)
+    # Every operand below is contiguous in (batch, chunk, group, head in group, ...) order: a
+    # product of tensors of mixed layouts takes a layout that compiled graphs with symbolic
+    # shapes can mispredict (a view that fails at run time).
+    a = (dt * A.float().reshape(groups, per_group)).permute(0, 1, 3, 4, 2).contiguous()
+    a_sum = a.cumsum(-1)  # (b, c, g, hg, Q)
+    dtx = (dt[..., None] * x32).permute(0, 1, 3, 4, 2, 5).contiguous()  # (b, c, g, hg, Q, p)
+    B_rows = B32.permute(0, 1, 3, 2, 4).contiguous()[:, :, :, None]  # (b, c, g, 1, Q, N)
+    C_rows = C32.permute(0, 1, 3, 2, 4).contiguous()[:, :, :, None]
 
     # Intra-chunk: (C B^T * Lmask) (dt' x).
-    scores = torch.einsum('bcign,bcjgn->bcgij', C32, B32)
-    decay_mask = torch.exp(segment_sum(a)).permute(0, 3, 1, 2, 4, 5)  # (b, c, g, hg, Q, Q)
-    y_intra = torch.matmul(scores[:, :, :, None] * decay_mask, dtx)
+    scores = torch.matmul(C_rows, B_rows.transpose(-1, -2))  # (b, c, g, 1, Q, Q)
+    y_intra = torch.matmul(scores * torch.exp(segment_sum(a)), dtx)
 
     # Each chunk's end state, from its own steps only: (b, c, g, hg, p, N).
-    to_end = torch.exp(a_sum[..., -1:] - a_sum).permute(0, 3, 1, 2, 4)  # (b, c, g, hg, Q)
-    chunk_states = torch.matmul((dtx * to_end[..., None]).transpose(-1, -2),
-                                B32.permute(0, 1, 3, 2, 4)[:, :, :, None])
+    to_end = torch.exp(a_sum[..., -1:] - a_sum)
+    chunk_states = torch.matmul((dtx * to_end[..., None]).transpose(-1, -2), B_rows)
 
     # State passing: entering[z] = sum_{c < z} exp(a over chunks c+1..z-1) end[c] + decayed S0.
     if initial_states is None:
@@ -69,14 +71,13 @@ def ssd_scan_chunked(x, dt, A, B, C, chunk_size=64, D=None, dt_bias=None, dt_sof
     else:
         start = initial_states.float().reshape(batch, 1, groups, per_group, headdim, state)
     states = torch.cat([start, chunk_states], 1)  # (b, c+1, g, hg, p, N)
-    chunk_decay = torch.exp(segment_sum(F.pad(a_sum[..., -1], (1, 0))))  # (b, g, hg, c+1, c+1)
+    chunk_totals = F.pad(a_sum[..., -1].permute(0, 2, 3, 1).contiguous(), (1, 0))
+    chunk_decay = torch.exp(segment_sum(chunk_totals))  # (b, g, hg, c+1, c+1)
     passed = torch.einsum('bghzc,bcghpn->bzghpn', chunk_decay, states)
     entering, final = passed[:, :-1], passed[:, -1]
 
     # Inter-chunk: exp(a_1 + ... + a_i) S_in C_i.
-    from_start = torch.exp(a_sum).permute(0, 3, 1, 2, 4)  # (b, c, g, hg, Q)
-    y_inter = torch.matmul(entering, C32.permute(0, 1, 3, 4, 2)[:, :, :, None])  # (.., p, Q)
-    y_inter = y_inter.transpose(-1, -2) * from_start[..., None]
+    y_inter = torch.matmul(C_rows, entering.transpose(-1, -2)) * torch.exp(a_sum)[..., None]
 
     y = (y_intra + y_inter).permute(0, 1, 4, 2, 3, 5).reshape(batch, chunks * chunk_size,
                                                              heads, headdim)[:, :length]

@@ -15,9 +15,9 @@ float32 (no TF32); fp16/bf16 inputs are widened on load. The kernel's chunk is `
 rounded up to a power of two, at least 16 (``tl.dot``'s smallest tile): the result does not
 depend on the chunk. Steps past L load dt' = 0 (no decay, no drive).
 
-``vmamba::ssd_scan_triton`` returns (y, final_states) in float32. Its backward,
-``vmamba::ssd_scan_triton_backward``, is the ``torch`` backend's chunked form differentiated by
-autograd (recomputed from the inputs): correct on any device, not yet a Triton kernel.
+``vmamba::ssd_scan_triton`` returns (y, final_states) in float32. Its registered backward is the
+``torch`` backend's chunked form recomputed from the inputs and differentiated by
+autograd (``torch_form_gradients``): correct on any device, not yet a Triton kernel.
 """
 from typing import Optional, Tuple
 
@@ -127,48 +127,24 @@ def _(x, dt, A, B, C, D, dt_bias, initial_states, chunk_size, dt_softplus):
             x.new_empty(batch, heads, headdim, B.shape[3], dtype=torch.float32))
 
 
-@torch.library.custom_op('vmamba::ssd_scan_triton_backward', mutates_args=())
-def ssd_scan_triton_backward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                             D: Optional[Tensor], dt_bias: Optional[Tensor],
-                             initial_states: Optional[Tensor], grad_y: Tensor,
-                             grad_final: Tensor, chunk_size: int, dt_softplus: bool
-                             ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                        Tensor]:
-    """(dx, ddt, dA, dB, dC, dD, ddt_bias, dinitial_states), each in its input's dtype; the
-    gradient of an absent D, dt_bias or initial state is zeros (an operator cannot return None):
-    (heads,), (heads,) and (batch, heads, headdim, N)."""
-    batch, _, heads, headdim = x.shape
-    zeros = dict(device=x.device, dtype=torch.float32)
-    inputs = [x, dt, A, B, C,
-              D if D is not None else torch.zeros(heads, **zeros),
-              dt_bias if dt_bias is not None else torch.zeros(heads, **zeros),
-              initial_states if initial_states is not None else torch.zeros(
-                  batch, heads, headdim, B.shape[3], **zeros)]
+def torch_form_gradients(x, dt, A, B, C, D, dt_bias, initial_states, grad_y, grad_final,
+                         chunk_size, dt_softplus):
+    """(dx, ddt, dA, dB, dC, dD, ddt_bias, dinitial_states) of the torch backend's chunked form
+    for (grad_y, grad_final), each in its input's dtype; None for an absent input."""
+    inputs = (x, dt, A, B, C, D, dt_bias, initial_states)
     with torch.enable_grad():
-        leaves = [t.detach().requires_grad_() for t in inputs]
+        leaves = [t.detach().requires_grad_() if t is not None else None for t in inputs]
         y, final = ssd_scan_chunked(*leaves[:5], chunk_size=chunk_size, D=leaves[5],
                                     dt_bias=leaves[6], dt_softplus=dt_softplus,
                                     initial_states=leaves[7], return_final_states=True)
-        grads = torch.autograd.grad((y, final), leaves, (grad_y.float(), grad_final.float()))
-    return tuple(grad.to(t.dtype) for grad, t in zip(grads, inputs))
-
-
-@ssd_scan_triton_backward.register_fake
-def _(x, dt, A, B, C, D, dt_bias, initial_states, grad_y, grad_final, chunk_size, dt_softplus):
-    batch, _, heads, headdim = x.shape
-    return (torch.empty_like(x), torch.empty_like(dt), torch.empty_like(A), torch.empty_like(B),
-            torch.empty_like(C),
-            torch.empty_like(D) if D is not None else x.new_empty(heads, dtype=torch.float32),
-            (torch.empty_like(dt_bias) if dt_bias is not None
-             else x.new_empty(heads, dtype=torch.float32)),
-            (torch.empty_like(initial_states) if initial_states is not None
-             else x.new_empty(batch, heads, headdim, B.shape[3], dtype=torch.float32)))
+        given = [t for t in leaves if t is not None]
+        grads = iter(torch.autograd.grad((y, final), given, (grad_y.float(), grad_final.float())))
+    return tuple(next(grads).to(t.dtype) if t is not None else None for t in inputs)
 
 
 def _setup(ctx, inputs, output):
     x, dt, A, B, C, D, dt_bias, initial_states, chunk_size, dt_softplus = inputs
     ctx.options = (chunk_size, dt_softplus)
-    ctx.present = (D is not None, dt_bias is not None, initial_states is not None)
     ctx.save_for_backward(x, dt, A, B, C, D, dt_bias, initial_states)
 
 
@@ -179,10 +155,9 @@ def _backward(ctx, grad_y, grad_final):
     if grad_final is None:
         grad_final = torch.zeros(x.shape[0], x.shape[2], x.shape[3], B.shape[3],
                                  device=x.device, dtype=torch.float32)
-    grads = ssd_scan_triton_backward(x, dt, A, B, C, D, dt_bias, initial_states, grad_y,
-                                     grad_final, *ctx.options)
-    optional = [grad if present else None for grad, present in zip(grads[5:], ctx.present)]
-    return (*grads[:5], *optional, None, None)
+    grads = torch_form_gradients(x, dt, A, B, C, D, dt_bias, initial_states, grad_y, grad_final,
+                                 *ctx.options)
+    return (*grads, None, None)
 
 
 ssd_scan_triton_forward.register_autograd(_backward, setup_context=_setup)

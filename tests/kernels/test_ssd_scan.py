@@ -31,10 +31,15 @@ def make_inputs(batch, length, heads, headdim, state, groups, seed=0, dtype=torc
 
 
 def run_with_grads(inputs, backend, seed=1, **options):
+    """(y, final_states, gradients by input name) of a fixed random loss; ``backend`` is a
+    backend name, or a callable taking the inputs by name (a compiled scan)."""
     leaves = {k: (v.detach().clone().requires_grad_() if v is not None else None)
               for k, v in inputs.items()}
-    y, final = vmamba_kernels.ssd_scan(**leaves, return_final_states=True, backend=backend,
-                                       **options)
+    if callable(backend):
+        y, final = backend(**leaves)
+    else:
+        y, final = vmamba_kernels.ssd_scan(**leaves, return_final_states=True, backend=backend,
+                                           **options)
     gen = torch.Generator().manual_seed(seed)
     loss = ((y.float() * torch.randn(y.shape, generator=gen)).sum()
             + (final * torch.randn(final.shape, generator=gen)).sum())
@@ -190,3 +195,17 @@ def test_a_contract_violation_is_one_line_naming_it(name, message):
     with pytest.raises((ValueError, TypeError), match=message) as error:
         vmamba_kernels.ssd_scan(**inputs, **options, backend='torch')
     assert '\n' not in str(error.value)
+
+
+
+def test_the_torch_form_compiles_with_dynamic_lengths_and_differentiates():
+    def scan(**inputs):
+        return vmamba_kernels.ssd_scan(**inputs, backend='torch', **options)
+
+    options = dict(chunk_size=4, dt_softplus=True, return_final_states=True)
+    compiled = torch.compile(scan, backend='aot_eager', dynamic=True, fullgraph=True)
+    for length in (5, 11):
+        inputs = make_inputs(1, length, 2, 2, 3, 1, seed=length)
+        got = run_with_grads(inputs, compiled)
+        want = run_with_grads(inputs, 'reference', chunk_size=4, dt_softplus=True)
+        assert_same_run(got, want)
