@@ -3,6 +3,7 @@ recurrence (value, final states, every gradient) and against the full L x L matr
 out here; its FLOP rule against torch's counter; export with a symbolic L; one-line errors."""
 import pytest
 import torch
+from torch._dynamo.backends.debugging import aot_eager
 from torch.utils.flop_counter import FlopCounterMode
 
 import vmamba_kernels
@@ -199,13 +200,32 @@ def test_a_contract_violation_is_one_line_naming_it(name, message):
 
 
 def test_the_torch_form_compiles_with_dynamic_lengths_and_differentiates():
-    def scan(**inputs):
-        return vmamba_kernels.ssd_scan(**inputs, backend='torch', **options)
+    graphs = []
+
+    def backend_counting_graphs(graph, example_inputs):
+        graphs.append(graph)
+        return aot_eager(graph, example_inputs)
+
+    # As a module calls it: the bound operation (the public function logs its first choice,
+    # which fullgraph compilation refuses).
+    kernel = dispatch.bind('ssd_scan', 'torch')
+    kernel.backend('cpu')  # resolved before tracing, as after a module's first forward
+
+    def scan(x, dt, A, B, C, **rest):
+        return kernel(x, dt, A, B, C, **rest, **options)
 
     options = dict(chunk_size=4, dt_softplus=True, return_final_states=True)
-    compiled = torch.compile(scan, backend='aot_eager', dynamic=True, fullgraph=True)
+    compiled = torch.compile(scan, backend=backend_counting_graphs, fullgraph=True)
+
+    def with_symbolic_length(**leaves):
+        # L alone symbolic (the rest static) keeps the trace cheap; one graph serves both.
+        for name in ('x', 'dt', 'B', 'C'):
+            torch._dynamo.mark_dynamic(leaves[name], 1)
+        return compiled(**leaves)
+
     for length in (5, 11):
         inputs = make_inputs(1, length, 2, 2, 3, 1, seed=length)
-        got = run_with_grads(inputs, compiled)
+        got = run_with_grads(inputs, with_symbolic_length)
         want = run_with_grads(inputs, 'reference', chunk_size=4, dt_softplus=True)
         assert_same_run(got, want)
+    assert len(graphs) == 1, 'a second length recompiled: L is not symbolic'
