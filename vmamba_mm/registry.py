@@ -3,11 +3,11 @@ is installed (configs import the package through ``custom_imports``).
 
 It registers ``VSSM`` in the MODELS of each task package that is installed (mmpretrain, mmdet,
 mmseg; a missing one is skipped alone), whole-slide classification (``WSIFeatureDataset``,
-``MILClassifier``) in mmpretrain's, the hooks, the validation loop, the CPU DDP wrapper and
-the data checks in mmengine's registries (``ValidateSegLabels`` in mmseg's TRANSFORMS), installs
-the checkpoint loader that works on torch >= 2.6, and sends the model core's and the kernels' log
-records (stdlib ``logging``, loggers ``vmamba_mm`` and ``vmamba_kernels``) to mmengine's current
-logger.
+``MILClassifier``, ``SlideMetrics``) in mmpretrain's, the hooks, the validation loop, the CPU DDP
+wrapper and the data checks in mmengine's registries (``ValidateSegLabels`` in mmseg's
+TRANSFORMS), installs the checkpoint loader that works on torch >= 2.6, and sends the model
+core's and the kernels' log records (stdlib ``logging``, loggers ``vmamba_mm`` and
+``vmamba_kernels``) to mmengine's current logger.
 """
 import importlib
 import importlib.util
@@ -68,10 +68,12 @@ def _register_in_mmengine():
 def _register_wsi(registry):
     """Whole-slide classification: the CLAM-layout dataset, MILClassifier, its metrics."""
     from .datasets.wsi import WSIFeatureDataset
+    from .engine.slide_metrics import SlideMetrics
     from .models.mil.classifier import MILClassifier
     registry.DATASETS.register_module(name='WSIFeatureDataset', module=WSIFeatureDataset,
                                       force=True)
     registry.MODELS.register_module(name='MILClassifier', module=MILClassifier, force=True)
+    registry.METRICS.register_module(name='SlideMetrics', module=SlideMetrics, force=True)
 
 
 def register_all_modules():

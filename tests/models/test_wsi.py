@@ -199,3 +199,76 @@ def test_two_d_mambamil_sees_the_arrangement_raster_order_does_not_permute():
     moved = model.slide_logits(features, positions.flip(1))[0]
     assert torch.allclose(logits, shuffled, atol=1e-5)
     assert not torch.allclose(logits, moved, atol=1e-5)
+
+
+def test_slide_metrics_against_hand_computed_values():
+    from vmamba_mm.engine.slide_metrics import SlideMetrics
+    from mmpretrain.structures import DataSample
+    positive_scores = [0.1, 0.6, 0.4, 0.8, 0.8]
+    labels = [0, 0, 1, 1, 1]
+    metric = SlideMetrics()
+    metric.process(None, [DataSample().set_gt_label(label).set_pred_score(
+        torch.tensor([1 - score, score])) for score, label in zip(positive_scores, labels)])
+    results = metric.compute_metrics(metric.results)
+    # predicted 0 1 0 1 1: recalls 1/2 and 2/3; F1 2*1/(2+2) and 2*2/(3+3); AUC: 5 of the 6
+    # (positive, negative) pairs ordered right (0.4 < 0.6 is the one wrong)
+    assert results['balanced_accuracy'] == pytest.approx(100 * 7 / 12)
+    assert results['macro_f1'] == pytest.approx(100 * 7 / 12)
+    assert results['auc'] == pytest.approx(100 * 5 / 6)
+    three = SlideMetrics()
+    three.process(None, [DataSample().set_gt_label(c).set_pred_score(torch.eye(3)[c])
+                         for c in (0, 1, 2, 2)])
+    assert three.compute_metrics(three.results) == dict(balanced_accuracy=100.0, macro_f1=100.0,
+                                                        auc=100.0)
+
+
+def _wsi_config(root, **model):
+    from mmengine.config import Config
+    dataset = dict(type='WSIFeatureDataset', data_root=str(root))
+    return Config(dict(
+        default_scope='mmpretrain',
+        model=dict(type='MILClassifier', aggregator=dict(type='TwoDMambaMIL', **model),
+                   num_classes=2),
+        train_dataloader=dict(dataset=dict(dataset, split='train')),
+        val_dataloader=dict(dataset=dict(dataset, split='val'))))
+
+
+def test_pre_run_check_gives_the_model_the_data_width_and_names_mismatches(tmp_path):
+    from vmamba_mm.datasets import check_datasets
+    from vmamba_mm.registry import register_all_modules
+    register_all_modules()
+    write_root(tmp_path)
+    cfg = _wsi_config(tmp_path, in_features=None)
+    check_datasets(cfg)
+    assert cfg.model.aggregator.in_features == WIDTH
+    with pytest.raises(DataError, match='in_features is 1024 but the slides of .* have 6-d'):
+        check_datasets(_wsi_config(tmp_path, in_features=1024))
+    three = _wsi_config(tmp_path)
+    three.model.num_classes = 3
+    with pytest.raises(DataError, match='model.num_classes is 3 but .* has 2 classes'):
+        check_datasets(three)
+
+
+def test_demo_slides_differ_only_in_the_arrangement_of_the_marked_patches(tmp_path):
+    from tests.tool_runs import load_script
+    generator = load_script('tools/misc/generate_demo_data.py', 'generate_demo_data')
+    assert generator.main(['wsi', str(tmp_path), '--slides', '10', '--size', '16']) == 0
+    dataset = WSIFeatureDataset(data_root=str(tmp_path), split='train')
+    assert dataset.metainfo['classes'] == ('clustered', 'scattered')
+    assert len(dataset) == 8  # 10 slides: one for val, one for test
+    for index in range(len(dataset)):
+        item = dataset[index]
+        features, positions = item['inputs']['features'], item['inputs']['positions']
+        label = dataset.metainfo['classes'][int(item['data_samples'].gt_label)]
+        # Two patches of one prototype lie about 0.5 * sqrt(2 d) = 4 apart, of two prototypes
+        # about sqrt(2 d) * sqrt(1 + 0.25) = 9: the marked type is the smallest group. Its
+        # centre, from the patches surely in it, is about 0.5 * sqrt(d) = 2.8 from each member.
+        sizes = (torch.cdist(features, features) < 6.5).sum(1)
+        centre = features[sizes == sizes.min()].mean(0, keepdim=True)
+        marked = positions[torch.cdist(features, centre)[:, 0] < 5.0]
+        assert len(marked) == generator.WSI_MARKED
+        touching = (torch.cdist(marked.float(), marked.float()) <= 1.0).sum() - len(marked)
+        if label == 'clustered':
+            assert touching >= 2 * (len(marked) - 1)  # a connected region: at least a path
+        else:
+            assert touching == 0
