@@ -243,6 +243,8 @@ def test_pre_run_check_gives_the_model_the_data_width_and_names_mismatches(tmp_p
     assert cfg.model.aggregator.in_features == WIDTH
     with pytest.raises(DataError, match='in_features is 1024 but the slides of .* have 6-d'):
         check_datasets(_wsi_config(tmp_path, in_features=1024))
+    with pytest.raises(ValueError, match='in_features is None and no slide has been seen'):
+        MILClassifier(dict(type='ABMIL'), num_classes=2).init_weights()
     three = _wsi_config(tmp_path)
     three.model.num_classes = 3
     with pytest.raises(DataError, match='model.num_classes is 3 but .* has 2 classes'):

@@ -51,6 +51,14 @@ class MILClassifier(BaseModel):
         self.head = nn.Linear(self.aggregator.out_features, num_classes)
         self.class_weight = None if class_weight is None else torch.tensor(class_weight).float()
 
+    def init_weights(self):
+        # mmengine reads every parameter's shape here, which a lazy first layer does not have yet.
+        if self.aggregator.in_features is None:
+            raise ValueError('model.aggregator.in_features is None and no slide has been seen: '
+                             'tools/train.py and tools/test.py set it from the data; a Runner '
+                             'built elsewhere needs it set to the features\' width.')
+        super().init_weights()
+
     def _check_width(self, features, sample):
         expected = self.aggregator.in_features
         if expected is not None and features.shape[-1] != expected:
