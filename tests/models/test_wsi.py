@@ -274,3 +274,38 @@ def test_demo_slides_differ_only_in_the_arrangement_of_the_marked_patches(tmp_pa
             assert touching >= 2 * (len(marked) - 1)  # a connected region: at least a path
         else:
             assert touching == 0
+
+
+def _fit_and_score(aggregator, train, test, epochs):
+    """Train a MILClassifier slide by slide (Adam, as the configs) and return its test accuracy."""
+    torch.manual_seed(0)
+    model = MILClassifier(dict(type=aggregator, in_features=train.metainfo['feature_dim'],
+                               dropout=0.0), num_classes=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        for index in torch.randperm(len(train)).tolist():
+            item = train[index]
+            inputs = {key: [value] for key, value in item['inputs'].items()}
+            loss = model(inputs, [item['data_samples']], mode='loss')['loss']
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        correct = sum(int(model.slide_logits(**test[i]['inputs'])[0].argmax()) ==
+                      int(test[i]['data_samples'].gt_label) for i in range(len(test)))
+    return correct / len(test)
+
+
+@pytest.mark.slow  # about 15 s: two short trainings, the issue's claim on the arrangement task
+def test_on_the_arrangement_demo_2dmambamil_learns_and_abmil_stays_at_chance(tmp_path):
+    from tests.tool_runs import load_script
+    generator = load_script('tools/misc/generate_demo_data.py', 'generate_demo_data')
+    generator.main(['wsi', str(tmp_path), '--slides', '60', '--size', '16'])
+    train = WSIFeatureDataset(data_root=str(tmp_path), split='train')
+    test = WSIFeatureDataset(data_root=str(tmp_path), split='test')
+    held_out = WSIFeatureDataset(data_root=str(tmp_path), split='val')
+    # the val and test columns together: 12 slides never trained on
+    held_out.data_list.extend(test.data_list)
+    assert _fit_and_score('TwoDMambaMIL', train, held_out, epochs=2) >= 11 / 12
+    assert _fit_and_score('ABMIL', train, held_out, epochs=2) <= 9 / 12
