@@ -309,3 +309,25 @@ def test_on_the_arrangement_demo_2dmambamil_learns_and_abmil_stays_at_chance(tmp
     held_out.data_list.extend(test.data_list)
     assert _fit_and_score('TwoDMambaMIL', train, held_out, epochs=2) >= 11 / 12
     assert _fit_and_score('ABMIL', train, held_out, epochs=2) <= 9 / 12
+
+
+def test_heatmap_tool_paints_a_slide(tmp_path, capsys):
+    from tests.tool_runs import load_script
+    from vmamba_mm.registry import register_all_modules
+    register_all_modules()
+    heatmap = load_script('tools/wsi/heatmap.py', 'wsi_heatmap')
+    write_root(tmp_path / 'data')
+    torch.manual_seed(0)
+    model = MILClassifier(dict(type='TwoDMambaMIL', in_features=WIDTH), num_classes=2)
+    checkpoint = tmp_path / 'model.pth'
+    torch.save({'state_dict': model.state_dict()}, checkpoint)
+    out = tmp_path / 'a.png'
+    argv = ['configs/wsi/2dmambamil_clam.py', str(checkpoint), 'a', '--out', str(out),
+            '--cfg-options', f'test_dataloader.dataset.data_root={tmp_path / "data"}']
+    assert heatmap.main(argv) == 0
+    from PIL import Image
+    pixels = np.asarray(Image.open(out).convert('L'))
+    assert pixels.std() > 10  # panels, colour bars and cells drawn, not a blank page
+    argv[2] = 'missing'
+    assert heatmap.main(argv) == 2
+    assert "error: slide 'missing' has no features" in capsys.readouterr().err
