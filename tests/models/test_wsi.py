@@ -297,7 +297,7 @@ def _fit_and_score(aggregator, train, test, epochs):
     return correct / len(test)
 
 
-@pytest.mark.slow  # about 15 s: two short trainings, the issue's claim on the arrangement task
+@pytest.mark.slow  # 15-30 s on the shared CPU: two short trainings
 def test_on_the_arrangement_demo_2dmambamil_learns_and_abmil_stays_at_chance(tmp_path):
     from tests.tool_runs import load_script
     generator = load_script('tools/misc/generate_demo_data.py', 'generate_demo_data')
@@ -331,3 +331,30 @@ def test_heatmap_tool_paints_a_slide(tmp_path, capsys):
     argv[2] = 'missing'
     assert heatmap.main(argv) == 2
     assert "error: slide 'missing' has no features" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # about 10 s: two one-epoch runs through the Runner
+def test_kfold_tool_writes_mean_and_std_over_folds(tmp_path):
+    import json
+
+    from tests.tool_runs import load_script
+    from vmamba_mm.registry import register_all_modules
+    register_all_modules()
+    kfold = load_script('tools/wsi/kfold.py', 'wsi_kfold')
+    generator = load_script('tools/misc/generate_demo_data.py', 'generate_demo_data')
+    generator.main(['wsi', str(tmp_path / 'data'), '--slides', '10', '--size', '16'])
+    options = [f'{split}_dataloader.{key}'
+               for split in ('train', 'val', 'test')
+               for key in (f'dataset.data_root={tmp_path / "data"}', 'num_workers=0',
+                           'persistent_workers=False')]
+    argv = ['configs/demo/wsi_abmil.py', '--folds', '2', '--work-dir', str(tmp_path / 'work'),
+            '--cfg-options', 'train_cfg.max_epochs=1', 'default_hooks.checkpoint.interval=1',
+            *options]
+    assert kfold.main(argv) == 0
+    result = json.loads((tmp_path / 'work' / 'kfold.json').read_text())
+    accuracies = [fold['accuracy/top1'] for fold in result['folds']]
+    assert len(accuracies) == 2
+    assert result['summary']['accuracy/top1']['mean'] == pytest.approx(np.mean(accuracies))
+    assert result['summary']['accuracy/top1']['std'] == pytest.approx(np.std(accuracies, ddof=1))
+    assert '| accuracy | balanced accuracy | macro F1 | AUC |' in \
+        (tmp_path / 'work' / 'kfold.md').read_text()
