@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo demo-cls demo-det demo-seg demo-cls2d bench bench-2d gpu-check clean-venv
+.PHONY: install test demo demo-cls demo-det demo-seg demo-cls2d demo-wsi demo-wsi2d demo-wsiab bench bench-2d gpu-check clean-venv
 
 install: $(STAMP)
 
@@ -27,43 +27,56 @@ test: install
 	$(PY) -m pytest tests -q
 
 # The demos: generated data, a small VSSM trained and tested on the CPU. `make demo` runs all
-# three in turn; `make demo TASK=cls|det|seg|cls2d` one of them (cls2d: the classification demo
-# with 2DMamba's 2D scan; DEMO_ROOT and DEMO_WORK then override its
-# data and work folders).
-DEMO_TASKS := cls det seg cls2d
+# three in turn; `make demo TASK=cls|det|seg|cls2d|wsi` one of them (cls2d: the classification demo
+# with 2DMamba's 2D scan; wsi: 2DMambaMIL and ABMIL on synthetic slides, wsi2d and wsiab one
+# each; DEMO_ROOT and DEMO_WORK then override its data and work folders).
+DEMO_TASKS := cls det seg cls2d wsi2d wsiab
+DEMO_GROUPS := wsi
 TASK ?= cls det seg
 DEMO_CONFIG_cls := configs/demo/classification.py
 DEMO_CONFIG_cls2d := configs/demo/classification_2d.py
 DEMO_CONFIG_det := configs/demo/detection.py
 DEMO_CONFIG_seg := configs/demo/segmentation.py
+DEMO_CONFIG_wsi2d := configs/demo/wsi_2dmambamil.py
+DEMO_CONFIG_wsiab := configs/demo/wsi_abmil.py
 # The checkpoint each config's schedule ends with.
 DEMO_CHECKPOINT_cls := epoch_20.pth
 DEMO_CHECKPOINT_det := epoch_8.pth
 DEMO_CHECKPOINT_seg := iter_1500.pth
 DEMO_CHECKPOINT_cls2d := $(DEMO_CHECKPOINT_cls)
+DEMO_CHECKPOINT_wsi2d := epoch_4.pth
+DEMO_CHECKPOINT_wsiab := epoch_4.pth
 # A path that exists once the generator has written the task's training split.
 DEMO_GENERATED_cls := train
 DEMO_GENERATED_det := annotations/instances_train.json
 DEMO_GENERATED_seg := annotations/training
 DEMO_GENERATED_cls2d := $(DEMO_GENERATED_cls)
+DEMO_GENERATED_wsi2d := splits/splits_0.csv
+DEMO_GENERATED_wsiab := $(DEMO_GENERATED_wsi2d)
 DEMO_METRIC_cls := Epoch\(test\).*accuracy/top1
 DEMO_METRIC_det := Epoch\(test\).*coco/bbox_mAP
 DEMO_METRIC_seg := Iter\(test\).*mIoU
 DEMO_METRIC_cls2d := $(DEMO_METRIC_cls)
+DEMO_METRIC_wsi2d := $(DEMO_METRIC_cls)
+DEMO_METRIC_wsiab := $(DEMO_METRIC_cls)
 # The data each demo trains on (the 2D-scan variant shares the classification data).
 DEMO_DATA_cls2d := cls
+DEMO_DATA_wsi2d := wsi
+DEMO_DATA_wsiab := wsi
 demo_data_task = $(or $(DEMO_DATA_$*),$*)
 demo_root = $(or $(DEMO_ROOT),data/demo_$(demo_data_task))
 demo_work = $(or $(DEMO_WORK),work_dirs/demo_$*)
 demo_data = $(foreach split,train val test,$(split)_dataloader.dataset.data_root=$(demo_root))
 
 ifneq ($(filter demo,$(MAKECMDGOALS)),)
-ifneq ($(filter-out $(DEMO_TASKS),$(TASK)),)
-$(error TASK=$(TASK): the demos are $(DEMO_TASKS))
+ifneq ($(filter-out $(DEMO_TASKS) $(DEMO_GROUPS),$(TASK)),)
+$(error TASK=$(TASK): the demos are $(DEMO_TASKS) $(DEMO_GROUPS))
 endif
 endif
 
 demo: $(addprefix demo-,$(TASK))
+
+demo-wsi: demo-wsi2d demo-wsiab
 
 $(addprefix demo-,$(DEMO_TASKS)): demo-%: install
 	test -e $(demo_root)/$(DEMO_GENERATED_$*) || $(PY) tools/misc/generate_demo_data.py $(demo_data_task) $(demo_root)

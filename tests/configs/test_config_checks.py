@@ -31,7 +31,7 @@ def options(*pairs):
 
 
 def test_the_shipped_configs_are_found():
-    assert len(SHIPPED) == 30 and 'configs/demo/classification.py' in SHIPPED
+    assert len(SHIPPED) == 35 and 'configs/demo/classification.py' in SHIPPED
 
 
 @pytest.mark.parametrize('config', SHIPPED)

@@ -4,6 +4,7 @@
     python tools/misc/generate_demo_data.py cls data/demo_cls [--train-per-class 200] [--size 32]
     python tools/misc/generate_demo_data.py det data/demo_det [--train-images 400] [--size 128]
     python tools/misc/generate_demo_data.py seg data/demo_seg [--train-images 400] [--size 128]
+    python tools/misc/generate_demo_data.py wsi data/demo_wsi [--slides 160] [--size 20]
 
 cls: DATA_ROOT/{train,val}/<class>/*.png, one class per shape (circle, square, triangle,
 stripes), each drawn at a random place, size and colour on a noisy background; read by
@@ -19,6 +20,13 @@ DATA_ROOT/annotations/{training,validation}/*.png drawn from the same scenes. As
 is 'unlabelled' and dropped by reduce_zero_label=True; the noisy field is a class of its own
 (label 1, 'background'), so that a model has to find where the shapes are, not only what they are.
 Labels 2.. are the shapes.
+
+wsi: whole-slide feature bags in CLAM's layout (DATA_ROOT/features/<slide>.h5 with features and
+coords, DATA_ROOT/labels.csv, DATA_ROOT/splits/splits_{0..4}.csv), read by WSIFeatureDataset. Each
+slide is an irregular tissue mask on a --size grid at a random offset; each patch's features are
+one of a few noisy prototypes. Every slide has the same number of patches of one 'marked' type:
+in 'clustered' slides they form one connected region, in 'scattered' ones no two touch. The label
+depends only on that arrangement, never on counts, so a bag-of-instances model stays at chance.
 
 The same --seed gives the same files.
 """
@@ -178,6 +186,105 @@ def generate_segmentation(root, counts, size, max_shapes, seed):
     print(f'wrote {sum(counts)} images with label maps of {len(SEG_CLASSES)} classes to {root}')
 
 
+WSI_CLASSES = ('clustered', 'scattered')
+WSI_PATCH = 224
+WSI_FEATURES = 32
+WSI_MARKED = 8
+WSI_FOLDS = 5
+
+
+def _tissue_mask(size, rng):
+    """An irregular blob: a union of random ellipses, at least half the grid."""
+    rows, cols = np.mgrid[:size, :size]
+    while True:
+        mask = np.zeros((size, size), bool)
+        for _ in range(rng.integers(3, 6)):
+            centre = rng.uniform(0.25, 0.75, 2) * size
+            radii = rng.uniform(0.15, 0.35, 2) * size
+            mask |= ((rows - centre[0]) / radii[0]) ** 2 + ((cols - centre[1]) / radii[1]) ** 2 <= 1
+        if mask.sum() >= size * size // 3:
+            return mask
+
+
+def _neighbours(cell, size):
+    row, col = cell
+    return [(r, c) for r, c in ((row - 1, col), (row + 1, col), (row, col - 1), (row, col + 1))
+            if 0 <= r < size and 0 <= c < size]
+
+
+def _clustered(mask, count, rng):
+    """count tissue cells forming one 4-connected region, grown from a random tissue cell."""
+    tissue = list(zip(*np.nonzero(mask)))
+    while True:
+        region = [tissue[rng.integers(len(tissue))]]
+        frontier = set()
+        while len(region) < count:
+            frontier |= {n for n in _neighbours(region[-1], mask.shape[0]) if mask[n]}
+            frontier -= set(region)
+            if not frontier:
+                break
+            options = sorted(frontier)
+            region.append(options[rng.integers(len(options))])
+        if len(region) == count:
+            return region
+
+
+def _scattered(mask, count, rng):
+    """count tissue cells of which no two are 8-neighbours."""
+    while True:
+        tissue = list(zip(*np.nonzero(mask)))
+        chosen = []
+        for index in rng.permutation(len(tissue)):
+            row, col = tissue[index]
+            if all(max(abs(row - r), abs(col - c)) > 1 for r, c in chosen):
+                chosen.append((row, col))
+                if len(chosen) == count:
+                    return chosen
+
+
+def generate_wsi(root, slides, size, seed, features=WSI_FEATURES):
+    import h5py
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.join(root, 'features'), exist_ok=True)
+    os.makedirs(osp.join(root, 'splits'), exist_ok=True)
+    # Two tissue prototypes and the marked one, as far apart as the noise around them.
+    prototypes = rng.normal(size=(3, features))
+    labels = []
+    for index in range(slides):
+        slide_id = f'slide_{index:04d}'
+        label = WSI_CLASSES[index % 2]
+        mask = _tissue_mask(size, rng)
+        place = _clustered if label == 'clustered' else _scattered
+        marked = set(place(mask, WSI_MARKED, rng))
+        cells = list(zip(*np.nonzero(mask)))
+        kinds = np.array([2 if cell in marked else rng.integers(2) for cell in cells])
+        bag = prototypes[kinds] + 0.5 * rng.normal(size=(len(cells), features))
+        offset = rng.integers(0, 50, 2) * WSI_PATCH + rng.integers(0, WSI_PATCH, 2)
+        coords = np.array([(offset[0] + col * WSI_PATCH, offset[1] + row * WSI_PATCH)
+                           for row, col in cells], dtype=np.int64)
+        with h5py.File(osp.join(root, 'features', f'{slide_id}.h5'), 'w') as handle:
+            handle['features'] = bag.astype(np.float32)
+            handle['coords'] = coords
+            handle['coords'].attrs['patch_size'] = WSI_PATCH
+            handle['coords'].attrs['patch_level'] = 0
+        labels.append((slide_id, label))
+    with open(osp.join(root, 'labels.csv'), 'w') as handle:
+        handle.write('slide_id,label\n')
+        handle.writelines(f'{slide_id},{label}\n' for slide_id, label in labels)
+    ids = [slide_id for slide_id, _ in labels]
+    held_out = max(1, slides // 10)
+    for fold in range(WSI_FOLDS):
+        order = [ids[i] for i in np.random.default_rng(seed + 1 + fold).permutation(slides)]
+        columns = (order[2 * held_out:], order[:held_out], order[held_out:2 * held_out])
+        with open(osp.join(root, 'splits', f'splits_{fold}.csv'), 'w') as handle:
+            handle.write(',train,val,test\n')
+            for row in range(len(columns[0])):
+                cells = [column[row] if row < len(column) else '' for column in columns]
+                handle.write(f'{row},' + ','.join(cells) + '\n')
+    print(f'{slides} slides ({", ".join(WSI_CLASSES)}) on a {size}x{size} grid, {features}-d '
+          f'features, {WSI_FOLDS} folds -> {root}')
+
+
 def at_least(minimum):
     """An argparse type: an integer of at least ``minimum``, refused with the valid range."""
 
@@ -196,7 +303,7 @@ def at_least(minimum):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('task', choices=['cls', 'det', 'seg'])
+    parser.add_argument('task', choices=['cls', 'det', 'seg', 'wsi'])
     parser.add_argument('root', help='DATA_ROOT to write')
     count = at_least(1)
     parser.add_argument('--train-per-class', type=count, default=200, help='cls')
@@ -207,9 +314,13 @@ def main(argv=None):
     parser.add_argument('--size', type=at_least(MIN_SIZE),
                         help=f'image side in pixels, at least {MIN_SIZE} (default: 32 for cls, '
                         '128 for det and seg)')
+    parser.add_argument('--slides', type=at_least(10), default=160, help='wsi')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    if args.task == 'cls':
+    if args.task == 'wsi':
+        generate_wsi(args.root, args.slides, args.size if args.size is not None else 20,
+                     args.seed)
+    elif args.task == 'cls':
         generate_classification(args.root, args.train_per_class, args.val_per_class,
                                 args.size if args.size is not None else 32, args.seed)
     else:

@@ -2,7 +2,7 @@
 
 A new layout is a new file here with a ``register_layout`` class, and its name on the line below.
 """
-from . import annotation_list, coco, folder, segmentation  # noqa: F401 (each registers its layout)
+from . import annotation_list, coco, folder, segmentation, wsi  # noqa: F401 (each registers it)
 from .base import LAYOUTS, DatasetLayout, layout_of, register_layout
 
 __all__ = ['LAYOUTS', 'DatasetLayout', 'layout_of', 'register_layout']
