@@ -21,10 +21,12 @@ $(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cf
 	touch $(STAMP)
 
 # The linter first (ruff, configured in pyproject.toml): seconds, and it names a broken line before
-# the suite spends its quarter of an hour.
+# the suite spends its quarter of an hour. The suite runs on TEST_WORKERS processes (pytest-xdist),
+# a test file per process at a time: alone, it keeps about one of the two cores busy.
+TEST_WORKERS ?= 2
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile
 
 # The demos: generated data, a small VSSM trained and tested on the CPU. `make demo` runs all
 # three in turn; `make demo TASK=cls|det|seg|cls2d|wsi` one of them (cls2d: the classification demo

@@ -26,7 +26,6 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
-import torch
 
 
 class _StderrUnlessHandled(logging.StreamHandler):

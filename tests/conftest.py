@@ -20,3 +20,20 @@ def official_keys():
     Shared by every test of the session: read it, do not change it."""
     from tests.official import load_official_keys  # after the root is on sys.path
     return load_official_keys()
+
+
+# The longest test files, longest first. `make test` runs the suite on two workers, a file per
+# worker at a time (pytest-xdist's loadfile): started last, one of these would leave the other
+# worker idle for minutes at the end.
+LONGEST_FILES = ('tools/test_demos.py', 'kernels/test_cuda_build.py',
+                 'kernels/test_triton_interpret.py', 'models/test_compile_export.py',
+                 'tools/test_tools.py', 'tools/test_benchmark_scaling.py',
+                 'kernels/test_selective_scan_2d_triton.py', 'models/test_torch_only.py')
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(LONGEST_FILES) if path.endswith('tests/' + name)),
+                    len(LONGEST_FILES))
+    items.sort(key=rank)  # stable: the rest keep their order
