@@ -190,8 +190,8 @@ def test_unwritable_output_file_is_named_before_any_work(tmp_path, capsys):
     model is built (no 'model:' line) and without creating anything."""
     regular = tmp_path / 'weights.pth'
     regular.write_text('not a folder')
-    cases = [('/proc/vmamba.onnx', 'cannot write in /proc'),
-             ('/proc/exports/vmamba.onnx', 'cannot write in /proc'),
+    cases = [('/proc/vmamba.onnx', 'cannot create files under /proc'),
+             ('/proc/exports/vmamba.onnx', 'cannot create files under /proc'),
              (f'{regular}/vmamba.onnx', f'{regular} is a file, not a folder'),
              (f'{regular}/sub/vmamba.onnx', f'{regular} is a file, not a folder'),
              (f'{tmp_path}/folder.onnx', 'is a folder')]

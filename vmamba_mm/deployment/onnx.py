@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..engine.output_paths import output_folder_problem
+
 EXPORT_SCAN_BACKEND = 'torch'
 # The tasks the exporter knows, by the config's default_scope.
 TASKS = {'mmpretrain': 'classifier', 'mmseg': 'segmentor', 'mmdet': 'detector features'}
@@ -180,24 +182,10 @@ class ExportResult:
 
 def output_file_problem(path):
     """Why the .onnx file ``path`` cannot be written, said before minutes of export; None when
-    it can. Probes the nearest existing folder with a file of its own (removed at once), so a
-    read-only or virtual file system such as /proc is found too; creates no folder."""
+    it can (``engine.output_paths``: a probe file where it will go, no folder created)."""
     if osp.isdir(path):
         return f'--output-file {path} is a folder; give a file path ending in .onnx.'
-    ancestor = osp.dirname(osp.abspath(path))
-    while not osp.exists(ancestor):
-        ancestor = osp.dirname(ancestor)
-    if not osp.isdir(ancestor):
-        return (f'--output-file {path}: {ancestor} is a file, not a folder; choose another '
-                f'output path.')
-    try:
-        handle, probe = tempfile.mkstemp(suffix='.onnx.probe', dir=ancestor)
-    except OSError as exc:
-        return (f'--output-file {path}: cannot write in {ancestor} ({exc.strerror}); choose '
-                f'another output path.')
-    os.close(handle)
-    os.remove(probe)
-    return None
+    return output_folder_problem(osp.dirname(osp.abspath(path)), f'--output-file {path}')
 
 
 def _symbolic_range(program, dim):
