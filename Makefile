@@ -22,11 +22,13 @@ $(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cf
 
 # The linter first (ruff, configured in pyproject.toml): seconds, and it names a broken line before
 # the suite spends its quarter of an hour. The suite runs on TEST_WORKERS processes (pytest-xdist),
-# a test file per process at a time: alone, it keeps about one of the two cores busy.
+# a test file per process at a time, in the order tests/conftest.py gives (the longest files
+# first; xdist would otherwise put the files with the most tests first): alone, the suite keeps
+# about one of the two cores busy.
 TEST_WORKERS ?= 2
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The demos: generated data, a small VSSM trained and tested on the CPU. `make demo` runs all
 # three in turn; `make demo TASK=cls|det|seg|cls2d|wsi` one of them (cls2d: the classification demo

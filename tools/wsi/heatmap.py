@@ -83,7 +83,10 @@ def main(argv=None):
     except (ConfigError, DataError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
+    from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
+    # The config's scope, whatever a caller in this process set before (another task's tool).
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model = MODELS.build(cfg.model)
     load_checkpoint(model, args.checkpoint, map_location='cpu', logger='silent')
     maps, scores = slide_maps(model, features, positions)
