@@ -120,3 +120,19 @@ OFFICIAL_DOWNSTREAM_GFLOPS = {
     'mask_rcnn/mask-rcnn_vmamba-tiny-s1l8_fpn_1x_coco': (271, 271.163376640),
     'upernet/upernet_vmamba-tiny-s1l8_8xb2-160k_ade20k-512x512': (949, 948.780189696),
 }
+
+
+def official_layout(state_dict):
+    """Our classifier's keys under the official release's names (reference notes, section 1):
+    backbone keys without the prefix, the last output norm as classifier.norm, the Linear as
+    classifier.head. Values are cloned."""
+    official = {}
+    for key, value in state_dict.items():
+        if key.startswith('backbone.outnorm3.'):
+            key = 'classifier.norm.' + key[len('backbone.outnorm3.'):]
+        elif key.startswith('head.fc.'):
+            key = 'classifier.head.' + key[len('head.fc.'):]
+        else:
+            key = key[len('backbone.'):]
+        official[key] = value.clone()
+    return official

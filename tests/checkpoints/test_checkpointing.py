@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from tests.official import official_layout
 from tests.paths import DEMO_CLASSIFICATION as DEMO, ROOT
 from tests.tool_runs import data_root_options, generate_demo_data, run_python
 
@@ -151,15 +152,6 @@ def test_a_truncated_checkpoint_is_named_and_auto_resume_takes_the_last_whole_on
     assert f'resuming from {whole}, the newest whole checkpoint' in log_of(resumed)
     assert 'resumed epoch: 1' in log_of(resumed)
     assert checkpoint_epoch(truncated) == 2
-
-
-def official_layout(state_dict):
-    """Our weights under the official VMamba classifier's key names, as a bare state dict."""
-    renamed = {}
-    for key, value in state_dict.items():
-        key = key.replace('head.fc.', 'classifier.head.')
-        renamed[key[len('backbone.'):] if key.startswith('backbone.') else key] = value
-    return renamed
 
 
 @pytest.mark.parametrize('make, summary', [

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 import vmamba_mm
+from tests.official import official_layout
 from vmamba_mm.checkpoint.fit import CheckpointMismatchError
 
 NAME = 'vmamba-tiny-s1l8_8xb128_in1k'
@@ -23,21 +24,6 @@ def small_model_by_name(pretrained=None):
     return mmpretrain.get_model(NAME, pretrained=pretrained,
                                 backbone=dict(arch=dict(SMALL, _delete_=True)),
                                 head=dict(in_channels=128, num_classes=CLASSES)).eval()
-
-
-def official_layout(state_dict):
-    """Our classifier keys under the official release's names: backbone keys without the prefix,
-    the last output norm as classifier.norm, the Linear as classifier.head."""
-    official = {}
-    for key, value in state_dict.items():
-        if key.startswith('backbone.outnorm3.'):
-            key = 'classifier.norm.' + key[len('backbone.outnorm3.'):]
-        elif key.startswith('head.fc.'):
-            key = 'classifier.head.' + key[len('head.fc.'):]
-        else:
-            key = key[len('backbone.'):]
-        official[key] = value.clone()
-    return official
 
 
 @pytest.fixture(scope='module')

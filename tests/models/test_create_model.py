@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vmamba_mm
-from tests.official import CLASSIFIERS, VMAMBA_2D, load_official_keys
+from tests.official import CLASSIFIERS, VMAMBA_2D, load_official_keys, official_layout
 from tests.paths import CONFIG_DIR
 from vmamba_mm.checkpoint import UnsafeCheckpointError
 
@@ -102,28 +102,12 @@ class CfgNode(dict):
         CfgNode.ran.append(state)
 
 
-def _official_names(state_dict):
-    """Our classifier keys under the official release's names (reference notes, section 1):
-    backbone keys without the prefix, the last output norm as classifier.norm, the Linear as
-    classifier.head."""
-    official = {}
-    for key, value in state_dict.items():
-        if key.startswith('backbone.outnorm3.'):
-            key = 'classifier.norm.' + key[len('backbone.outnorm3.'):]
-        elif key.startswith('head.fc.'):
-            key = 'classifier.head.' + key[len('head.fc.'):]
-        else:
-            key = key[len('backbone.'):]
-        official[key] = value.clone()
-    return official
-
-
 @pytest.fixture(scope='module')
 def official_file(tmp_path_factory):
     """An official-layout release file of tiny-s1l8, the source model and an input's logits."""
     torch.manual_seed(3)
     source = vmamba_mm.create_model('tiny-s1l8').eval()
-    model = _official_names(source.state_dict())
+    model = official_layout(source.state_dict())
     shapes = load_official_keys()['vmamba_tiny_s1l8']['state_dict']
     assert {k: list(v.shape) for k, v in model.items()} == shapes  # the official key set
     config = CfgNode(MODEL=CfgNode(TYPE='vssm'))
@@ -147,7 +131,7 @@ def test_official_file_loads_strictly_with_the_same_logits(official_file, caplog
 def test_an_official_2dvmamba_file_loads_strictly_and_its_scan_matters(tmp_path):
     torch.manual_seed(4)
     source = vmamba_mm.create_model('2dvmamba-tiny').eval()
-    model = _official_names(source.state_dict())
+    model = official_layout(source.state_dict())
     shapes = load_official_keys()['vmamba_tiny_s1l8']['state_dict']
     assert {k: list(v.shape) for k, v in model.items()} == shapes  # VMamba's keys
     path = tmp_path / '2dvmamba_tiny.pth'
@@ -209,7 +193,7 @@ def test_a_file_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / 'ran'
     path = tmp_path / 'evil.pth'
     model = vmamba_mm.create_model('tiny-s1l8')
-    torch.save({'model': _official_names(model.state_dict()),
+    torch.save({'model': official_layout(model.state_dict()),
                 'config': _SystemCall(f'touch {marker}')}, path)
     with pytest.raises(UnsafeCheckpointError, match='system') as info:
         vmamba_mm.create_model('tiny-s1l8', pretrained=path)
