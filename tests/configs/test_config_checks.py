@@ -75,6 +75,7 @@ def test_every_shipped_config_passes(config):
     # MILClassifier's aggregator: its classes are registered in MODELS, so the walk reads it
     (WSI, 'model.aggregator.dropuot=0.1', 'dropout'),
     (WSI, 'model.aggregator.d_stat=8', 'd_state'),
+    (WSI, 'model.aggregator.type=TwoDMambaMl', 'TwoDMambaMIL'),
 ])
 def test_a_misspelt_key_is_named_with_the_nearest_valid_one(config, option, nearest):
     with pytest.raises(ConfigError) as error:
