@@ -13,6 +13,7 @@ DEMO_CLASSIFICATION = os.path.join(CONFIG_DIR, 'demo', 'classification.py')
 DEMO_CLASSIFICATION_2D = os.path.join(CONFIG_DIR, 'demo', 'classification_2d.py')
 DEMO_DETECTION = os.path.join(CONFIG_DIR, 'demo', 'detection.py')
 DEMO_SEGMENTATION = os.path.join(CONFIG_DIR, 'demo', 'segmentation.py')
+DEMO_WSI = os.path.join(CONFIG_DIR, 'demo', 'wsi_2dmambamil.py')
 IMAGENET_TINY = os.path.join(CONFIG_DIR, 'vmamba', 'vmamba-tiny-s1l8_8xb128_in1k.py')
 
 CONVERTER = os.path.join(TOOLS_DIR, 'model_converters', 'vmamba2mm.py')

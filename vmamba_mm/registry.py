@@ -3,11 +3,11 @@ is installed (configs import the package through ``custom_imports``).
 
 It registers ``VSSM`` in the MODELS of each task package that is installed (mmpretrain, mmdet,
 mmseg; a missing one is skipped alone), whole-slide classification (``WSIFeatureDataset``,
-``MILClassifier``, ``SlideMetrics``) in mmpretrain's, the hooks, the validation loop, the CPU DDP
-wrapper and the data checks in mmengine's registries (``ValidateSegLabels`` in mmseg's
-TRANSFORMS), installs the checkpoint loader that works on torch >= 2.6 and the strict, converting
-loading of weights into models that hold a VSSM (``vmamba_mm.checkpoint.fit``), and sends the
-model core's and the kernels' log records (stdlib ``logging``, loggers ``vmamba_mm`` and
+``MILClassifier`` and its aggregators, ``SlideMetrics``) in mmpretrain's, the hooks, the validation
+loop, the CPU DDP wrapper and the data checks in mmengine's registries (``ValidateSegLabels`` in
+mmseg's TRANSFORMS), installs the checkpoint loader that works on torch >= 2.6 and the strict,
+converting loading of weights into models that hold a VSSM (``vmamba_mm.checkpoint.fit``), and
+sends the model core's and the kernels' log records (stdlib ``logging``, loggers ``vmamba_mm`` and
 ``vmamba_kernels``) to mmengine's current logger.
 """
 import importlib
@@ -70,17 +70,6 @@ def _register_in_mmengine():
     _route_logs_to_mmengine()
 
 
-def _register_wsi(registry):
-    """Whole-slide classification: the CLAM-layout dataset, MILClassifier, its metrics."""
-    from .datasets.wsi import WSIFeatureDataset
-    from .engine.slide_metrics import SlideMetrics
-    from .models.mil.classifier import MILClassifier
-    registry.DATASETS.register_module(name='WSIFeatureDataset', module=WSIFeatureDataset,
-                                      force=True)
-    registry.MODELS.register_module(name='MILClassifier', module=MILClassifier, force=True)
-    registry.METRICS.register_module(name='SlideMetrics', module=SlideMetrics, force=True)
-
-
 def register_all_modules():
     """Register everything vmamba-mm adds to OpenMMLab; idempotent. Returns the task packages
     VSSM is registered in."""
@@ -95,7 +84,21 @@ def register_all_modules():
         registry = importlib.import_module(f'{package}.registry')
         registry.MODELS.register_module(name='VSSM', module=VSSM, force=True)
         if package == 'mmpretrain':
-            _register_wsi(registry)
+            # whole-slide classification: the CLAM-layout dataset, the classifier, its
+            # aggregators (MODELS, so that the config checks read model.aggregator's keys) and
+            # its metrics
+            from .datasets.wsi import WSIFeatureDataset
+            from .engine.slide_metrics import SlideMetrics
+            from .models.mil import ABMIL, MambaMIL, TwoDMambaMIL
+            from .models.mil.classifier import MILClassifier
+            registry.DATASETS.register_module(name='WSIFeatureDataset', module=WSIFeatureDataset,
+                                              force=True)
+            registry.MODELS.register_module(name='MILClassifier', module=MILClassifier,
+                                            force=True)
+            registry.MODELS.register_module(name='ABMIL', module=ABMIL, force=True)
+            registry.MODELS.register_module(name='MambaMIL', module=MambaMIL, force=True)
+            registry.MODELS.register_module(name='TwoDMambaMIL', module=TwoDMambaMIL, force=True)
+            registry.METRICS.register_module(name='SlideMetrics', module=SlideMetrics, force=True)
         if package == 'mmseg':
             from .datasets.transforms import ValidateSegLabels
             registry.TRANSFORMS.register_module(name='ValidateSegLabels',

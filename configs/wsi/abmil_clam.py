@@ -2,7 +2,7 @@
 # --cfg-options {train,val,test}_dataloader.dataset.data_root=...) and model.num_classes.
 _base_ = [
     '../_base_/datasets/wsi_clam.py',
-    '../_base_/schedules/adam_wsi.py',
+    '../_base_/schedules/adamw_cosine_wsi.py',
     '../_base_/default_runtime.py',
 ]
 default_scope = 'mmpretrain'

@@ -14,7 +14,8 @@ from vmamba_mm.engine import load_config
 
 from tests.paths import CONFIG_DIR, ROOT
 from tests.paths import DEMO_CLASSIFICATION as DEMO, DEMO_DETECTION as DETECTION
-from tests.paths import DEMO_SEGMENTATION as SEGMENTATION, IMAGENET_TINY as IMAGENET
+from tests.paths import DEMO_SEGMENTATION as SEGMENTATION, DEMO_WSI as WSI
+from tests.paths import IMAGENET_TINY as IMAGENET
 from tests.tool_runs import run_python
 
 SHIPPED = sorted(
@@ -71,6 +72,10 @@ def test_every_shipped_config_passes(config):
     (DETECTION, 'model.data_preprocessor.pad_size_divisr=32', 'pad_size_divisor'),
     (DETECTION, 'model.roi_head.bbox_roi_extractor.out_channel=256', 'out_channels'),
     (SEGMENTATION, 'model.decode_head.channel=8', 'channels'),
+    # MILClassifier's aggregator: its classes are registered in MODELS, so the walk reads it
+    (WSI, 'model.aggregator.dropuot=0.1', 'dropout'),
+    (WSI, 'model.aggregator.d_stat=8', 'd_state'),
+    (WSI, 'model.aggregator.type=TwoDMambaMl', 'TwoDMambaMIL'),
 ])
 def test_a_misspelt_key_is_named_with_the_nearest_valid_one(config, option, nearest):
     with pytest.raises(ConfigError) as error:

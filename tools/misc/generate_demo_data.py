@@ -301,9 +301,37 @@ def at_least(minimum):
     return parse
 
 
+def _classification_task(args, size):
+    generate_classification(args.root, args.train_per_class, args.val_per_class, size, args.seed)
+
+
+def _detection_task(args, size):
+    generate_detection(args.root, (args.train_images, args.val_images), size, args.max_shapes,
+                       args.seed)
+
+
+def _segmentation_task(args, size):
+    generate_segmentation(args.root, (args.train_images, args.val_images), size,
+                          args.max_shapes, args.seed)
+
+
+def _wsi_task(args, size):
+    generate_wsi(args.root, args.slides, size, args.seed)
+
+
+# task -> (its generator, taking the parsed arguments and the --size to use; its default --size).
+# A new task is a generator and a line here (and its options in main's parser).
+TASKS = {
+    'cls': (_classification_task, 32),
+    'det': (_detection_task, 128),
+    'seg': (_segmentation_task, 128),
+    'wsi': (_wsi_task, 20),
+}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('task', choices=['cls', 'det', 'seg', 'wsi'])
+    parser.add_argument('task', choices=list(TASKS))
     parser.add_argument('root', help='DATA_ROOT to write')
     count = at_least(1)
     parser.add_argument('--train-per-class', type=count, default=200, help='cls')
@@ -311,23 +339,15 @@ def main(argv=None):
     parser.add_argument('--train-images', type=count, default=400, help='det and seg')
     parser.add_argument('--val-images', type=count, default=100, help='det and seg')
     parser.add_argument('--max-shapes', type=count, default=3, help='per image, det and seg')
+    default_sizes = ', '.join(f'{size} for {task}' for task, (_, size) in TASKS.items())
     parser.add_argument('--size', type=at_least(MIN_SIZE),
-                        help=f'image side in pixels, at least {MIN_SIZE} (default: 32 for cls, '
-                        '128 for det and seg)')
+                        help=f'image side in pixels (grid side for wsi), at least {MIN_SIZE} '
+                        f'(default: {default_sizes})')
     parser.add_argument('--slides', type=at_least(10), default=160, help='wsi')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    if args.task == 'wsi':
-        generate_wsi(args.root, args.slides, args.size if args.size is not None else 20,
-                     args.seed)
-    elif args.task == 'cls':
-        generate_classification(args.root, args.train_per_class, args.val_per_class,
-                                args.size if args.size is not None else 32, args.seed)
-    else:
-        generate = generate_detection if args.task == 'det' else generate_segmentation
-        size = args.size if args.size is not None else 128
-        generate(args.root, (args.train_images, args.val_images), size,
-                 args.max_shapes, args.seed)
+    generate, default_size = TASKS[args.task]
+    generate(args, args.size if args.size is not None else default_size)
     return 0
 
 

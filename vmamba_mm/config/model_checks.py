@@ -5,6 +5,8 @@
   keys are checked as the hooks' and datasets' are (``model.backbone.drop_path_ratee``). The walk
   goes down only through such dicts and never into ``init_cfg`` or other ``*_cfg`` entries
   (layer specs such as norm_cfg, train_cfg/test_cfg), which their owners read in their own ways.
+  A class that builds a part from a type name itself lists it in ``PARTS_BUILT_FROM_MODELS``
+  (``MILClassifier``: ``aggregator``), and that part's type must name a MODELS class.
 - VSSM settings: a VSSM dict's arch, out_indices, frozen_stages, in_channels and drop_path_rate
   go through the checks VSSM.__init__ runs, before any layer exists
   (``model.backbone.arch.dims: ...``), instead of a traceback from inside the Runner.
@@ -53,6 +55,12 @@ def _check_component(key, node, scope, supplied=()):
     scope.component(key, node, 'MODELS', supplied=set(supplied))
     if issubclass(target, VSSM):
         check_vssm_settings(key, node)
+    # A part the class builds itself from a type name (MILClassifier's aggregator): the walk
+    # below skips a dict whose type names nothing, so a misspelt type is named here.
+    for name in getattr(target, 'PARTS_BUILT_FROM_MODELS', ()):
+        part = node.get(name)
+        if isinstance(part, dict):
+            scope.resolve('MODELS', part.get('type'), f'{key}.{name}.type', part.get('_scope_'))
     for name, value in node.items():
         if _not_built_from_its_keys(name):
             continue

@@ -41,6 +41,10 @@ class MILClassifier(BaseModel):
     """Args: aggregator (a module or a dict with ``type`` one of AGGREGATORS; its ``in_features``
     None takes the width from the first slide), num_classes, class_weight (of the loss)."""
 
+    # The config checks resolve this part's type in MODELS (vmamba_mm.registry registers the
+    # AGGREGATORS there) and check its keys before the Runner builds the model.
+    PARTS_BUILT_FROM_MODELS = ('aggregator', )
+
     def __init__(self, aggregator, num_classes, class_weight=None, data_preprocessor=None,
                  init_cfg=None):
         if data_preprocessor is None:

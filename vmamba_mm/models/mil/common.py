@@ -1,5 +1,5 @@
-"""Pieces the MIL aggregators share: the input projection whose width comes from the data, and
-gated attention pooling."""
+"""What the MIL aggregators share: the input projection whose width comes from the data, gated
+attention pooling, and ``PooledAggregator``, the base that holds both."""
 import torch
 from torch import nn
 
@@ -35,3 +35,27 @@ class GatedAttentionPool(nn.Module):
         scores = self.score(self.values(instances) * self.gates(instances)).squeeze(-1)
         attention = torch.softmax(scores, dim=0)
         return attention @ instances, attention
+
+
+class PooledAggregator(nn.Module):
+    """The frame of an aggregator: the input projection to ``dim`` (ReLU, dropout; lazy with
+    ``in_features=None``), the subclass's own layers, gated attention pooling; ``out_features``
+    is ``dim`` and ``in_features`` the projection's width (None until a lazy one sees a slide).
+
+    ``layers`` returns the subclass's modules and parameters by attribute name. They are made
+    between the projection and the pool, the order each aggregator made them in when it built
+    its own, so that a seed gives the same initial weights (and the state dict the same keys).
+    """
+
+    def __init__(self, in_features, dim, attention_dim, dropout, layers=dict):
+        super().__init__()
+        self.projection = nn.Sequential(input_projection(in_features, dim), nn.ReLU(),
+                                        nn.Dropout(dropout))
+        for name, part in layers().items():
+            setattr(self, name, part)
+        self.pool = GatedAttentionPool(dim, attention_dim, dropout)
+        self.out_features = dim
+
+    @property
+    def in_features(self):
+        return projection_width(self.projection[0])

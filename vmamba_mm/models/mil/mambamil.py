@@ -1,9 +1,8 @@
 """MambaMIL (1D): the patches in raster order (row, then column) through one Mamba layer with
 the 1D selective scan, then gated attention pooling."""
 import torch
-from torch import nn
 
-from .common import GatedAttentionPool, input_projection, projection_width
+from .common import PooledAggregator
 from .mamba_layer import MambaLayer
 
 
@@ -13,19 +12,11 @@ def raster_order(positions):
     return torch.argsort(positions[:, 0] * width + positions[:, 1])
 
 
-class MambaMIL(nn.Module):
+class MambaMIL(PooledAggregator):
 
     def __init__(self, in_features=None, dim=128, d_state=16, dropout=0.25, backend=None):
-        super().__init__()
-        self.projection = nn.Sequential(input_projection(in_features, dim), nn.ReLU(),
-                                        nn.Dropout(dropout))
-        self.layer = MambaLayer(dim, d_state=d_state, grid=False, backend=backend)
-        self.pool = GatedAttentionPool(dim, dim, dropout)
-        self.out_features = dim
-
-    @property
-    def in_features(self):
-        return projection_width(self.projection[0])
+        super().__init__(in_features, dim, dim, dropout, layers=lambda: dict(
+            layer=MambaLayer(dim, d_state=d_state, grid=False, backend=backend)))
 
     def forward(self, features, positions):
         order = raster_order(positions)

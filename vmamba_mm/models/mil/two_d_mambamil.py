@@ -5,24 +5,16 @@ features; the input width comes from the data."""
 import torch
 from torch import nn
 
-from .common import GatedAttentionPool, input_projection, projection_width
+from .common import PooledAggregator
 from .mamba_layer import MambaLayer
 
 
-class TwoDMambaMIL(nn.Module):
+class TwoDMambaMIL(PooledAggregator):
 
     def __init__(self, in_features=None, dim=128, d_state=16, dropout=0.25, backend=None):
-        super().__init__()
-        self.projection = nn.Sequential(input_projection(in_features, dim), nn.ReLU(),
-                                        nn.Dropout(dropout))
-        self.pad_token = nn.Parameter(torch.zeros(dim))
-        self.layer = MambaLayer(dim, d_state=d_state, grid=True, backend=backend)
-        self.pool = GatedAttentionPool(dim, dim, dropout)
-        self.out_features = dim
-
-    @property
-    def in_features(self):
-        return projection_width(self.projection[0])
+        super().__init__(in_features, dim, dim, dropout, layers=lambda: dict(
+            pad_token=nn.Parameter(torch.zeros(dim)),
+            layer=MambaLayer(dim, d_state=d_state, grid=True, backend=backend)))
 
     def forward(self, features, positions):
         """features (n, d), positions (n, 2) (row, col) -> embedding, {attention (n,), scan_norm
