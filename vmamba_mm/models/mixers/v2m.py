@@ -31,15 +31,18 @@ def orient(x, orientation):
     return x.flip(dims) if dims else x
 
 
-def _reversed_where(t, reverse, dim=2):
-    """``t`` (any strides) copied contiguous in one pass, its last axis reversed at the indices
-    of ``dim`` where ``reverse`` (one bool per orientation) is True."""
-    length = t.shape[-1]
+def _reversed_where(t, reverse, dim=2, axis=-1):
+    """``t`` (any strides) copied contiguous in one pass, its axis ``axis`` reversed at the
+    indices of ``dim`` where ``reverse`` (one bool per orientation) is True. (One gather beats
+    a copy plus ``flip`` of the reversed half: torch's flip of a strided view is slow.)"""
+    length = t.shape[axis]
     forward = torch.arange(length, device=t.device)
     order = torch.stack([forward.flip(0) if flipped else forward for flipped in reverse])
     shape = [1] * t.dim()
-    shape[dim], shape[-1] = len(reverse), length
-    return torch.gather(t, -1, order.view(shape).expand(t.shape))
+    shape[dim], shape[axis] = len(reverse), length
+    if dim > axis % t.dim():
+        order = order.t().contiguous()
+    return torch.gather(t, axis, order.view(shape).expand(t.shape))
 
 
 def _softplus_inverse(x):
@@ -260,20 +263,24 @@ class V2M(TokenMixer):
         B = B.reshape(rows, NUM_ORIENTATIONS, self.state_size, width)
         row_out = self.stage_scan('row', u.view(rows, -1, width), delta.reshape(rows, -1, width),
                                   B, torch.ones_like(B))
-        # Back to pixel order, (B, 4, D, H, W), for the stage-2 conv.
+        # Back to pixel order, channels-last (B, H, W, 4, D): the layout the CPU conv reads.
         row_out = row_out.to(x.dtype).view(batch, height, NUM_ORIENTATIONS, dim, width)
-        row_out = _reversed_where(row_out.permute(0, 2, 3, 1, 4), flips_columns, dim=1)
+        row_out = _reversed_where(row_out.permute(0, 1, 4, 2, 3), flips_columns, dim=3, axis=2)
 
         # Stage 2: its own conv, then every column a sequence, (B * W, 4 * D, H); B is ones.
-        v = self.conv_and_act(row_out.view(batch, -1, height, width),
+        v = self.conv_and_act(row_out.view(batch, height, width, -1).permute(0, 3, 1, 2),
                               *self.pixel_frame_column_conv())
-        v = v.view(batch, NUM_ORIENTATIONS, dim, height * width)
-        projected = torch.matmul(self.column_x_proj_weight.to(x.dtype), v)
-        projected = projected.view(batch, NUM_ORIENTATIONS, -1, height, width)
+        # (B, 4 * D, H, W) -> (B, 4, D, H, W) views; in channels-last memory when the conv
+        # kept that layout. The projection reads it in place: (4, pixels, D) @ (4, D, rank + N).
+        v = v.unflatten(1, (NUM_ORIENTATIONS, dim))
+        pixels = v.permute(1, 0, 3, 4, 2).reshape(NUM_ORIENTATIONS, -1, dim)
+        projected = torch.matmul(pixels, self.column_x_proj_weight.to(x.dtype).transpose(1, 2))
+        projected = projected.view(NUM_ORIENTATIONS, batch, height, width, -1).permute(
+            1, 0, 4, 2, 3)
         delta, C = self.stage_inputs('column', projected, as_columns)
         columns = batch * width
         C = C.reshape(columns, NUM_ORIENTATIONS, self.state_size, height)
-        u = as_columns(v.view(batch, NUM_ORIENTATIONS, dim, height, width))
+        u = as_columns(v)
         column_out = self.stage_scan('column', u.view(columns, -1, height),
                                      delta.reshape(columns, -1, height), torch.ones_like(C), C)
         return self._merged(column_out.view(batch, width, NUM_ORIENTATIONS, dim, height),
@@ -284,11 +291,18 @@ class V2M(TokenMixer):
         says, ``(forward pair + backward pair) / 2`` = the four summed and halved, in this
         module's layout and ``dtype``. Summed by column direction first, so that one reversal
         turns back the two orientations that scan columns bottom-up."""
-        # ORIENTATION_FLIPS lists the two top-down starts first.
-        top_down = column_out[:, :, :2].sum(2)
-        bottom_up = column_out[:, :, 2:].sum(2).flip(-1)
-        y = ((top_down + bottom_up) * 0.5).to(dtype)  # (B, W, D, H)
-        return y.permute(0, 2, 3, 1) if self.channel_first else y.permute(0, 3, 1, 2)
+        # ORIENTATION_FLIPS lists the two top-down starts first. Both sums are written
+        # straight into the output layout, so out_norm reads it contiguous.
+        top_down = column_out[:, :, 0] + column_out[:, :, 1]
+        bottom_up = (column_out[:, :, 2] + column_out[:, :, 3]).flip(-1)
+        to_layout = (0, 2, 3, 1) if self.channel_first else (0, 3, 1, 2)  # from (B, W, D, H)
+        top_down, bottom_up = top_down.permute(to_layout), bottom_up.permute(to_layout)
+        if torch.is_grad_enabled() and column_out.requires_grad:  # out= has no autograd
+            return ((top_down + bottom_up) * 0.5).to(dtype)
+        y = torch.add(top_down, bottom_up, out=torch.empty(top_down.shape,
+                                                            dtype=top_down.dtype,
+                                                            device=top_down.device))
+        return y.mul_(0.5).to(dtype)
 
     def skip_term(self, x):
         """(B, D, H, W) -> the cascade's direct terms only, merged: stage 2's D times stage 1's
