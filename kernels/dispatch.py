@@ -311,8 +311,13 @@ class BoundOperation:
 
     def pin(self, device_type, backend):
         """Run ``backend`` on ``device_type`` from now on, unchecked (the FLOP counter's
-        counting kernel); ``override`` or ``unpin`` undoes it."""
-        self._resolved[device_type] = implementation(self.operation, backend).backend
+        counting kernel); ``override`` or ``unpin`` undoes it. A name this operation lacks runs
+        its ``torch`` backend, logged as every substitution is."""
+        name, substituted = _backend_that_runs(self.operation, backend, 'a pinned backend')
+        if substituted is not None:
+            log_choice_once(_IMPLEMENTATIONS[self.operation][name],
+                            f'{substituted} ({backend!r} pinned)', device_type)
+        self._resolved[device_type] = name
 
     def unpin(self, device_type):
         self._resolved.pop(device_type, None)

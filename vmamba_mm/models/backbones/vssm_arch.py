@@ -40,16 +40,27 @@ ARCH_SETTINGS.update({
     'v2m-tiny': dict(ARCH_SETTINGS['tiny-s1l8'], mixer='v2m', ssm_d_state=4, ssm_dt_rank=8),
     'v2m-small': dict(ARCH_SETTINGS['small-s2l15'], mixer='v2m', ssm_d_state=3, ssm_dt_rank=8),
 })
+# SSD (Mamba2's state space duality, VMamba's m0 forward type) on VMamba-T's layout: every block's
+# SS2D scanned by SSD with m0's state size 64 and heads of ssm_ratio * 16 channels (dt_rank heads
+# per route); ungated as tiny-s1l8. get_flops.py on configs/ssd/ssd-tiny_8xb128_in1k.py: 32.21 M
+# parameters, 7.254 GFLOPs (VMamba-T: 30.249 M, 4.906 G); the scan is counted by the SSD rule
+# (ssd_scan/flops.py) through its torch form, the D skip aside.
+ARCH_SETTINGS.update({
+    'ssd-tiny': dict(ARCH_SETTINGS['tiny-s1l8'], forward_type='m0_noz', mixer='ssd',
+                     ssm_d_state=64),
+})
 # What an arch dict gets for the keys it leaves out: the official VSSM constructor's defaults.
 ARCH_DEFAULTS = dict(patch_size=4, ssm_d_state=16, ssm_ratio=2.0, ssm_dt_rank='auto', ssm_conv=3,
                      ssm_conv_bias=True, forward_type='v2', mlp_ratio=4.0,
                      downsample_version='v2', patchembed_version='v1', norm_layer='ln',
                      drop_path_rate=0.1, gated=None, scan_order=None, scan_2d=False,
-                     mixer='ss2d')
+                     mixer=None)
 ARCH_KEYS = frozenset({'depths', 'dims', *ARCH_DEFAULTS})
 
-# Official forward_type strings -> our options. All compute the same function; they differ in
-# the official code only in which kernel runs it and whether the SiLU(z) gate exists.
+# Official forward_type strings -> our options. The v* types compute the same function; they
+# differ in the official code only in which kernel runs it and whether the SiLU(z) gate exists.
+# m0 is SS2D's frame scanned by Mamba2's SSD: mixer 'ssd'. An arch without a mixer gets the
+# forward_type's ('ss2d' for the v* types).
 FORWARD_TYPES = {
     'v0': dict(gated=True, scan_order='cross'),
     'v2': dict(gated=True, scan_order='cross'),
@@ -61,7 +72,10 @@ FORWARD_TYPES = {
     'v051d_noz': dict(gated=False, scan_order='unidirectional'),
     'v052d': dict(gated=True, scan_order='bidirectional'),
     'v052d_noz': dict(gated=False, scan_order='bidirectional'),
+    'm0': dict(gated=True, scan_order='cross', mixer='ssd'),
+    'm0_noz': dict(gated=False, scan_order='cross', mixer='ssd'),
 }
+DEFAULT_MIXER = 'ss2d'
 NORM_LAYOUTS = {'ln': False, 'ln2d': True}  # official norm_layer -> channel_first
 
 
@@ -98,7 +112,14 @@ def resolve_arch(arch):
     if settings['norm_layer'] not in NORM_LAYOUTS:
         raise ValueError(f"Unknown norm_layer {settings['norm_layer']!r}; choose 'ln' or 'ln2d'.")
     check_arch_values(settings)
-    for option, value in FORWARD_TYPES[settings['forward_type']].items():
+    implied = FORWARD_TYPES[settings['forward_type']]
+    if 'mixer' in implied and settings['mixer'] is not None and \
+            _mixer_name(settings['mixer']) != implied['mixer']:
+        raise ValueError(f"VSSM arch forward_type {settings['forward_type']!r} is mixer "
+                         f"{implied['mixer']!r}, but the arch's mixer is "
+                         f"{_mixer_name(settings['mixer'])!r}; leave mixer out or change "
+                         f'forward_type.')
+    for option, value in dict(implied, mixer=implied.get('mixer', DEFAULT_MIXER)).items():
         if settings[option] is None:
             settings[option] = value
     settings['mixer'] = mixer_spec(settings)
@@ -121,3 +142,8 @@ def mixer_spec(settings):
     resolved.update(options)
     return dict(type=cls.mixer_name, **resolved)
 
+
+
+def _mixer_name(spec):
+    """The registered name a mixer spec (a name or a dict, checked later) gives, as written."""
+    return spec.get('type') if isinstance(spec, dict) else spec

@@ -5,6 +5,7 @@ A new mixer is one new file here (a ``TokenMixer`` subclass decorated with
 """
 from .base import MIXERS, TokenMixer, build_mixer, parse_mixer_spec
 from .ss2d import SS2D
+from .ssd import SSD
 from .v2m import V2M
 
-__all__ = ['MIXERS', 'TokenMixer', 'build_mixer', 'parse_mixer_spec', 'SS2D', 'V2M']
+__all__ = ['MIXERS', 'TokenMixer', 'build_mixer', 'parse_mixer_spec', 'SS2D', 'SSD', 'V2M']
