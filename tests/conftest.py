@@ -4,8 +4,15 @@ import sys
 import pytest
 import torch
 
-# Tests run on the CPU with both cores; keep results independent of the machine's thread default.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Tests run on the CPU with at most two threads, so results do not depend on the machine's
+# default. Under pytest-xdist the cores are shared out among the workers: two workers of two
+# OpenMP threads each on two cores would wait on each other's threads at every parallel region.
+XDIST_WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+THREADS = max(1, min(2, os.cpu_count() or 1) // XDIST_WORKERS)
+torch.set_num_threads(THREADS)
+if XDIST_WORKERS > 1:  # and so do the tools the tests start (tools/train.py, dist_train.sh, ...)
+    os.environ['OMP_NUM_THREADS'] = str(THREADS)
 
 # The repository root first on the path, so that `tests.paths` and `tests.official` import from
 # every folder under tests/ (and ahead of the `tests` package model-index installs).
@@ -23,11 +30,14 @@ def official_keys():
 
 
 # The longest test files, longest first. `make test` runs the suite on two workers, a file per
-# worker at a time (pytest-xdist's loadfile): started last, one of these would leave the other
-# worker idle for minutes at the end.
-LONGEST_FILES = ('tools/test_demos.py', 'kernels/test_cuda_build.py',
-                 'kernels/test_triton_interpret.py', 'models/test_compile_export.py',
-                 'tools/test_tools.py', 'tools/test_benchmark_scaling.py',
+# worker at a time (pytest-xdist's loadfile, told to keep this order): started last, one of these
+# would leave the other worker idle for minutes at the end, as the detection demo did when xdist
+# put the files with the most tests first.
+LONGEST_FILES = ('tools/test_demo_detection.py', 'kernels/test_cuda_build.py',
+                 'tools/test_tools.py', 'kernels/test_triton_interpret.py',
+                 'tools/test_demo_segmentation.py', 'checkpoints/test_checkpointing.py',
+                 'models/test_vssm.py', 'kernels/test_selective_scan.py',
+                 'models/test_compile_export.py', 'tools/test_benchmark_scaling.py',
                  'kernels/test_selective_scan_2d_triton.py', 'models/test_torch_only.py')
 
 

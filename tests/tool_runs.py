@@ -1,6 +1,7 @@
 """Running the repository's scripts on generated data, as the tool, demo and checkpoint tests do."""
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 
@@ -46,3 +47,11 @@ def data_root_options(root, no_workers=False):
             options += [f'{split}_dataloader.num_workers=0',
                         f'{split}_dataloader.persistent_workers=False']
     return options
+
+
+def free_port():
+    """A TCP port free now on 127.0.0.1, for a distributed run's rendezvous: a fixed port would
+    clash when test files run side by side (pytest-xdist)."""
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.paths import DEMO_CLASSIFICATION as DEMO, ROOT
-from tests.tool_runs import data_root_options, generate_demo_data
+from tests.tool_runs import data_root_options, free_port, generate_demo_data
 
 PROJECT_PYTHON = os.path.join(ROOT, '.venv', 'bin', 'python')
 PARTITION = 'cpu'
@@ -20,12 +20,6 @@ PARTITION = 'cpu'
 def run(args, env=None, cwd=ROOT, timeout=600):
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope='module')

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tests.paths import DEMO_CLASSIFICATION as DEMO, DEMO_CLASSIFICATION_2D as DEMO_2D, ROOT
 from tests.tool_runs import data_root_options as data_options
-from tests.tool_runs import generate_demo_data, load_script
+from tests.tool_runs import free_port, generate_demo_data, load_script
 from tests.tool_runs import run_python as run_tool
 
 
@@ -112,7 +112,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_da
     one = run_tool('tools/train.py', DEMO, '--work-dir', str(single), '--cfg-options',
                    *data_options(tiny_data), *DETERMINISTIC, 'train_dataloader.batch_size=8')
     assert one.returncode == 0, one.stderr[-3000:]
-    env = dict(os.environ, PYTHON=sys.executable, PORT='29631')
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
     # Two ranks of 4 images see, step by step, the same 8 images as one process of 8.
     two = subprocess.run(['bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir', str(double),
                           '--cfg-options', *data_options(tiny_data), *DETERMINISTIC,
@@ -141,10 +141,7 @@ except SystemExit as exc:
 
 
 def test_a_distributed_run_destroys_its_process_group_before_exit(tiny_data, tmp_path):
-    import socket
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
                MASTER_PORT=str(port))
     result = run_tool('-c', _TRAIN_THEN_REPORT_GROUP, DEMO, '--launcher', 'pytorch',
