@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo demo-cls demo-det demo-seg demo-cls2d demo-wsi demo-wsi2d demo-wsiab bench bench-2d gpu-check clean-venv
+.PHONY: install test demo demo-cls demo-det demo-seg demo-cls2d demo-cls-v2m demo-cls-ssd demo-wsi demo-wsi2d demo-wsiab bench bench-2d gpu-check clean-venv
 
 install: $(STAMP)
 
@@ -31,14 +31,17 @@ test: install
 	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The demos: generated data, a small VSSM trained and tested on the CPU. `make demo` runs all
-# three in turn; `make demo TASK=cls|det|seg|cls2d|wsi` one of them (cls2d: the classification demo
-# with 2DMamba's 2D scan; wsi: 2DMambaMIL and ABMIL on synthetic slides, wsi2d and wsiab one
-# each; DEMO_ROOT and DEMO_WORK then override its data and work folders).
-DEMO_TASKS := cls det seg cls2d wsi2d wsiab
+# three in turn; `make demo TASK=cls|det|seg|cls2d|cls-v2m|cls-ssd|wsi` one of them (cls2d,
+# cls-v2m, cls-ssd: the classification demo with 2DMamba's 2D scan, V2M's 2D SSM or Mamba2's SSD
+# as the token mixer; wsi: 2DMambaMIL and ABMIL on synthetic slides, wsi2d and wsiab one each;
+# DEMO_ROOT and DEMO_WORK then override its data and work folders).
+DEMO_TASKS := cls det seg cls2d cls-v2m cls-ssd wsi2d wsiab
 DEMO_GROUPS := wsi
 TASK ?= cls det seg
 DEMO_CONFIG_cls := configs/demo/classification.py
 DEMO_CONFIG_cls2d := configs/demo/classification_2d.py
+DEMO_CONFIG_cls-v2m := configs/demo/classification_v2m.py
+DEMO_CONFIG_cls-ssd := configs/demo/classification_ssd.py
 DEMO_CONFIG_det := configs/demo/detection.py
 DEMO_CONFIG_seg := configs/demo/segmentation.py
 DEMO_CONFIG_wsi2d := configs/demo/wsi_2dmambamil.py
@@ -48,6 +51,8 @@ DEMO_CHECKPOINT_cls := epoch_20.pth
 DEMO_CHECKPOINT_det := epoch_8.pth
 DEMO_CHECKPOINT_seg := iter_1500.pth
 DEMO_CHECKPOINT_cls2d := $(DEMO_CHECKPOINT_cls)
+DEMO_CHECKPOINT_cls-v2m := $(DEMO_CHECKPOINT_cls)
+DEMO_CHECKPOINT_cls-ssd := $(DEMO_CHECKPOINT_cls)
 DEMO_CHECKPOINT_wsi2d := epoch_4.pth
 DEMO_CHECKPOINT_wsiab := epoch_4.pth
 # A path that exists once the generator has written the task's training split.
@@ -55,16 +60,22 @@ DEMO_GENERATED_cls := train
 DEMO_GENERATED_det := annotations/instances_train.json
 DEMO_GENERATED_seg := annotations/training
 DEMO_GENERATED_cls2d := $(DEMO_GENERATED_cls)
+DEMO_GENERATED_cls-v2m := $(DEMO_GENERATED_cls)
+DEMO_GENERATED_cls-ssd := $(DEMO_GENERATED_cls)
 DEMO_GENERATED_wsi2d := splits/splits_0.csv
 DEMO_GENERATED_wsiab := $(DEMO_GENERATED_wsi2d)
 DEMO_METRIC_cls := Epoch\(test\).*accuracy/top1
 DEMO_METRIC_det := Epoch\(test\).*coco/bbox_mAP
 DEMO_METRIC_seg := Iter\(test\).*mIoU
 DEMO_METRIC_cls2d := $(DEMO_METRIC_cls)
+DEMO_METRIC_cls-v2m := $(DEMO_METRIC_cls)
+DEMO_METRIC_cls-ssd := $(DEMO_METRIC_cls)
 DEMO_METRIC_wsi2d := $(DEMO_METRIC_cls)
 DEMO_METRIC_wsiab := $(DEMO_METRIC_cls)
-# The data each demo trains on (the 2D-scan variant shares the classification data).
+# The data each demo trains on (the classification variants share the classification data).
 DEMO_DATA_cls2d := cls
+DEMO_DATA_cls-v2m := cls
+DEMO_DATA_cls-ssd := cls
 DEMO_DATA_wsi2d := wsi
 DEMO_DATA_wsiab := wsi
 demo_data_task = $(or $(DEMO_DATA_$*),$*)

@@ -10,12 +10,6 @@ def load(relative):
     return Config.fromfile(os.path.join(CONFIG_DIR, relative)).to_dict()
 
 
-def test_the_folder_holds_exactly_the_tiny_config():
-    shipped = sorted(name for name in os.listdir(os.path.join(CONFIG_DIR, 'ssd'))
-                     if name.endswith('.py'))
-    assert shipped == ['ssd-tiny_8xb128_in1k.py']
-
-
 def test_the_recipe_is_the_vmamba_one_with_the_ssd_arch():
     from vmamba_mm.models import ARCH_SETTINGS
     from vmamba_mm.models.backbones.vssm_arch import resolve_arch

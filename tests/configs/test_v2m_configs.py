@@ -16,12 +16,6 @@ def load(relative):
     return Config.fromfile(os.path.join(CONFIG_DIR, relative)).to_dict()
 
 
-def test_the_folder_holds_exactly_these_configs():
-    shipped = sorted(name for name in os.listdir(os.path.join(CONFIG_DIR, 'v2m'))
-                     if name.endswith('.py'))
-    assert shipped == sorted(pair[0] for pair in PAIRS)
-
-
 @pytest.mark.parametrize('config, counterpart, arch, vmamba_arch', PAIRS,
                          ids=[pair[0] for pair in PAIRS])
 def test_the_recipe_is_the_vmamba_one_with_the_v2m_arch(config, counterpart, arch, vmamba_arch):

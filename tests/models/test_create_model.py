@@ -35,8 +35,9 @@ def _mm_classifier(arch):
 
 
 def test_list_models_is_the_released_archs_and_the_other_families():
-    other_families = vmamba_mm.list_models('v2m-*')
-    assert other_families == ['v2m-tiny', 'v2m-small']
+    assert vmamba_mm.list_models('v2m-*') == ['v2m-tiny', 'v2m-small']
+    assert vmamba_mm.list_models('ssd-*') == ['ssd-tiny', 'ssd-small']
+    other_families = vmamba_mm.list_models('v2m-*') + vmamba_mm.list_models('ssd-*')
     assert sorted(vmamba_mm.list_models()) == sorted([*CLASSIFIERS, *VMAMBA_2D, *other_families])
     assert vmamba_mm.list_models('2dvmamba-*') == ['2dvmamba-tiny', '2dvmamba-small']
     assert vmamba_mm.list_models('*-s1l*') == ['tiny-s1l8', 'small-s1l20', 'base-s1l20']

@@ -40,14 +40,16 @@ ARCH_SETTINGS.update({
     'v2m-tiny': dict(ARCH_SETTINGS['tiny-s1l8'], mixer='v2m', ssm_d_state=4, ssm_dt_rank=8),
     'v2m-small': dict(ARCH_SETTINGS['small-s2l15'], mixer='v2m', ssm_d_state=3, ssm_dt_rank=8),
 })
-# SSD (Mamba2's state space duality, VMamba's m0 forward type) on VMamba-T's layout: every block's
-# SS2D scanned by SSD with m0's state size 64 and heads of ssm_ratio * 16 channels (dt_rank heads
-# per route); ungated as tiny-s1l8. get_flops.py on configs/ssd/ssd-tiny_8xb128_in1k.py: 32.21 M
-# parameters, 7.254 GFLOPs (VMamba-T: 30.249 M, 4.906 G); the scan is counted by the SSD rule
-# (ssd_scan/flops.py) through its torch form, the D skip aside.
+# SSD (Mamba2's state space duality, VMamba's m0 forward type) on VMamba-T's and VMamba-S's
+# layouts: every block's SS2D scanned by SSD with m0's state size 64 and heads of ssm_ratio * 16
+# channels (dt_rank heads per route); ungated as tiny-s1l8 and small-s2l15. get_flops.py on
+# configs/ssd/ssd-tiny_8xb128_in1k.py: 32.21 M parameters, 7.254 GFLOPs (VMamba-T: 30.249 M,
+# 4.906 G); the scan is counted by the SSD rule (ssd_scan/flops.py) through its torch form, the D
+# skip aside.
 ARCH_SETTINGS.update({
-    'ssd-tiny': dict(ARCH_SETTINGS['tiny-s1l8'], forward_type='m0_noz', mixer='ssd',
-                     ssm_d_state=64),
+    f'ssd-{size}': dict(ARCH_SETTINGS[layout], forward_type='m0_noz', mixer='ssd',
+                        ssm_d_state=64)
+    for size, layout in (('tiny', 'tiny-s1l8'), ('small', 'small-s2l15'))
 })
 # What an arch dict gets for the keys it leaves out: the official VSSM constructor's defaults.
 ARCH_DEFAULTS = dict(patch_size=4, ssm_d_state=16, ssm_ratio=2.0, ssm_dt_rank='auto', ssm_conv=3,

@@ -1,0 +1,11 @@
+# UperNet, ssd-small: VMamba small-s2l15 with every block's four routes scanned by Mamba2's SSD
+# (VMamba's m0 forward type), ADE20K, 512x512 crops, 160k iterations of 16 images (8 GPUs x 2):
+# VMamba's UperNet config and recipe, only the scan and the backbone's checkpoint differ.
+_base_ = ['../upernet/upernet_vmamba-small-s2l15_8xb2-160k_ade20k-512x512.py']
+
+# Backbone initialisation: no official release trains this arch; train the ImageNet-1k
+# classifier first (tools/dist_train.sh configs/ssd/ssd-small_8xb128_in1k.py 8) and copy its last
+# checkpoint to this path (a missing file stops the run when the weights are initialised).
+backbone_checkpoint = 'checkpoints/ssd-small_in1k.pth'
+
+model = dict(backbone=dict(arch='ssd-small', init_cfg=dict(checkpoint=backbone_checkpoint)))
