@@ -14,6 +14,8 @@ A new mixer is one new file in this folder: a ``TokenMixer`` subclass decorated 
 """
 import contextlib
 import inspect
+import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -58,6 +60,15 @@ class MixerRegistry:
 
 
 MIXERS = MixerRegistry()
+
+
+class MixerSizes(NamedTuple):
+    """What an arch-size estimate reads from a mixer's options (``TokenMixer.estimate_sizes``)."""
+    inner: float  # the scanned width, expand_ratio x channels
+    rank: float  # the delta projection's rank (SSD: heads per route)
+    state: float  # the state size
+    conv_weights: float  # the depthwise conv's weights per channel (0 without one)
+    projections: float  # the in- and out-projections' weights (the gate's half included)
 
 
 def parse_mixer_spec(spec):
@@ -152,6 +163,21 @@ class TokenMixer(nn.Module):
         """About how many parameters one mixer of ``channels`` has (a float), for the arch size
         check that runs before anything is built."""
         raise NotImplementedError(f'mixer {cls.mixer_name!r} gives no parameter_estimate.')
+
+    @staticmethod
+    def estimate_sizes(channels, options, *, expand_ratio, state_size, gated):
+        """``MixerSizes`` of a mixer of ``channels`` from its options, the keyword arguments
+        standing in for the options the mixer's own defaults fill (the Δ rank is 'auto',
+        ceil(channels / 16), and the conv 3x3 unless given)."""
+        inner = options.get('expand_ratio', expand_ratio) * channels
+        dt_rank = options.get('dt_rank', 'auto')
+        conv_size = options.get('conv_size', 3)
+        return MixerSizes(
+            inner=inner,
+            rank=math.ceil(channels / 16) if dt_rank == 'auto' else float(dt_rank),
+            state=float(options.get('state_size', state_size)),
+            conv_weights=float(conv_size)**2 if conv_size > 1 else 0.0,
+            projections=channels * inner * (3 if options.get('gated', gated) else 2))
 
     # ------------------------------------------------------------ the scan choice
     @property

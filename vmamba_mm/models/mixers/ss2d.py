@@ -120,14 +120,9 @@ class SS2D(TokenMixer):
 
     @classmethod
     def parameter_estimate(cls, channels, options):
-        inner = options.get('expand_ratio', 2.0) * channels
-        dt_rank = options.get('dt_rank', 'auto')
-        rank = math.ceil(channels / 16) if dt_rank == 'auto' else float(dt_rank)
-        state = float(options.get('state_size', 16))
-        conv_size = options.get('conv_size', 3)
-        conv = float(conv_size)**2 if conv_size > 1 else 0.0
-        return (channels * inner * (3 if options.get('gated', True) else 2) + inner * conv +
-                NUM_ROUTES * inner * (2 * rank + 3 * state))
+        sizes = cls.estimate_sizes(channels, options, expand_ratio=2.0, state_size=16, gated=True)
+        return (sizes.projections + sizes.inner * sizes.conv_weights +
+                NUM_ROUTES * sizes.inner * (2 * sizes.rank + 3 * sizes.state))
 
     def forward(self, x):
         x = self.in_proj(x)

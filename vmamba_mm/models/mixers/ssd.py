@@ -123,14 +123,10 @@ class SSD(TokenMixer):
 
     @classmethod
     def parameter_estimate(cls, channels, options):
-        inner = options.get('expand_ratio', 2.0) * channels
-        dt_rank = options.get('dt_rank', 'auto')
-        heads = math.ceil(channels / 16) if dt_rank == 'auto' else float(dt_rank)
-        state = float(options.get('state_size', 64))
-        conv_size = options.get('conv_size', 3)
-        conv = float(conv_size)**2 if conv_size > 1 else 0.0
-        return (channels * inner * (3 if options.get('gated', True) else 2) + inner * conv +
-                NUM_ROUTES * ((heads + 2 * state) * inner + 2 * heads + inner))
+        sizes = cls.estimate_sizes(channels, options, expand_ratio=2.0, state_size=64, gated=True)
+        heads = sizes.rank
+        return (sizes.projections + sizes.inner * sizes.conv_weights +
+                NUM_ROUTES * ((heads + 2 * sizes.state) * sizes.inner + 2 * heads + sizes.inner))
 
     # ------------------------------------------------------------ forward
     def forward(self, x):

@@ -176,15 +176,10 @@ class V2M(TokenMixer):
 
     @classmethod
     def parameter_estimate(cls, channels, options):
-        inner = options.get('expand_ratio', 1.0) * channels
-        dt_rank = options.get('dt_rank', 'auto')
-        rank = math.ceil(channels / 16) if dt_rank == 'auto' else float(dt_rank)
-        state = float(options.get('state_size', 1))
-        conv_size = options.get('conv_size', 3)
-        conv = float(conv_size)**2 if conv_size > 1 else 0.0
-        per_stage = NUM_ORIENTATIONS * inner * (2 * rank + 2 * state + 2)
-        return (channels * inner * (3 if options.get('gated', False) else 2) +
-                (1 + NUM_ORIENTATIONS) * inner * conv + 2 * per_stage)
+        sizes = cls.estimate_sizes(channels, options, expand_ratio=1.0, state_size=1, gated=False)
+        per_stage = NUM_ORIENTATIONS * sizes.inner * (2 * sizes.rank + 2 * sizes.state + 2)
+        return (sizes.projections + (1 + NUM_ORIENTATIONS) * sizes.inner * sizes.conv_weights +
+                2 * per_stage)
 
     # ------------------------------------------------------------ forward
     def forward(self, x):
