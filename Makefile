@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cf
 	touch $(STAMP)
 
 # The linter first (ruff, configured in pyproject.toml): seconds, and it names a broken line before
-# the suite spends its quarter of an hour. The suite runs on TEST_WORKERS processes (pytest-xdist),
+# the suite spends its dozen minutes. The suite runs on TEST_WORKERS processes (pytest-xdist),
 # a test file per process at a time, in the order tests/conftest.py gives (the longest files
 # first; xdist would otherwise put the files with the most tests first), each process and the
 # tools it starts on its share of the cores (tests/conftest.py sets the threads).
