@@ -11,6 +11,8 @@ TOOLS_DIR = os.path.join(ROOT, 'tools')
 
 DEMO_CLASSIFICATION = os.path.join(CONFIG_DIR, 'demo', 'classification.py')
 DEMO_CLASSIFICATION_2D = os.path.join(CONFIG_DIR, 'demo', 'classification_2d.py')
+DEMO_CLASSIFICATION_V2M = os.path.join(CONFIG_DIR, 'demo', 'classification_v2m.py')
+DEMO_CLASSIFICATION_SSD = os.path.join(CONFIG_DIR, 'demo', 'classification_ssd.py')
 DEMO_DETECTION = os.path.join(CONFIG_DIR, 'demo', 'detection.py')
 DEMO_SEGMENTATION = os.path.join(CONFIG_DIR, 'demo', 'segmentation.py')
 DEMO_WSI = os.path.join(CONFIG_DIR, 'demo', 'wsi_2dmambamil.py')
