@@ -118,3 +118,16 @@ def test_the_flop_rule_counts_the_chunked_form_without_the_skip():
         vmamba_kernels.ssd_scan(**inputs, chunk_size=16, dt_softplus=True, backend='cpp')
     assert counter.get_total_flops() == 2 * ssd_scan_macs(1, 70, 4, 8, 16, 2, 16,
                                                           with_skip=False)
+
+
+def test_the_gradients_are_the_same_bits_at_any_thread_count():
+    inputs = make_inputs(2, 40, 6, 8, 4, 2, seed=4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run_with_grads(inputs, 'cpp', dt_softplus=True)
+        torch.set_num_threads(3)
+        several = run_with_grads(inputs, 'cpp', dt_softplus=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert_same_run(several, one, rtol=0, atol=0)
