@@ -37,7 +37,8 @@ register(OPERATION, 'torch', torch_backend.ssd_scan_chunked, devices=('cpu', 'cu
 # The CPU's automatic choice: at ssd-tiny's shapes the chunked form's decay masks and layout copies
 # cost several times the token-by-token recurrence that this kernel runs with the state in L1.
 register(OPERATION, 'cpp', cpp.ssd_scan_compiled, devices=('cpu', ), priority=1,
-         unavailable_reason=cpp.unavailable_reason, description='C++ kernel (recurrence)')
+         unavailable_reason=cpp.unavailable_reason,
+         description='C++ kernel, the recurrence token by token')
 register(OPERATION, 'triton', triton.ssd_scan_triton, devices=triton_common.triton_devices(),
          priority=2, auto_devices=('cuda', ), unavailable_reason=triton_common.unavailable_reason,
          description='Triton forward kernel; backward by the torch form')
