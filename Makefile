@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cfg tools/install/build_mmcv.sh kernels/csrc/selective_scan_cpu.cpp kernels/csrc/selective_scan_2d_cpu.cpp kernels/csrc/selective_scan_cuda.cu
+$(STAMP): requirements.txt requirements-build.txt requirements-test.txt setup.cfg tools/install/build_mmcv.sh kernels/csrc/selective_scan_cpu.cpp kernels/csrc/selective_scan_2d_cpu.cpp kernels/csrc/ssd_scan_cpu.cpp kernels/csrc/selective_scan_cuda.cu
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -r requirements-build.txt

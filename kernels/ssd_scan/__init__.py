@@ -23,6 +23,7 @@ from torch import float32
 from ..common import triton_common
 from ..dispatch import register, register_input_check, run
 from . import flops, reference, triton  # noqa: F401  (flops: FLOP rules)
+from . import cpp
 from . import torch as torch_backend
 from .flops import ssd_scan_macs  # noqa: F401  (public)
 
@@ -33,6 +34,11 @@ register(OPERATION, 'reference', reference.ssd_scan_reference, devices=('cpu', '
          description='a loop over tokens')
 register(OPERATION, 'torch', torch_backend.ssd_scan_chunked, devices=('cpu', 'cuda'),
          priority=0, description='tensor ops, chunked (state space duality) form')
+# The CPU's automatic choice: at ssd-tiny's shapes the chunked form's decay masks and layout copies
+# cost several times the token-by-token recurrence that this kernel runs with the state in L1.
+register(OPERATION, 'cpp', cpp.ssd_scan_compiled, devices=('cpu', ), priority=1,
+         unavailable_reason=cpp.unavailable_reason,
+         description='C++ kernel, the recurrence token by token')
 register(OPERATION, 'triton', triton.ssd_scan_triton, devices=triton_common.triton_devices(),
          priority=2, auto_devices=('cuda', ), unavailable_reason=triton_common.unavailable_reason,
          description='Triton forward kernel; backward by the torch form')
@@ -86,7 +92,7 @@ def ssd_scan(x, dt, A, B, C, chunk_size=64, D=None, dt_bias=None, dt_softplus=Fa
              initial_states=None, return_final_states=False, out_dtype=None, backend=None):
     """Run Mamba2's SSD scan; see the module docstring.
 
-    ``backend`` names a registered backend ('reference', 'torch', 'triton') or None for the
+    ``backend`` names a registered backend ('reference', 'torch', 'cpp', 'triton') or None for the
     automatic choice (see ``vmamba_kernels.dispatch``).
     """
     return run(OPERATION, x.device.type, backend, x, dt, A, B, C, chunk_size=chunk_size, D=D,

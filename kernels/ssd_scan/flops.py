@@ -17,7 +17,7 @@ they run (the D skip aside); the Triton kernel is one operator, with this rule r
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-from . import triton  # noqa: F401  (defines the operator)
+from . import cpp, triton  # noqa: F401  (define the operators)
 
 
 def ssd_scan_macs(batch, length, heads, headdim, state, groups=1, chunk_size=64, with_skip=True):
@@ -39,3 +39,15 @@ def _ssd_scan_flops(x, dt, A, B, C, D, dt_bias, initial_states, chunk_size, dt_s
     # Torch counts two FLOPs per multiply-add.
     return 2 * ssd_scan_macs(batch, length, heads, headdim, state, groups, chunk_size,
                              with_skip=D is not None)
+
+
+@register_flop_formula(torch.ops.vmamba.ssd_scan_cpp)
+def _ssd_scan_cpp_flops(x, dt, A, B, C, D, dt_bias, initial_states, chunk_size, dt_softplus,
+                        out_shape=None, **kwargs):
+    # The chunked form's count, as the official tables count SSD, though this kernel runs the
+    # recurrence; without the D skip, as torch's counter sees the ``torch`` form (its skip is
+    # element-wise): the CPU and meta counts (``vmamba_mm.analysis.flops``) stay that form's.
+    batch, length, heads, headdim = x
+    _, _, groups, state = B
+    return 2 * ssd_scan_macs(batch, length, heads, headdim, state, groups, chunk_size,
+                             with_skip=False)

@@ -81,7 +81,7 @@ def test_backward_only_operators_carry_no_rule():
     # inference forward, and a rule here would count the scan twice in a training step.
     for name in ('linear_recurrence_cpp', 'selective_scan_triton_backward',
                  'selective_scan_cuda_backward', 'cross_selective_scan_triton_backward',
-                 'cross_selective_scan_cpp_backward'):
+                 'cross_selective_scan_cpp_backward', 'ssd_scan_cpp_backward'):
         assert getattr(torch.ops.vmamba, name) not in flop_registry
     for name in SCAN_OPERATORS + FUSED_OPERATORS + PIXEL_MAJOR_OPERATORS:
         assert getattr(torch.ops.vmamba, name) in flop_registry

@@ -124,8 +124,14 @@ def test_torch_form_equals_the_full_matrix_form_at_any_chunk(chunk):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_the_automatic_backend_on_the_cpu_is_the_torch_form():
-    assert dispatch.resolve('ssd_scan', 'cpu')[0].backend == 'torch'
+def test_the_automatic_backend_on_the_cpu_is_the_torch_form_when_the_cpp_kernel_is_missing(
+        monkeypatch):
+    from vmamba_kernels.ssd_scan import cpp
+    monkeypatch.setattr(cpp._EXTENSION, '_failure', 'no compiler here')
+    monkeypatch.setattr(dispatch, '_default_backend', None)
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    impl, reason = dispatch.resolve('ssd_scan', 'cpu')
+    assert impl.backend == 'torch' and 'cpp: no compiler here' in reason
 
 
 def test_the_flop_rule_counts_the_torch_forms_matrix_products():

@@ -69,7 +69,7 @@ def test_scan_matches_the_routes_scanned_one_by_one(channel_first):
     with torch.no_grad():
         torch.testing.assert_close(scan_in_channel_first(mixer, x),
                                    per_route_reference(mixer, x), rtol=1e-4, atol=1e-5)
-    assert mixer.scan_backends() == {'cpu': 'torch'}
+    assert mixer.scan_backends() == {'cpu': 'cpp'}
 
 
 def test_gradients_match_the_reference_and_reach_every_parameter():

@@ -44,7 +44,7 @@ ARCH_SETTINGS.update({
 # layouts: every block's SS2D scanned by SSD with m0's state size 64 and heads of ssm_ratio * 16
 # channels (dt_rank heads per route); ungated as tiny-s1l8 and small-s2l15. get_flops.py on
 # configs/ssd/ssd-tiny_8xb128_in1k.py: 32.21 M parameters, 7.254 GFLOPs (VMamba-T: 30.249 M,
-# 4.906 G); the scan is counted by the SSD rule (ssd_scan/flops.py) through its torch form, the D
+# 4.906 G); the scan is counted by the SSD rule (ssd_scan/flops.py) in its chunked form, the D
 # skip aside.
 ARCH_SETTINGS.update({
     f'ssd-{size}': dict(ARCH_SETTINGS[layout], forward_type='m0_noz', mixer='ssd',
