@@ -79,6 +79,7 @@ def test_pixel_major_cores_count_every_route_and_nothing_else(name, with_skip):
 def test_backward_only_operators_carry_no_rule():
     # They run in backward passes only (or recompute inside one); the official tables count the
     # inference forward, and a rule here would count the scan twice in a training step.
+    import tests.kernels.oracles  # noqa: F401  (defines vmamba::linear_recurrence_cpp)
     for name in ('linear_recurrence_cpp', 'selective_scan_triton_backward',
                  'selective_scan_cuda_backward', 'cross_selective_scan_triton_backward',
                  'cross_selective_scan_cpp_backward', 'ssd_scan_cpp_backward'):
