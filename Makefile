@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo demo-cls demo-det demo-seg demo-cls2d demo-cls-v2m demo-cls-ssd demo-wsi demo-wsi2d demo-wsiab bench bench-2d gpu-check clean-venv
+.PHONY: install test demo demo-cls demo-det demo-seg demo-cls2d demo-cls-v2m demo-cls-ssd demo-wsi demo-wsi2d demo-wsiab bench bench-2d bench-families gpu-check clean-venv
 
 install: $(STAMP)
 
@@ -104,6 +104,12 @@ bench: install
 # 2DVMamba-T against VMamba-T (the 2D scan's cost), interleaved in one run.
 bench-2d: install
 	$(PY) tools/analysis_tools/benchmark.py configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py configs/vmamba2d/vmamba2d-tiny_8xb128_in1k.py --batch-size 1 --shape 224 224 --device cpu
+
+# The README's family table: the four scan families on VMamba-T's layout (SS2D, the 2D scan, V2M's
+# 2D SSM, Mamba2's SSD), parameters, FLOPs (get_flops.py's count) and img/s, interleaved in one run.
+FAMILY_CONFIGS := configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py configs/vmamba2d/vmamba2d-tiny_8xb128_in1k.py configs/v2m/v2m-tiny_8xb128_in1k.py configs/ssd/ssd-tiny_8xb128_in1k.py
+bench-families: install
+	$(PY) tools/analysis_tools/benchmark.py $(FAMILY_CONFIGS) --flops --batch-size 1 --shape 224 224 --device cpu
 
 # The prepared GPU run (tools/analysis_tools/gpu_check.py, at most 8 minutes): no install needed,
 # a plain copy of the tree runs under the machine's own python3 where there is no .venv. Results

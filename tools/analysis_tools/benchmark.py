@@ -22,6 +22,11 @@ mmap threshold fixed so that freed tensors leave the resident set.
 model; the plotted series are also stored in the PNG's ``vmamba-mm:series``
 text chunk.
 
+``--flops`` adds a summary after the timed rows: per model and size its parameters, its FLOPs
+(multiply-adds, counted by ``vmamba_mm.analysis.flops.count_config`` as get_flops.py counts
+them: on the meta device, a second or two per model) beside its img/s, and with several configs
+each one's time relative to the first. ``make bench-families`` prints it for the scan families.
+
 ``--scan-floor`` adds, after each config with SS2D blocks, a row for the same
 model with every scan core replaced by its skip term ``sum(D) * x``
 (``vmamba_mm.analysis.scan_ablation``): not VMamba's function, but the time of
@@ -37,6 +42,9 @@ Example::
     python tools/analysis_tools/benchmark.py \\
         configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin \\
         --batch-size 1 --shapes 224 448 --device cpu --plot scaling.png
+    python tools/analysis_tools/benchmark.py \\
+        configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py \\
+        configs/ssd/ssd-tiny_8xb128_in1k.py --flops --batch-size 1 --shape 224 224 --device cpu
     python tools/analysis_tools/benchmark.py \\
         configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin \\
         --runtime onnxruntime --scan-floor --shape 224 224 --device cpu
@@ -136,6 +144,11 @@ def parse_args(argv=None):
         help='onnxruntime: export each model to ONNX at each size (tools/deployment/'
         'pytorch2onnx.py\'s export, the export-safe scan) and time onnxruntime CPU sessions '
         'of the files instead of PyTorch (inference only)')
+    parser.add_argument(
+        '--flops',
+        action='store_true',
+        help='also count each model\'s FLOPs (multiply-adds, as get_flops.py counts them) at '
+        'each size and print a summary of parameters, GFLOPs and img/s after the timing')
     parser.add_argument(
         '--scan-floor',
         action='store_true',
@@ -453,6 +466,46 @@ def size_problem(model, name, args):
             f'{", ".join(too_small)}; give {flag} {form} with each size at least {smallest}.')
 
 
+def count_model_flops(models, sizes):
+    """Multiply-adds per image of each model (not the --scan-floor stand-ins) at each size, by
+    get_flops.py's counter: {(name, (h, w)): macs}, or a one-line error message."""
+    from vmamba_mm.analysis.flops import CountingError, count_config
+    from vmamba_mm.config import ConfigError
+    macs = {}
+    for m in models:
+        if m['without_scans']:
+            continue
+        opts = parse_cfg_options(m['opts']) if m['opts'] else None
+        for size in sizes:
+            try:
+                # get_flops.py's default device: meta (shapes only), the CPU for detectors.
+                result = count_config(m['path'], size, opts)
+            except (ConfigError, CountingError) as exc:
+                return f'--flops: {m["name"]}: {exc}'
+            macs[(m['name'], size)] = result.count.total
+    return macs
+
+
+def print_flops_summary(rows, args, device, threads, width):
+    """--flops: parameters, FLOPs and throughput per model and size, one line each."""
+    from vmamba_mm.analysis.flops import format_flops
+    relative = len(args.configs) > 1
+    print(f'\nsummary (batch {args.batch_size}, device {device}, threads {threads}; params: '
+          'sum of the model\'s parameters; FLOPs: multiply-adds per image, as get_flops.py '
+          'counts them' + ('; time: ms/iter relative to the first config' if relative else '')
+          + ')')
+    print(f'{"model":<{width}}  {"shape":>9}  {"params":>12}  {"FLOPs":>9}  {"img/s":>9}  '
+          f'{"ms/iter":>9}' + (f'  {"time":>6}' if relative else ''))
+    for row in rows:
+        if row['macs'] is None:  # a --scan-floor stand-in: not the model's function
+            continue
+        line = (f'{row["name"]:<{width}}  {row["shape"]:>9}  {row["params"]:>12,}  '
+                f'{format_flops(row["macs"]):>9}  {row["ips"]:9.2f}  {row["ms"]:9.2f}')
+        if relative:
+            line += f'  x{row["ms"] / row["first_ms"]:.2f}'
+        print(line)
+
+
 def main(argv=None):
     args = parse_args(argv)
 
@@ -522,6 +575,13 @@ def main(argv=None):
                                without_scans=True, real=models[-1], params=n_params,
                                step=make_step(floor_model, args, device)))
 
+    macs = {}
+    if args.flops:
+        macs = count_model_flops(models, args.sizes)
+        if isinstance(macs, str):
+            print(f'error: {macs}', file=sys.stderr)
+            return 2
+
     measure_memory = args.shapes is not None
     rows = []
     width = max(len(m['name']) for m in models)
@@ -540,7 +600,8 @@ def main(argv=None):
         if measure_memory and device == 'cpu' and onnx_dir is None:
             peaks = [probe_cpu_memory(m, size, args) for m in models]
         shape_rows = [dict(name=m['name'], size=h, shape=f'{h}x{w}', ms=t,
-                           ips=args.batch_size * 1000 / t, peak=peak)
+                           ips=args.batch_size * 1000 / t, peak=peak, params=m['params'],
+                           macs=macs.get((m['name'], size)), first_ms=ms[0])
                       for m, t, peak in zip(models, ms, peaks)]
         for m, row in zip(models, shape_rows):
             line = (f'{m["name"]:<{width}}  params {m["params"]:>12,}  '
@@ -574,6 +635,8 @@ def main(argv=None):
             peak = 'n/a' if row['peak'] is None else f'{row["peak"] / 2**20:.2f}'
             print(f'{row["name"]:<{width}}  {row["shape"]:>9}  {row["ips"]:9.2f}  '
                   f'{row["ms"]:9.2f}  {peak:>9}')
+    if args.flops:
+        print_flops_summary(rows, args, device, threads, width)
     if onnx_dir is not None:
         shutil.rmtree(onnx_dir)
     if args.plot is not None:
