@@ -15,6 +15,7 @@ A new mixer is one new file in this folder: a ``TokenMixer`` subclass decorated 
 import contextlib
 import inspect
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -157,6 +158,44 @@ class TokenMixer(nn.Module):
     def check_options(cls, options):
         """Types and ranges of the options a mixer dict gives, before anything is built; raise
         TypeError / ValueError naming the mixer and the option."""
+
+    @classmethod
+    def check_shared_options(cls, options, *, positive_ints=('state_size', 'dt_rank'),
+                             flags=('conv_bias', 'gated'), scan_orders=None):
+        """The checks of the options the mixers share, for ``check_options``: positive ints
+        (``dt_rank`` may also be 'auto'), ``expand_ratio``, ``conv_size``, the bool ``flags`` and
+        ``scan_order`` (one of ``scan_orders`` when given). Raises TypeError (a value of the
+        wrong type) or ValueError (out of range) naming the mixer and the option."""
+        def refuse(name, wanted, type_ok):
+            raise (ValueError if type_ok else TypeError)(
+                f'mixer {cls.mixer_name!r} option {name} must be {wanted}, got '
+                f'{options[name]!r}.')
+
+        def is_int(value):
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+        for name in positive_ints:
+            if name not in options or (name == 'dt_rank' and options[name] == 'auto'):
+                continue
+            if not (is_int(options[name]) and options[name] >= 1):
+                refuse(name, 'an int >= 1' + (" or 'auto'" if name == 'dt_rank' else ''),
+                       is_int(options[name]))
+        if 'expand_ratio' in options:
+            ratio = options['expand_ratio']
+            is_real = isinstance(ratio, numbers.Real) and not isinstance(ratio, bool)
+            if not (is_real and 0 < ratio < math.inf):
+                refuse('expand_ratio', 'a finite number above 0', is_real)
+        if 'conv_size' in options:
+            size = options['conv_size']
+            if not is_int(size) or (size > 1 and size % 2 == 0):
+                refuse('conv_size', 'an odd int (below 2: no conv)', is_int(size))
+        for name in flags:
+            if name in options and not isinstance(options[name], bool):
+                refuse(name, 'True or False', False)
+        if scan_orders is not None and 'scan_order' in options and \
+                options['scan_order'] not in scan_orders:
+            refuse('scan_order', f'one of {list(scan_orders)}',
+                   isinstance(options['scan_order'], str))
 
     @classmethod
     def parameter_estimate(cls, channels, options):

@@ -6,7 +6,6 @@ Parameter names follow the official release (``in_proj``, ``conv2d``, ``x_proj_w
 released checkpoints load as they are.
 """
 import math
-import numbers
 
 import torch
 import torch.nn as nn
@@ -91,32 +90,8 @@ class SS2D(TokenMixer):
 
     @classmethod
     def check_options(cls, options):
-        def refuse(name, wanted):
-            raise (ValueError if isinstance(options[name], wanted[0]) else TypeError)(
-                f"mixer 'ss2d' option {name} must be {wanted[1]}, got {options[name]!r}.")
-
-        def is_int(value):
-            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-        for name in ('state_size', 'dt_rank'):
-            if name in options and not (options[name] == 'auto' and name == 'dt_rank') and \
-                    not (is_int(options[name]) and options[name] >= 1):
-                refuse(name, (numbers.Integral, 'an int >= 1' +
-                              (" or 'auto'" if name == 'dt_rank' else '')))
-        if 'expand_ratio' in options:
-            ratio = options['expand_ratio']
-            if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or \
-                    not 0 < ratio < math.inf:
-                refuse('expand_ratio', (numbers.Real, 'a finite number above 0'))
-        if 'conv_size' in options:
-            size = options['conv_size']
-            if not is_int(size) or (size > 1 and size % 2 == 0):
-                refuse('conv_size', (numbers.Integral, 'an odd int (below 2: no conv)'))
-        for name in ('conv_bias', 'gated', 'scan_2d'):
-            if name in options and not isinstance(options[name], bool):
-                refuse(name, (bool, 'True or False'))
-        if 'scan_order' in options and options['scan_order'] not in SCAN_ORDERS:
-            refuse('scan_order', (str, f'one of {list(SCAN_ORDERS)}'))
+        cls.check_shared_options(options, flags=('conv_bias', 'gated', 'scan_2d'),
+                                 scan_orders=SCAN_ORDERS)
 
     @classmethod
     def parameter_estimate(cls, channels, options):

@@ -15,15 +15,15 @@ Parameter names and shapes follow the official m0 module (``in_proj``, ``conv2d`
 A_logs 0 (A = -1), Ds 1, dt_projs_bias uniform in [0, 0.1).
 """
 import math
-import numbers
 
 import torch
 import torch.nn as nn
 
 from vmamba_kernels import NUM_ROUTES, SCAN_ORDERS, dispatch, pixel_steps, route_pixels
 
-from ..layers import channel_dim, linear_layer, norm_layer
+from ..layers import linear_layer, norm_layer
 from .base import MIXERS, TokenMixer
+from .ss2d import SS2D
 
 
 @MIXERS.register('ssd')
@@ -92,34 +92,8 @@ class SSD(TokenMixer):
 
     @classmethod
     def check_options(cls, options):
-        def refuse(name, wanted, type_ok):
-            raise (ValueError if type_ok else TypeError)(
-                f"mixer 'ssd' option {name} must be {wanted}, got {options[name]!r}.")
-
-        def is_int(value):
-            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-        for name in ('state_size', 'dt_rank', 'chunk_size'):
-            if name not in options or (name == 'dt_rank' and options[name] == 'auto'):
-                continue
-            if not (is_int(options[name]) and options[name] >= 1):
-                refuse(name, 'an int >= 1' + (" or 'auto'" if name == 'dt_rank' else ''),
-                       is_int(options[name]))
-        if 'expand_ratio' in options:
-            ratio = options['expand_ratio']
-            is_real = isinstance(ratio, numbers.Real) and not isinstance(ratio, bool)
-            if not (is_real and 0 < ratio < math.inf):
-                refuse('expand_ratio', 'a finite number above 0', is_real)
-        if 'conv_size' in options:
-            size = options['conv_size']
-            if not is_int(size) or (size > 1 and size % 2 == 0):
-                refuse('conv_size', 'an odd int (below 2: no conv)', is_int(size))
-        for name in ('conv_bias', 'gated'):
-            if name in options and not isinstance(options[name], bool):
-                refuse(name, 'True or False', False)
-        if 'scan_order' in options and options['scan_order'] not in SCAN_ORDERS:
-            refuse('scan_order', f'one of {list(SCAN_ORDERS)}', isinstance(options['scan_order'],
-                                                                         str))
+        cls.check_shared_options(options, positive_ints=('state_size', 'dt_rank', 'chunk_size'),
+                                 scan_orders=SCAN_ORDERS)
 
     @classmethod
     def parameter_estimate(cls, channels, options):
@@ -129,25 +103,10 @@ class SSD(TokenMixer):
                 NUM_ROUTES * ((heads + 2 * sizes.state) * sizes.inner + 2 * heads + sizes.inner))
 
     # ------------------------------------------------------------ forward
-    def forward(self, x):
-        x = self.in_proj(x)
-        if self.gated:
-            x, z = x.chunk(2, dim=channel_dim(self.channel_first))
-        if not self.channel_first:
-            x = x.permute(0, 3, 1, 2)
-        y = self.run_scan(self.conv_and_act(x))
-        y = self.out_norm(y)
-        if self.gated:
-            y = y * self.act(z)
-        return self.out_proj(y)
-
-    def conv_and_act(self, x):
-        """SiLU(conv2d(x)); on the CPU ``vmamba_kernels.depthwise_conv_silu`` (one operation)."""
-        if self.conv2d is None:
-            return self.act(x)
-        if x.device.type != 'cpu':
-            return self.act(self.conv2d(x))
-        return self.conv_kernel(x, self.conv2d.weight, self.conv2d.bias)
+    # SS2D's frame around the scan (in-projection, conv and SiLU, out-norm, gate, out-projection):
+    # the same attributes, so the same methods.
+    forward = SS2D.forward
+    conv_and_act = SS2D.conv_and_act
 
     def scan(self, x):
         """(B, D, H, W) -> the four routes scanned by SSD and summed, in this module's layout.

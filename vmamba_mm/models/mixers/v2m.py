@@ -6,7 +6,6 @@ Written from the paper's description (``shared/reference/scan-families.md``, sec
 from the release, which needs square grids and returns its tokens transposed.
 """
 import math
-import numbers
 
 import torch
 import torch.nn as nn
@@ -148,31 +147,7 @@ class V2M(TokenMixer):
 
     @classmethod
     def check_options(cls, options):
-        def refuse(name, wanted, type_ok):
-            raise (ValueError if type_ok else TypeError)(
-                f"mixer 'v2m' option {name} must be {wanted}, got {options[name]!r}.")
-
-        def is_int(value):
-            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-        for name in ('state_size', 'dt_rank'):
-            if name not in options or (name == 'dt_rank' and options[name] == 'auto'):
-                continue
-            if not (is_int(options[name]) and options[name] >= 1):
-                refuse(name, 'an int >= 1' + (" or 'auto'" if name == 'dt_rank' else ''),
-                       is_int(options[name]))
-        if 'expand_ratio' in options:
-            ratio = options['expand_ratio']
-            is_real = isinstance(ratio, numbers.Real) and not isinstance(ratio, bool)
-            if not (is_real and 0 < ratio < math.inf):
-                refuse('expand_ratio', 'a finite number above 0', is_real)
-        if 'conv_size' in options:
-            size = options['conv_size']
-            if not is_int(size) or (size > 1 and size % 2 == 0):
-                refuse('conv_size', 'an odd int (below 2: no conv)', is_int(size))
-        for name in ('conv_bias', 'gated'):
-            if name in options and not isinstance(options[name], bool):
-                refuse(name, 'True or False', False)
+        cls.check_shared_options(options)
 
     @classmethod
     def parameter_estimate(cls, channels, options):
