@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tests.paths import DEMO_CLASSIFICATION as DEMO, DEMO_CLASSIFICATION_2D as DEMO_2D
+from tests.paths import DEMO_CLASSIFICATION_SSD as DEMO_SSD
 from tests.paths import DEMO_CLASSIFICATION_V2M as DEMO_V2M, ROOT
 from tests.tool_runs import data_root_options as data_options
 from tests.tool_runs import free_port, generate_demo_data, load_script
@@ -60,10 +61,8 @@ def test_train_then_test_the_saved_checkpoint(tiny_data, tmp_path):
                for a, b in zip(predictions, tta_predictions))
 
 
-# (The SSD mixer's demo reached 34 % in this short schedule: tests/models/test_ssd_mixer.py checks
-# that it trains; `make demo TASK=cls-ssd` gives its figure.)
-@pytest.mark.parametrize('config', [DEMO, DEMO_2D, DEMO_V2M],
-                         ids=['1d-scan', '2d-scan', 'v2m-mixer'])
+@pytest.mark.parametrize('config', [DEMO, DEMO_2D, DEMO_V2M, DEMO_SSD],
+                         ids=['1d-scan', '2d-scan', 'v2m-mixer', 'ssd-mixer'])
 def test_demo_learns_well_above_chance(tmp_path, config):
     root = tmp_path / 'data'
     generate_demo_data('cls', root, '--train-per-class', '200', '--val-per-class', '50')
