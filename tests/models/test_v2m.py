@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.training_steps import losses_of_a_few_steps
 from vmamba_kernels import available_backends
 from vmamba_mm.analysis.flops import count_macs
 from vmamba_mm.models import VSSM, create_model
@@ -166,14 +167,7 @@ def test_a_small_v2m_classifier_learns():
     torch.manual_seed(0)
     model = create_model(small_v2m_arch(), num_classes=3)
     images, labels = torch.randn(3, 3, 16, 16), torch.tensor([0, 1, 2])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(6):
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_of_a_few_steps(model, images, labels)
     assert losses[-1] < 0.7 * losses[0], losses
 
 
