@@ -1,0 +1,98 @@
+"""Click prompts for interactive segmentation (SAM's recipe, one way): clicks become tokens, and
+the bottleneck map's tokens attend to them.
+
+A click is a row (x, y, label) in the input image's pixel coordinates (x: column, y: row); label
+is the class the user says that pixel belongs to (in a binary task, label 0 is a negative click).
+Click tokens are random Fourier features of the normalised position (SAM's
+``PositionEmbeddingRandom``) plus a learned embedding of the label. Every bottleneck token, with
+the same Fourier features of its own position added, queries the click tokens and a learned
+"no click" token (so a sample without clicks still has something to attend to); the attention's
+output is added to the map through a zero-initialised projection, so the branch starts as the
+identity and a model trained without clicks is unchanged by it.
+"""
+import math
+
+import torch
+from torch import nn
+
+
+class FourierPositions(nn.Module):
+    """(..., 2) positions in [0, 1] -> (..., channels) sin/cos features of random frequencies."""
+
+    def __init__(self, channels, scale=1.0):
+        super().__init__()
+        if channels % 2:
+            raise ValueError(f'FourierPositions: channels={channels} must be even (sin and cos '
+                             f'halves).')
+        self.register_buffer('frequencies', scale * torch.randn(2, channels // 2))
+
+    def forward(self, positions):
+        angles = 2 * math.pi * (2 * positions - 1) @ self.frequencies
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def pad_clicks(click_lists, device):
+    """Per-sample (K_i, 3) click arrays or tensors (or None) -> (clicks (batch, K, 3) float32,
+    valid (batch, K) bool), K the largest K_i."""
+    rows = [torch.as_tensor(c if c is not None else torch.zeros(0, 3),
+                            dtype=torch.float32).reshape(-1, 3) for c in click_lists]
+    most = max((len(r) for r in rows), default=0)
+    clicks = torch.zeros(len(rows), most, 3, device=device)
+    valid = torch.zeros(len(rows), most, dtype=torch.bool, device=device)
+    for index, r in enumerate(rows):
+        clicks[index, :len(r)] = r.to(device)
+        valid[index, :len(r)] = True
+    return clicks, valid
+
+
+class ClickPrompt(nn.Module):
+    """Cross-attention from a map's tokens to click tokens, added to the map.
+
+    Args:
+        channels: channels of the map (and of the click tokens).
+        num_classes: click labels are 0 .. num_classes - 1.
+        num_heads: attention heads; must divide the channels.
+    """
+
+    def __init__(self, channels, num_classes, num_heads=4):
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f'ClickPrompt: channels={channels} do not divide into '
+                             f'num_heads={num_heads}; use a number of heads that divides them.')
+        self.num_classes = num_classes
+        self.positions = FourierPositions(channels)
+        self.label_embedding = nn.Embedding(num_classes, channels)
+        self.no_click = nn.Parameter(torch.zeros(1, 1, channels))
+        self.query_norm = nn.LayerNorm(channels)
+        self.attention = nn.MultiheadAttention(channels, num_heads, batch_first=True)
+        self.out_proj = nn.Linear(channels, channels)
+        nn.init.zeros_(self.out_proj.weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def click_tokens(self, clicks, image_size):
+        """(batch, K, 3) clicks -> (batch, K, channels) tokens."""
+        labels = clicks[..., 2].long()
+        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        if bad.numel():
+            raise ValueError(f'ClickPrompt: click label {int(bad[0])} is not a class of '
+                             f'0..{self.num_classes - 1}; check the clicks of the data samples.')
+        height, width = image_size
+        scale = clicks.new_tensor([width, height])
+        return self.positions((clicks[..., :2] + 0.5) / scale) + self.label_embedding(labels)
+
+    def forward(self, feature_map, clicks, valid, image_size):
+        """feature_map (batch, channels, h, w); clicks (batch, K, 3) and valid (batch, K) from
+        ``pad_clicks``; image_size (height, width) of the input the clicks refer to."""
+        batch, channels, height, width = feature_map.shape
+        rows = (torch.arange(height, device=feature_map.device) + 0.5) / height
+        cols = (torch.arange(width, device=feature_map.device) + 0.5) / width
+        grid = torch.stack(torch.meshgrid(cols, rows, indexing='xy'), dim=-1).reshape(-1, 2)
+        tokens = feature_map.flatten(2).transpose(1, 2)
+        queries = self.query_norm(tokens) + self.positions(grid).to(tokens.dtype)
+        keys = torch.cat([self.no_click.expand(batch, -1, -1),
+                          self.click_tokens(clicks, image_size)], dim=1).to(tokens.dtype)
+        ignore = torch.cat([valid.new_zeros(batch, 1), ~valid], dim=1)
+        attended, _ = self.attention(queries, keys, keys, key_padding_mask=ignore,
+                                     need_weights=False)
+        update = self.out_proj(attended).transpose(1, 2).reshape(batch, channels, height, width)
+        return feature_map + update
