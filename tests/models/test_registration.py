@@ -32,6 +32,7 @@ def test_the_rest_is_registered_in_mmengine():
     assert CheckpointLoader._get_checkpoint_loader('/a/b.pth') is load_from_local_safe
     seg = pytest.importorskip('mmseg.registry')
     assert seg.TRANSFORMS.get('ValidateSegLabels').__module__ == 'vmamba_mm.datasets.transforms'
+    assert seg.TRANSFORMS.get('SampleClicks').__module__ == 'vmamba_mm.datasets.clicks'
 
 
 def test_registering_again_changes_nothing():
