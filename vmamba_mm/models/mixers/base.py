@@ -23,6 +23,8 @@ import torch.nn as nn
 
 from vmamba_kernels import dispatch
 
+from ..layers import linear_layer
+
 
 class MixerRegistry:
     """Mixer name -> ``TokenMixer`` subclass. Torch only (no mmengine), so ``create_model``
@@ -94,6 +96,15 @@ def build_mixer(spec, channels, *, channel_first, scan_backend=None):
     return cls(channels, channel_first=channel_first, scan_backend=scan_backend, **options)
 
 
+def depthwise_conv(width, conv_size, bias):
+    """A ``width``-channel depthwise conv of odd ``conv_size`` keeping the map's size, or None
+    for ``conv_size`` 1 or less (no conv)."""
+    if conv_size <= 1:
+        return None
+    return nn.Conv2d(width, width, conv_size, padding=(conv_size - 1) // 2, groups=width,
+                     bias=bias)
+
+
 class _ObserverHandle:
 
     def __init__(self, observers, fn):
@@ -131,6 +142,19 @@ class TokenMixer(nn.Module):
         self.scan_removed = False
         self.scan_profile_range = None
         self._scan_observers = []
+
+    def build_frame_layers(self, channels, inner, *, conv_size, conv_bias, gated, scan_backend):
+        """SS2D's frame before the scan, which the mixers share (official names): ``in_proj``
+        from ``channels`` to ``inner`` (twice that when ``gated``: the gate's half), ``act``
+        (SiLU), the depthwise ``conv2d`` (None without one) and ``conv_kernel``, the bound
+        operation that runs that conv and its SiLU as one. A mixer calls it before making its
+        other parameters: a seeded build draws in_proj's, then conv2d's initial values first."""
+        # On the CPU the depthwise conv and its SiLU run as one operation.
+        self.conv_kernel = dispatch.bind('depthwise_conv_silu', scan_backend)
+        self.in_proj = linear_layer(channels, inner * (2 if gated else 1), False,
+                                    self.channel_first)
+        self.act = nn.SiLU()
+        self.conv2d = depthwise_conv(inner, conv_size, conv_bias)
 
     # ------------------------------------------------------------ built from an arch
     @classmethod
