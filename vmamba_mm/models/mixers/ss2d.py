@@ -78,10 +78,7 @@ class SS2D(TokenMixer):
 
     @classmethod
     def options_from_arch(cls, settings):
-        return dict(state_size=settings['ssm_d_state'], expand_ratio=settings['ssm_ratio'],
-                    dt_rank=settings['ssm_dt_rank'], conv_size=settings['ssm_conv'],
-                    conv_bias=settings['ssm_conv_bias'], gated=settings['gated'],
-                    scan_order=settings['scan_order'], scan_2d=settings['scan_2d'])
+        return cls.shared_options_from_arch(settings)
 
     @classmethod
     def check_options(cls, options):

@@ -125,12 +125,7 @@ class V2M(TokenMixer):
     # ------------------------------------------------------------ built from an arch
     @classmethod
     def options_from_arch(cls, settings):
-        if settings['scan_2d']:
-            raise ValueError("VSSM arch scan_2d=True selects 2DMamba's scan inside mixer 'ss2d'; "
-                             "mixer 'v2m' has its own 2D scan: leave scan_2d False.")
-        return dict(state_size=settings['ssm_d_state'], expand_ratio=settings['ssm_ratio'],
-                    dt_rank=settings['ssm_dt_rank'], conv_size=settings['ssm_conv'],
-                    conv_bias=settings['ssm_conv_bias'], gated=settings['gated'])
+        return cls.shared_options_from_arch(settings, without_scan_2d='has its own 2D scan')
 
     @classmethod
     def check_options(cls, options):
