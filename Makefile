@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo demo-cls demo-det demo-seg demo-cls2d demo-cls-v2m demo-cls-ssd demo-wsi demo-wsi2d demo-wsiab bench bench-2d bench-families gpu-check clean-venv
+.PHONY: install test demo bench bench-2d bench-families gpu-check clean-venv
 
 install: $(STAMP)
 
@@ -35,50 +35,36 @@ test: install
 # cls-v2m, cls-ssd: the classification demo with 2DMamba's 2D scan, V2M's 2D SSM or Mamba2's SSD
 # as the token mixer; wsi: 2DMambaMIL and ABMIL on synthetic slides, wsi2d and wsiab one each;
 # DEMO_ROOT and DEMO_WORK then override its data and work folders).
-DEMO_TASKS := cls det seg cls2d cls-v2m cls-ssd wsi2d wsiab
-DEMO_GROUPS := wsi
-TASK ?= cls det seg
-DEMO_CONFIG_cls := configs/demo/classification.py
-DEMO_CONFIG_cls2d := configs/demo/classification_2d.py
-DEMO_CONFIG_cls-v2m := configs/demo/classification_v2m.py
-DEMO_CONFIG_cls-ssd := configs/demo/classification_ssd.py
-DEMO_CONFIG_det := configs/demo/detection.py
-DEMO_CONFIG_seg := configs/demo/segmentation.py
-DEMO_CONFIG_wsi2d := configs/demo/wsi_2dmambamil.py
-DEMO_CONFIG_wsiab := configs/demo/wsi_abmil.py
-# The checkpoint each config's schedule ends with.
-DEMO_CHECKPOINT_cls := epoch_20.pth
-DEMO_CHECKPOINT_det := epoch_8.pth
-DEMO_CHECKPOINT_seg := iter_1500.pth
-DEMO_CHECKPOINT_cls2d := $(DEMO_CHECKPOINT_cls)
-DEMO_CHECKPOINT_cls-v2m := $(DEMO_CHECKPOINT_cls)
-DEMO_CHECKPOINT_cls-ssd := $(DEMO_CHECKPOINT_cls)
-DEMO_CHECKPOINT_wsi2d := epoch_4.pth
-DEMO_CHECKPOINT_wsiab := epoch_4.pth
-# A path that exists once the generator has written the task's training split.
+# One line per demo, so a new variant is one new line: DEMO_<task> (a name of lowercase letters,
+# digits and '-') := its config, the checkpoint its test reads (in the work folder) and the task
+# of its generated data (cls, det, seg or wsi: the generator's argument and the default folder
+# data/demo_<data>, which the variants of a task share). The file that shows the data is there
+# and the metric line of the test log follow from the data task (DEMO_GENERATED_, DEMO_METRIC_).
+# task         config                                 checkpoint     data
+DEMO_cls     := configs/demo/classification.py        epoch_20.pth   cls
+DEMO_det     := configs/demo/detection.py             epoch_8.pth    det
+DEMO_seg     := configs/demo/segmentation.py          iter_1500.pth  seg
+DEMO_cls2d   := configs/demo/classification_2d.py     epoch_20.pth   cls
+DEMO_cls-v2m := configs/demo/classification_v2m.py    epoch_20.pth   cls
+DEMO_cls-ssd := configs/demo/classification_ssd.py    epoch_20.pth   cls
+DEMO_wsi2d   := configs/demo/wsi_2dmambamil.py        epoch_4.pth    wsi
+DEMO_wsiab   := configs/demo/wsi_abmil.py             epoch_4.pth    wsi
 DEMO_GENERATED_cls := train
 DEMO_GENERATED_det := annotations/instances_train.json
 DEMO_GENERATED_seg := annotations/training
-DEMO_GENERATED_cls2d := $(DEMO_GENERATED_cls)
-DEMO_GENERATED_cls-v2m := $(DEMO_GENERATED_cls)
-DEMO_GENERATED_cls-ssd := $(DEMO_GENERATED_cls)
-DEMO_GENERATED_wsi2d := splits/splits_0.csv
-DEMO_GENERATED_wsiab := $(DEMO_GENERATED_wsi2d)
+DEMO_GENERATED_wsi := splits/splits_0.csv
 DEMO_METRIC_cls := Epoch\(test\).*accuracy/top1
 DEMO_METRIC_det := Epoch\(test\).*coco/bbox_mAP
 DEMO_METRIC_seg := Iter\(test\).*mIoU
-DEMO_METRIC_cls2d := $(DEMO_METRIC_cls)
-DEMO_METRIC_cls-v2m := $(DEMO_METRIC_cls)
-DEMO_METRIC_cls-ssd := $(DEMO_METRIC_cls)
-DEMO_METRIC_wsi2d := $(DEMO_METRIC_cls)
-DEMO_METRIC_wsiab := $(DEMO_METRIC_cls)
-# The data each demo trains on (the classification variants share the classification data).
-DEMO_DATA_cls2d := cls
-DEMO_DATA_cls-v2m := cls
-DEMO_DATA_cls-ssd := cls
-DEMO_DATA_wsi2d := wsi
-DEMO_DATA_wsiab := wsi
-demo_data_task = $(or $(DEMO_DATA_$*),$*)
+DEMO_METRIC_wsi := $(DEMO_METRIC_cls)
+# The tasks in the table's order, read from this file ($(.VARIABLES) has no order).
+DEMO_TASKS := $(shell sed -n 's/^DEMO_\([a-z0-9-]*\) *:=.*/\1/p' $(lastword $(MAKEFILE_LIST)))
+DEMO_GROUPS := wsi
+TASK ?= cls det seg
+.PHONY: $(addprefix demo-,$(DEMO_TASKS) $(DEMO_GROUPS))
+demo_config = $(word 1,$(DEMO_$*))
+demo_checkpoint = $(word 2,$(DEMO_$*))
+demo_data_task = $(word 3,$(DEMO_$*))
 demo_root = $(or $(DEMO_ROOT),data/demo_$(demo_data_task))
 demo_work = $(or $(DEMO_WORK),work_dirs/demo_$*)
 demo_data = $(foreach split,train val test,$(split)_dataloader.dataset.data_root=$(demo_root))
@@ -94,9 +80,9 @@ demo: $(addprefix demo-,$(TASK))
 demo-wsi: demo-wsi2d demo-wsiab
 
 $(addprefix demo-,$(DEMO_TASKS)): demo-%: install
-	test -e $(demo_root)/$(DEMO_GENERATED_$*) || $(PY) tools/misc/generate_demo_data.py $(demo_data_task) $(demo_root)
-	$(PY) tools/train.py $(DEMO_CONFIG_$*) --work-dir $(demo_work) --cfg-options $(demo_data)
-	$(PY) tools/test.py $(DEMO_CONFIG_$*) $(demo_work)/$(DEMO_CHECKPOINT_$*) --work-dir $(demo_work) --cfg-options $(demo_data) 2>&1 | tee $(demo_work)/test.log | grep -E "$(DEMO_METRIC_$*)" || { tail -20 $(demo_work)/test.log; exit 1; }
+	test -e $(demo_root)/$(DEMO_GENERATED_$(demo_data_task)) || $(PY) tools/misc/generate_demo_data.py $(demo_data_task) $(demo_root)
+	$(PY) tools/train.py $(demo_config) --work-dir $(demo_work) --cfg-options $(demo_data)
+	$(PY) tools/test.py $(demo_config) $(demo_work)/$(demo_checkpoint) --work-dir $(demo_work) --cfg-options $(demo_data) 2>&1 | tee $(demo_work)/test.log | grep -E "$(DEMO_METRIC_$(demo_data_task))" || { tail -20 $(demo_work)/test.log; exit 1; }
 
 bench: install
 	$(PY) tools/analysis_tools/benchmark.py configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin --batch-size 1 --shape 224 224 --device cpu

@@ -5,12 +5,12 @@ Every config is its VMamba counterpart key for key with the family's arch (and, 
 backbone checkpoint the family's ImageNet run gives); the segmentors build on the real mm stack
 with the family's mixer in every block.
 """
-import copy
 import os
 
 import pytest
 import torch
 
+from tests.config_models import build_model
 from tests.paths import CONFIG_DIR
 
 LAYOUTS = {'tiny': 'tiny-s1l8', 'small': 'small-s2l15'}
@@ -60,25 +60,6 @@ def test_the_recipe_is_the_vmamba_one_with_the_family_arch(config, counterpart, 
     assert ours == theirs
 
 
-def build(cfg):
-    from mmengine.registry import init_default_scope
-    init_default_scope(cfg.default_scope)
-    if cfg.default_scope == 'mmseg':
-        from mmseg.registry import MODELS
-    else:
-        from mmpretrain.registry import MODELS
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.backbone.pop('init_cfg', None)  # no trained backbone here
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many small init ops (see test_detection_segmentation_configs)
-    try:
-        return MODELS.build(model_cfg)
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize('family', FAMILIES)
 def test_the_upernet_config_builds_a_segmentor_of_the_family(family):
     import vmamba_mm  # noqa: F401  (registers VSSM)
@@ -86,7 +67,7 @@ def test_the_upernet_config_builds_a_segmentor_of_the_family(family):
     cfg = load(f'{family}/upernet_{family}-tiny_8xb2-160k_ade20k-512x512.py')
     # The config's arch at one block per stage: the mixer and its options as configured.
     cfg.model.backbone.arch = dict(ARCH_SETTINGS[f'{family}-tiny'], depths=[1, 1, 1, 1])
-    segmentor = build(cfg).eval()
+    segmentor = build_model(cfg).eval()
     mixers = [type(block.op).__name__ for block in segmentor.backbone.modules()
               if type(block).__name__ == 'VSSBlock']
     assert mixers == [FAMILIES[family]] * 4
@@ -110,5 +91,5 @@ def test_the_demo_variant_is_the_classification_demo_with_the_mixer(family):
     changed = {key: value for key, value in arch.items() if demo_arch.get(key) != value}
     assert changed == ({} if family == 'v2m' else
                        {'forward_type': 'm0_noz', 'ssm_d_state': 16})
-    model = build(load(f'demo/classification_{family}.py'))
+    model = build_model(load(f'demo/classification_{family}.py'))
     assert {type(m).__name__ for m in model.backbone.modules()} >= {FAMILIES[family]}

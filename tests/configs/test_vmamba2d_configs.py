@@ -3,12 +3,11 @@
 Each config is its VMamba counterpart with the 2D-scan arch: the same recipe key for key, and the
 released parameter counts (2DMamba's scan adds no parameter).
 """
-import copy
 import os
 
 import pytest
-import torch
 
+from tests.config_models import build_model
 from tests.official import CLASSIFIERS, DOWNSTREAM, VMAMBA_2D
 from tests.paths import CONFIG_DIR
 
@@ -58,31 +57,11 @@ def test_the_recipe_is_the_vmamba_one_with_the_2d_arch(config, counterpart, arch
     assert ours == theirs
 
 
-def build(config):
-    cfg = load(config)
-    from mmengine.registry import init_default_scope
-    init_default_scope(cfg.default_scope)
-    if cfg.default_scope == 'mmseg':
-        from mmseg.registry import MODELS
-    else:
-        from mmpretrain.registry import MODELS
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.backbone.pop('init_cfg', None)  # no converted checkpoint here
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
-    return MODELS.build(model_cfg)
-
-
 @pytest.mark.parametrize('config, counterpart, arch, kind', PAIRS,
                          ids=[os.path.basename(p[0]) for p in PAIRS])
 def test_the_model_builds_with_the_released_parameter_count(config, counterpart, arch, kind):
     import vmamba_mm  # noqa: F401  (registers VSSM)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many small init ops (see test_detection_segmentation_configs)
-    try:
-        model = build(config)
-    finally:
-        torch.set_num_threads(threads)
+    model = build_model(load(config))
     vmamba_arch = VMAMBA_2D[arch][0]
     if kind == 'classification':
         expected = CLASSIFIERS[vmamba_arch].params

@@ -5,6 +5,8 @@ The toy mixer below is defined and registered in this file alone: that it builds
 from an arch dict, trains, counts and has its scan removed proves that a new mixer needs no
 edit elsewhere.
 """
+import re
+
 import pytest
 import torch
 import torch.nn as nn
@@ -134,6 +136,22 @@ def test_ss2d_options_come_from_the_arch_and_a_mixer_dict_wins():
     assert by_option.layers[0].blocks[0].op.scan_operation == 'cross_selective_scan_2d'
     assert by_option.layers[0].blocks[0].op.state_size == 3
     assert by_key.layers[0].blocks[0].op.state_size == 16  # the arch's ssm_d_state default
+
+
+@pytest.mark.parametrize('mixer, instead', [('ssd', 'scans 1D routes'),
+                                             ('v2m', 'has its own 2D scan')])
+def test_ssd_and_v2m_take_the_arch_keys_of_their_options_and_refuse_scan_2d(mixer, instead):
+    arch = dict(depths=[1], dims=8, mixer=mixer, ssm_d_state=3, ssm_ratio=1.0, ssm_dt_rank=2,
+                ssm_conv=5, ssm_conv_bias=False, gated=False, scan_order='bidirectional')
+    expected = dict(type=mixer, state_size=3, expand_ratio=1.0, dt_rank=2, conv_size=5,
+                    conv_bias=False, gated=False)
+    if mixer == 'ssd':  # V2M scans its four corners, with no scan_order option
+        expected['scan_order'] = 'bidirectional'
+    assert resolve_arch(arch)['mixer'] == expected
+    message = (f"VSSM arch scan_2d=True selects 2DMamba's scan inside mixer 'ss2d'; mixer "
+               f"'{mixer}' {instead}: leave scan_2d False.")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve_arch(dict(arch, scan_2d=True))
 
 
 def test_the_scan_choice_is_read_overridden_and_pinned_through_the_protocol():

@@ -23,6 +23,8 @@ import torch.nn as nn
 
 from vmamba_kernels import dispatch
 
+from ..layers import linear_layer
+
 
 class MixerRegistry:
     """Mixer name -> ``TokenMixer`` subclass. Torch only (no mmengine), so ``create_model``
@@ -94,6 +96,23 @@ def build_mixer(spec, channels, *, channel_first, scan_backend=None):
     return cls(channels, channel_first=channel_first, scan_backend=scan_backend, **options)
 
 
+# The mixer options a VSSM arch's keys (official names) set, as (option, arch key), in the order
+# SS2D takes them.
+ARCH_OPTION_KEYS = (('state_size', 'ssm_d_state'), ('expand_ratio', 'ssm_ratio'),
+                    ('dt_rank', 'ssm_dt_rank'), ('conv_size', 'ssm_conv'),
+                    ('conv_bias', 'ssm_conv_bias'), ('gated', 'gated'),
+                    ('scan_order', 'scan_order'), ('scan_2d', 'scan_2d'))
+
+
+def depthwise_conv(width, conv_size, bias):
+    """A ``width``-channel depthwise conv of odd ``conv_size`` keeping the map's size, or None
+    for ``conv_size`` 1 or less (no conv)."""
+    if conv_size <= 1:
+        return None
+    return nn.Conv2d(width, width, conv_size, padding=(conv_size - 1) // 2, groups=width,
+                     bias=bias)
+
+
 class _ObserverHandle:
 
     def __init__(self, observers, fn):
@@ -114,8 +133,9 @@ class TokenMixer(nn.Module):
     - ``skip_term(x)``: what the scan core returns without its recurrence (its direct term), of
       the same shape, layout and dtype: the stand-in ``remove_scan`` puts in its place;
     - the classmethods ``options_from_arch(settings)`` (its options from a VSSM arch's
-      settings, official key names) and ``parameter_estimate(channels, options)`` (the arch
-      size check's count).
+      settings, official key names; ``shared_options_from_arch`` gives those of the ``ssm_*``
+      keys, ``gated``, ``scan_order`` and ``scan_2d``) and
+      ``parameter_estimate(channels, options)`` (the arch size check's count).
 
     Args (keyword-only, given by the block): ``channel_first``: the layout of the maps the
     mixer receives and returns; ``scan_backend``: the backend name for its operations (None:
@@ -132,11 +152,35 @@ class TokenMixer(nn.Module):
         self.scan_profile_range = None
         self._scan_observers = []
 
+    def build_frame_layers(self, channels, inner, *, conv_size, conv_bias, gated, scan_backend):
+        """SS2D's frame before the scan, which the mixers share (official names): ``in_proj``
+        from ``channels`` to ``inner`` (twice that when ``gated``: the gate's half), ``act``
+        (SiLU), the depthwise ``conv2d`` (None without one) and ``conv_kernel``, the bound
+        operation that runs that conv and its SiLU as one. A mixer calls it before making its
+        other parameters: a seeded build draws in_proj's, then conv2d's initial values first."""
+        # On the CPU the depthwise conv and its SiLU run as one operation.
+        self.conv_kernel = dispatch.bind('depthwise_conv_silu', scan_backend)
+        self.in_proj = linear_layer(channels, inner * (2 if gated else 1), False,
+                                    self.channel_first)
+        self.act = nn.SiLU()
+        self.conv2d = depthwise_conv(inner, conv_size, conv_bias)
+
     # ------------------------------------------------------------ built from an arch
     @classmethod
     def options_from_arch(cls, settings):
         """This mixer's options from a resolved VSSM arch (its official keys); {} by default."""
         return {}
+
+    @classmethod
+    def shared_options_from_arch(cls, settings, *, without_scan_2d='has no 2D scan'):
+        """For ``options_from_arch``: the options of ``ARCH_OPTION_KEYS`` this mixer takes,
+        from the arch's keys. A mixer without a ``scan_2d`` option refuses scan_2d=True (a
+        ValueError), ``without_scan_2d`` saying what it scans instead."""
+        taken = cls.option_names()
+        if settings['scan_2d'] and 'scan_2d' not in taken:
+            raise ValueError("VSSM arch scan_2d=True selects 2DMamba's scan inside mixer 'ss2d'; "
+                             f'mixer {cls.mixer_name!r} {without_scan_2d}: leave scan_2d False.')
+        return {option: settings[key] for option, key in ARCH_OPTION_KEYS if option in taken}
 
     @classmethod
     def option_names(cls):

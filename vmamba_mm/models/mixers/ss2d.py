@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vmamba_kernels import NUM_ROUTES, SCAN_ORDERS, dispatch, route_pixels
+from vmamba_kernels import NUM_ROUTES, SCAN_ORDERS, route_pixels
 from vmamba_kernels.common.composite import route_parameters
 
 from ..layers import channel_dim, linear_layer, norm_layer
@@ -54,13 +54,8 @@ class SS2D(TokenMixer):
         self.gated = gated
         self.scan_order = scan_order
         self.scan_2d = scan_2d
-        # On the CPU the depthwise conv and its SiLU run as one operation.
-        self.conv_kernel = dispatch.bind('depthwise_conv_silu', scan_backend)
-
-        self.in_proj = linear_layer(channels, inner * (2 if gated else 1), False, channel_first)
-        self.act = nn.SiLU()
-        self.conv2d = (nn.Conv2d(inner, inner, conv_size, padding=(conv_size - 1) // 2,
-                                 groups=inner, bias=conv_bias) if conv_size > 1 else None)
+        self.build_frame_layers(channels, inner, conv_size=conv_size, conv_bias=conv_bias,
+                                gated=gated, scan_backend=scan_backend)
         routes = NUM_ROUTES
         self.x_proj_weight = nn.Parameter(
             torch.empty(routes, self.dt_rank + 2 * state_size, inner).uniform_(
@@ -83,10 +78,7 @@ class SS2D(TokenMixer):
 
     @classmethod
     def options_from_arch(cls, settings):
-        return dict(state_size=settings['ssm_d_state'], expand_ratio=settings['ssm_ratio'],
-                    dt_rank=settings['ssm_dt_rank'], conv_size=settings['ssm_conv'],
-                    conv_bias=settings['ssm_conv_bias'], gated=settings['gated'],
-                    scan_order=settings['scan_order'], scan_2d=settings['scan_2d'])
+        return cls.shared_options_from_arch(settings)
 
     @classmethod
     def check_options(cls, options):

@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn as nn
 
-from vmamba_kernels import NUM_ROUTES, SCAN_ORDERS, dispatch, pixel_steps, route_pixels
+from vmamba_kernels import NUM_ROUTES, SCAN_ORDERS, pixel_steps, route_pixels
 
 from ..layers import linear_layer, norm_layer
 from .base import MIXERS, TokenMixer
@@ -64,12 +64,8 @@ class SSD(TokenMixer):
         self.gated = gated
         self.scan_order = scan_order
         self.chunk_size = chunk_size
-        self.conv_kernel = dispatch.bind('depthwise_conv_silu', scan_backend)
-
-        self.in_proj = linear_layer(channels, inner * (2 if gated else 1), False, channel_first)
-        self.act = nn.SiLU()
-        self.conv2d = (nn.Conv2d(inner, inner, conv_size, padding=(conv_size - 1) // 2,
-                                 groups=inner, bias=conv_bias) if conv_size > 1 else None)
+        self.build_frame_layers(channels, inner, conv_size=conv_size, conv_bias=conv_bias,
+                                gated=gated, scan_backend=scan_backend)
         self.x_proj_weight = nn.Parameter(
             torch.empty(NUM_ROUTES, heads + 2 * state_size, inner).uniform_(
                 -inner**-0.5, inner**-0.5))
@@ -82,13 +78,7 @@ class SSD(TokenMixer):
     # ------------------------------------------------------------ built from an arch
     @classmethod
     def options_from_arch(cls, settings):
-        if settings['scan_2d']:
-            raise ValueError("VSSM arch scan_2d=True selects 2DMamba's scan inside mixer 'ss2d'; "
-                             "mixer 'ssd' scans 1D routes: leave scan_2d False.")
-        return dict(state_size=settings['ssm_d_state'], expand_ratio=settings['ssm_ratio'],
-                    dt_rank=settings['ssm_dt_rank'], conv_size=settings['ssm_conv'],
-                    conv_bias=settings['ssm_conv_bias'], gated=settings['gated'],
-                    scan_order=settings['scan_order'])
+        return cls.shared_options_from_arch(settings, without_scan_2d='scans 1D routes')
 
     @classmethod
     def check_options(cls, options):

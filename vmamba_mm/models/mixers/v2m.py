@@ -11,10 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vmamba_kernels import dispatch
-
 from ..layers import channel_dim, linear_layer, norm_layer
-from .base import MIXERS, TokenMixer
+from .base import MIXERS, TokenMixer, depthwise_conv
 
 # The four corners a 2D scan can start from, as (flip rows, flip columns) of the pixel grid:
 # top-left, top-right, bottom-left, bottom-right.
@@ -96,26 +94,15 @@ class V2M(TokenMixer):
         self.dt_rank = math.ceil(channels / 16) if dt_rank == 'auto' else int(dt_rank)
         self.state_size = state_size
         self.gated = gated
-        self.conv_kernel = dispatch.bind('depthwise_conv_silu', scan_backend)
-
-        self.in_proj = linear_layer(channels, inner * (2 if gated else 1), False, channel_first)
-        self.act = nn.SiLU()
-        scanned = NUM_ORIENTATIONS * inner
-        self.conv2d = self._depthwise_conv(inner, conv_size, conv_bias)
-        self.column_conv2d = self._depthwise_conv(scanned, conv_size, conv_bias)
+        self.build_frame_layers(channels, inner, conv_size=conv_size, conv_bias=conv_bias,
+                                gated=gated, scan_backend=scan_backend)
+        self.column_conv2d = depthwise_conv(NUM_ORIENTATIONS * inner, conv_size, conv_bias)
         init = dict(dt_min=dt_min, dt_max=dt_max, dt_init_floor=dt_init_floor)
         for stage in ('row', 'column'):
             for name, value in self._stage_parameters(inner, **init).items():
                 self.register_parameter(f'{stage}_{name}', value)
         self.out_norm = norm_layer(inner, channel_first)
         self.out_proj = linear_layer(inner, channels, False, channel_first)
-
-    @staticmethod
-    def _depthwise_conv(width, conv_size, bias):
-        if conv_size <= 1:
-            return None
-        return nn.Conv2d(width, width, conv_size, padding=(conv_size - 1) // 2, groups=width,
-                         bias=bias)
 
     def _stage_parameters(self, inner, dt_min, dt_max, dt_init_floor):
         """One stage's parameters for the four orientations, initialised as SS2D's: the
@@ -138,12 +125,7 @@ class V2M(TokenMixer):
     # ------------------------------------------------------------ built from an arch
     @classmethod
     def options_from_arch(cls, settings):
-        if settings['scan_2d']:
-            raise ValueError("VSSM arch scan_2d=True selects 2DMamba's scan inside mixer 'ss2d'; "
-                             "mixer 'v2m' has its own 2D scan: leave scan_2d False.")
-        return dict(state_size=settings['ssm_d_state'], expand_ratio=settings['ssm_ratio'],
-                    dt_rank=settings['ssm_dt_rank'], conv_size=settings['ssm_conv'],
-                    conv_bias=settings['ssm_conv_bias'], gated=settings['gated'])
+        return cls.shared_options_from_arch(settings, without_scan_2d='has its own 2D scan')
 
     @classmethod
     def check_options(cls, options):
