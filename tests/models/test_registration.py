@@ -33,6 +33,8 @@ def test_the_rest_is_registered_in_mmengine():
     seg = pytest.importorskip('mmseg.registry')
     assert seg.TRANSFORMS.get('ValidateSegLabels').__module__ == 'vmamba_mm.datasets.transforms'
     assert seg.TRANSFORMS.get('SampleClicks').__module__ == 'vmamba_mm.datasets.clicks'
+    for name in ('UMamba2', 'UMamba2Head', 'PromptedEncoderDecoder', 'SoftDiceLoss'):
+        assert seg.MODELS.get(name).__module__.startswith('vmamba_mm.models.umamba2.'), name
 
 
 def test_registering_again_changes_nothing():
