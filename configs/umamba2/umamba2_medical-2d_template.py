@@ -24,11 +24,11 @@ crop_size = (512, 512)
 stage_channels = (32, 64, 128, 256, 320, 320)
 model = dict(
     type='PromptedEncoderDecoder',
-    # The input only needs to divide by the encoder's total stride (2 ** 5); a batch is padded to
-    # its largest image.
+    # Images of any size: each is padded to a multiple of the encoder's total stride (2 ** 5), a
+    # training batch to its largest image; predictions are cropped back.
     data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5, 127.5, 127.5],
                            std=[127.5, 127.5, 127.5], bgr_to_rgb=True, pad_val=0,
-                           seg_pad_val=255, size_divisor=32),
+                           seg_pad_val=255, size_divisor=32, test_cfg=dict(size_divisor=32)),
     backbone=dict(
         type='UMamba2', in_channels=3, stage_channels=stage_channels,
         blocks_per_stage=(1, 3, 4, 6, 6, 6),

@@ -40,9 +40,11 @@ class ResidualBlock(nn.Module):
                                 act_cfg=None)
         self.shortcut = None
         if stride != 1 or in_channels != out_channels:
-            # nnU-Net's BasicBlockD: average-pool, then a 1x1 projection
+            # nnU-Net's BasicBlockD: average-pool, then a 1x1 projection; an odd side rounds up,
+            # as the strided convolution's does
             self.shortcut = nn.Sequential(
-                nn.AvgPool2d(stride, stride) if stride != 1 else nn.Identity(),
+                nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
+                if stride != 1 else nn.Identity(),
                 nn.Conv2d(in_channels, out_channels, 1, bias=False),
                 build_norm_layer(norm_cfg, out_channels)[1])
         self.act = build_activation_layer(act_cfg)

@@ -1,0 +1,99 @@
+"""U-Mamba2 on the real stack through tools/train.py and tools/test.py, on the CPU: the demo with
+click prompts learns above chance and tests with and without clicks; the medical template trains
+and tests on a tiny set of its layout; a loss that turns non-finite is named with its iteration."""
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.demo_runs import metric, run_tool, train_and_test
+from tests.paths import CONFIG_DIR
+from tests.tool_runs import data_root_options
+
+pytest.importorskip('mmseg')
+
+DEMO = os.path.join(CONFIG_DIR, 'umamba2', 'umamba2_demo.py')
+DEMO_CLICKS = os.path.join(CONFIG_DIR, 'umamba2', 'umamba2_demo_clicks.py')
+MEDICAL = os.path.join(CONFIG_DIR, 'umamba2', 'umamba2_medical-2d_template.py')
+NO_CLICKS = 'test_dataloader.dataset.pipeline.3.num_clicks=0'
+
+
+def constant_prediction_miou(label_folder):
+    """mIoU of the best constant prediction on the demo's label maps (class k stored as k + 1):
+    IoU n_k / n on the predicted class, 0 on the others present."""
+    counts = np.zeros(256, np.int64)
+    for name in os.listdir(label_folder):
+        counts += np.bincount(np.array(Image.open(label_folder / name)).ravel(), minlength=256)
+    counts = counts[1:]
+    return 100 * counts.max() / counts.sum() / (counts > 0).sum()
+
+
+@pytest.fixture(scope='module')
+def clicks_demo(tmp_path_factory):
+    return train_and_test(tmp_path_factory.mktemp('umamba2'), 'seg', DEMO_CLICKS,
+                          train_images=100,
+                          schedule=['train_cfg.max_iters=150', 'train_cfg.val_interval=150',
+                                    'param_scheduler.1.end=5000'],
+                          checkpoint='iter_150.pth')
+
+
+def test_the_clicks_demo_learns_above_chance_with_and_without_clicks(clicks_demo, tmp_path):
+    chance = constant_prediction_miou(clicks_demo.data / 'annotations' / 'validation')
+    with_clicks = metric(clicks_demo.log, 'mIoU')
+    assert with_clicks > chance + 6, (with_clicks, chance)
+    unprompted = run_tool('tools/test.py', DEMO_CLICKS, str(clicks_demo.checkpoint), '--work-dir',
+                          str(tmp_path), '--cfg-options', *data_root_options(clicks_demo.data),
+                          NO_CLICKS)
+    assert unprompted.returncode == 0, unprompted.stderr[-3000:]
+    without_clicks = metric(unprompted.stdout + unprompted.stderr, 'mIoU')
+    assert without_clicks > chance + 6, (without_clicks, chance)
+
+
+def write_medical_layout(root, train=4, val=2, size=48, seed=0):
+    """images/{train,val}/*.png (grey) and labels/{train,val}/*.png: a brighter disc is class 1."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:size, :size]
+    for split, count in (('train', train), ('val', val)):
+        for folder in ('images', 'labels'):
+            (root / folder / split).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            centre = rng.uniform(12, size - 12, 2)
+            disc = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 < rng.uniform(6, 10) ** 2
+            image = rng.normal(80, 20, (size, size)) + 90 * disc
+            Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(
+                root / 'images' / split / f'case_{split}{index}.png')
+            Image.fromarray(disc.astype(np.uint8)).save(
+                root / 'labels' / split / f'case_{split}{index}.png')
+    return root
+
+
+# The template's network, two iterations at two images a step (the 48 x 48 images are smaller
+# than the crop: they are used whole, padded to 64 x 64).
+SHORT_MEDICAL_RUN = ['train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+                     'train_dataloader.batch_size=2']
+
+
+def test_the_medical_template_trains_and_tests_on_its_layout(tmp_path):
+    data, work = write_medical_layout(tmp_path / 'data'), tmp_path / 'work'
+    train = run_tool('tools/train.py', MEDICAL, '--work-dir', str(work), '--cfg-options',
+                     *data_root_options(data, no_workers=True), *SHORT_MEDICAL_RUN)
+    assert train.returncode == 0, train.stderr[-3000:]
+    test = run_tool('tools/test.py', MEDICAL, str(work / 'iter_2.pth'), '--work-dir', str(work),
+                    '--cfg-options', *data_root_options(data, no_workers=True))
+    assert test.returncode == 0, test.stderr[-3000:]
+    log = test.stdout + test.stderr
+    for name in ('mDice', 'mIoU'):
+        assert 0 <= metric(log, name) <= 100, name
+
+
+def test_a_non_finite_loss_is_named_with_its_iteration(tmp_path):
+    data = write_medical_layout(tmp_path / 'data', train=2, val=1)
+    # A zero std turns every input pixel into +-inf: the first loss is not finite.
+    result = run_tool('tools/train.py', MEDICAL, '--work-dir', str(tmp_path / 'work'),
+                      '--cfg-options', *data_root_options(data, no_workers=True),
+                      *SHORT_MEDICAL_RUN, 'model.data_preprocessor.std=[0,0,0]')
+    assert result.returncode == 2, result.stderr[-3000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert re.match(r'error: the loss became NaN or infinite at iteration 1: ', error), error
