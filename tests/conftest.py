@@ -35,7 +35,8 @@ def official_keys():
 # put the files with the most tests first.
 LONGEST_FILES = ('tools/test_demo_detection.py', 'kernels/test_cuda_build.py',
                  'tools/test_tools.py', 'kernels/test_triton_interpret.py',
-                 'tools/test_demo_segmentation.py', 'checkpoints/test_checkpointing.py',
+                 'tools/test_demo_segmentation.py', 'tools/test_umamba2_runs.py',
+                 'checkpoints/test_checkpointing.py',
                  'models/test_vssm.py', 'kernels/test_selective_scan.py',
                  'models/test_compile_export.py', 'tools/test_benchmark_scaling.py',
                  'kernels/test_selective_scan_2d_triton.py', 'models/test_torch_only.py')

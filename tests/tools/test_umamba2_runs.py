@@ -1,6 +1,7 @@
 """U-Mamba2 on the real stack through tools/train.py and tools/test.py, on the CPU: the demo with
-click prompts learns above chance and tests with and without clicks; the medical template trains
-and tests on a tiny set of its layout; a loss that turns non-finite is named with its iteration."""
+click prompts learns above chance and tests with and without clicks; the medical click template
+(the medical template plus clicks) trains and tests, with and without clicks, on a tiny set of
+its layout; a loss that turns non-finite is named with its iteration."""
 import os
 import re
 
@@ -17,7 +18,9 @@ pytest.importorskip('mmseg')
 DEMO = os.path.join(CONFIG_DIR, 'umamba2', 'umamba2_demo.py')
 DEMO_CLICKS = os.path.join(CONFIG_DIR, 'umamba2', 'umamba2_demo_clicks.py')
 MEDICAL = os.path.join(CONFIG_DIR, 'umamba2', 'umamba2_medical-2d_template.py')
+MEDICAL_CLICKS = os.path.join(CONFIG_DIR, 'umamba2', 'umamba2_medical-2d_clicks_template.py')
 NO_CLICKS = 'test_dataloader.dataset.pipeline.3.num_clicks=0'
+MEDICAL_NO_CLICKS = 'test_dataloader.dataset.pipeline.2.num_clicks=0'
 
 
 def constant_prediction_miou(label_folder):
@@ -75,17 +78,21 @@ SHORT_MEDICAL_RUN = ['train_cfg.max_iters=2', 'train_cfg.val_interval=2',
                      'train_dataloader.batch_size=2']
 
 
-def test_the_medical_template_trains_and_tests_on_its_layout(tmp_path):
+def test_the_medical_click_template_trains_and_tests_on_its_layout(tmp_path):
+    """The click template is the template plus clicks: one run covers both, tested with the
+    clicks and without them."""
     data, work = write_medical_layout(tmp_path / 'data'), tmp_path / 'work'
-    train = run_tool('tools/train.py', MEDICAL, '--work-dir', str(work), '--cfg-options',
+    train = run_tool('tools/train.py', MEDICAL_CLICKS, '--work-dir', str(work), '--cfg-options',
                      *data_root_options(data, no_workers=True), *SHORT_MEDICAL_RUN)
     assert train.returncode == 0, train.stderr[-3000:]
-    test = run_tool('tools/test.py', MEDICAL, str(work / 'iter_2.pth'), '--work-dir', str(work),
-                    '--cfg-options', *data_root_options(data, no_workers=True))
-    assert test.returncode == 0, test.stderr[-3000:]
-    log = test.stdout + test.stderr
-    for name in ('mDice', 'mIoU'):
-        assert 0 <= metric(log, name) <= 100, name
+    for extra in ((), (MEDICAL_NO_CLICKS, )):
+        test = run_tool('tools/test.py', MEDICAL_CLICKS, str(work / 'iter_2.pth'), '--work-dir',
+                        str(work), '--cfg-options', *data_root_options(data, no_workers=True),
+                        *extra)
+        assert test.returncode == 0, test.stderr[-3000:]
+        log = test.stdout + test.stderr
+        for name in ('mDice', 'mIoU'):
+            assert 0 <= metric(log, name) <= 100, (name, extra)
 
 
 def test_a_non_finite_loss_is_named_with_its_iteration(tmp_path):
