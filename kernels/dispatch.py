@@ -21,6 +21,7 @@ error naming the valid ones; a backend named by the user that exists but cannot 
 never a silent fallback. The choice is logged once per (operation, device, backend, reason) on
 the ``vmamba_kernels`` logger (see ``_StderrUnlessHandled``).
 """
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -321,6 +322,20 @@ class BoundOperation:
 
     def unpin(self, device_type):
         self._resolved.pop(device_type, None)
+
+    @contextlib.contextmanager
+    def pinned(self, device_type, backend):
+        """Within the block, ``pin(device_type, backend)``; the earlier choice comes back
+        after."""
+        before = self._resolved.get(device_type)
+        self.pin(device_type, backend)
+        try:
+            yield
+        finally:
+            if before is None:
+                self.unpin(device_type)
+            else:
+                self._resolved[device_type] = before
 
     def kernel(self, device_type):
         """The resolved implementation's function for ``device_type``, without input checks."""

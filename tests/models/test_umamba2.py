@@ -114,3 +114,23 @@ def test_click_prompt_starts_as_the_identity_and_reads_clicks_once_trained():
     with pytest.raises(ValueError, match='click label 3 is not a class of 0..2'):
         prompt(feature_map, *pad_clicks([torch.tensor([[1.0, 1.0, 3.0]]), None], 'cpu'),
                (16, 32))
+
+
+def test_the_flop_counter_counts_the_layer_with_the_ssd_rule():
+    from vmamba_kernels.ssd_scan import ssd_scan_macs
+
+    from vmamba_mm.analysis.flops import count_macs
+    layer = Mamba2Layer(16, d_state=8, headdim=8, chunk_size=4).to('meta')
+    feature_map = torch.empty(2, 16, 3, 5, device='meta')
+    macs, _ = count_macs(layer, lambda: layer(feature_map), 'meta')
+    assert not macs.uncounted_operators
+    length, inner, conv_width, taps = 15, 32, 32 + 2 * 8, 4
+    projections = 2 * length * (16 * (inner + conv_width + 4) + inner * 16)
+    # The counter's rules: LayerNorm 5 per element; the causal convolution one multiply-add per
+    # tap at each of its L + 3 padded outputs; SSD the chunked form without the D skip (the
+    # element-wise part, as torch's counter sees the torch form).
+    expected = (projections + 5 * 2 * length * 16 + 2 * (length + taps - 1) * conv_width * taps
+                + ssd_scan_macs(2, length, 4, 8, 8, 1, 4, with_skip=False))
+    assert macs.by_operator['vmamba.ssd_scan_cpp'] == ssd_scan_macs(2, length, 4, 8, 8, 1, 4,
+                                                                     with_skip=False)
+    assert macs.total == expected, (macs.total, expected, macs.by_operator)

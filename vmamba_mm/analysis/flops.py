@@ -245,10 +245,12 @@ class _OperatorCounter(TorchDispatchMode):
         return out
 
 
-def _mixers(model):
-    """The token mixers of ``model``: the modules that call a scan core."""
-    from vmamba_mm.models.mixers import TokenMixer
-    return [m for m in model.modules() if isinstance(m, TokenMixer)]
+def _scan_kernels(model):
+    """The scan cores of ``model``: the ``scan_kernel`` (a bound dispatch operation) of each
+    module that has one, the token mixers and the other layers that scan."""
+    from vmamba_kernels.dispatch import BoundOperation
+    return [m.scan_kernel for m in model.modules()
+            if isinstance(getattr(m, 'scan_kernel', None), BoundOperation)]
 
 
 def counting_backend(operation, device_type):
@@ -278,13 +280,13 @@ def counting_backend(operation, device_type):
 
 @contextlib.contextmanager
 def scan_kernels_for_counting(model, device_type):
-    """Within the block every token mixer of ``model`` runs its scan on ``counting_backend``'s
-    kernel for ``device_type``, whatever backend its config or the environment chose; restored
-    after."""
+    """Within the block every scan core of ``model`` (``_scan_kernels``) runs on
+    ``counting_backend``'s kernel for ``device_type``, whatever backend its config or the
+    environment chose; restored after."""
     with contextlib.ExitStack() as pinned:
-        for mixer in _mixers(model):
-            pinned.enter_context(mixer.scan_backend_pinned(
-                device_type, counting_backend(mixer.scan_operation, device_type)))
+        for kernel in _scan_kernels(model):
+            pinned.enter_context(kernel.pinned(
+                device_type, counting_backend(kernel.operation, device_type)))
         yield
 
 

@@ -12,7 +12,6 @@ these methods only, never a mixer's private attributes.
 A new mixer is one new file in this folder: a ``TokenMixer`` subclass decorated with
 ``@MIXERS.register('name')``, plus its import line in ``mixers/__init__.py``.
 """
-import contextlib
 import inspect
 import math
 import numbers
@@ -288,19 +287,10 @@ class TokenMixer(nn.Module):
         for bound in self.bound_operations():
             bound.override(name)
 
-    @contextlib.contextmanager
     def scan_backend_pinned(self, device_type, backend):
         """Within the block the scan core runs ``backend`` on ``device_type``, unchecked (the
         FLOP counter's counting kernel); the earlier choice comes back after."""
-        before = self.scan_kernel.resolved().get(device_type)
-        self.scan_kernel.pin(device_type, backend)
-        try:
-            yield
-        finally:
-            if before is None:
-                self.scan_kernel.unpin(device_type)
-            else:
-                self.scan_kernel.pin(device_type, before)
+        return self.scan_kernel.pinned(device_type, backend)
 
     # ------------------------------------------------------------ the scan
     def scan(self, x):

@@ -20,6 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from vmamba_kernels import dispatch
 
 
 def _inverse_softplus(x):
@@ -80,7 +81,8 @@ class Mamba2Layer(nn.Module):
                              f'divides {heads}.')
         self.channels, self.inner, self.heads, self.headdim = channels, inner, heads, headdim
         self.groups, self.d_state, self.chunk_size = groups, d_state, chunk_size
-        self.backend = backend
+        # the SSD scan bound to this layer's backend choice (the FLOP counter pins it)
+        self.scan_kernel = dispatch.bind('ssd_scan', backend)
         conv_width = inner + 2 * groups * d_state
         self.norm = nn.LayerNorm(channels)
         self.in_proj = nn.Linear(channels, inner + conv_width + heads, bias=False)
@@ -99,7 +101,6 @@ class Mamba2Layer(nn.Module):
             raise ValueError(f'Mamba2Layer: input of shape {tuple(feature_map.shape)}; expected '
                              f'(batch, {self.channels}, *spatial) with at least one spatial '
                              f'dimension.')
-        from vmamba_kernels import ssd_scan
         batch, spatial = feature_map.shape[0], feature_map.shape[2:]
         tokens = self.norm(feature_map.flatten(2).transpose(1, 2))
         length = tokens.shape[1]
@@ -108,12 +109,12 @@ class Mamba2Layer(nn.Module):
         xbc = F.silu(self.conv1d(xbc.transpose(1, 2))[..., :length].transpose(1, 2))
         x, b, c = xbc.split([self.inner, self.groups * self.d_state,
                              self.groups * self.d_state], dim=-1)
-        y = ssd_scan(x.unflatten(-1, (self.heads, self.headdim)), dt,
+        y = self.scan_kernel(x.unflatten(-1, (self.heads, self.headdim)), dt,
                      -torch.exp(self.A_log.float()),
                      b.unflatten(-1, (self.groups, self.d_state)),
                      c.unflatten(-1, (self.groups, self.d_state)),
                      chunk_size=self.chunk_size, D=self.D.float(), dt_bias=self.dt_bias.float(),
-                     dt_softplus=True, backend=self.backend)
+                     dt_softplus=True)
         y = self.gate_norm(y.flatten(-2), z)
         out = self.out_proj(y)
         return out.transpose(1, 2).reshape(batch, self.channels, *spatial)
