@@ -134,3 +134,16 @@ def test_the_flop_counter_counts_the_layer_with_the_ssd_rule():
     assert macs.by_operator['vmamba.ssd_scan_cpp'] == ssd_scan_macs(2, length, 4, 8, 8, 1, 4,
                                                                      with_skip=False)
     assert macs.total == expected, (macs.total, expected, macs.by_operator)
+
+
+def test_a_click_acts_near_itself_first():
+    torch.manual_seed(0)
+    prompt = ClickPrompt(16, num_classes=3, num_heads=4)
+    torch.nn.init.normal_(prompt.out_proj.weight)
+    feature_map = torch.randn(1, 16, 8, 8)
+    # a click at the centre of the map's top-left cell (the image is 32 x 32: cells of 4 pixels)
+    clicks, valid = pad_clicks([torch.tensor([[1.5, 1.5, 2.0]])], 'cpu')
+    change = (prompt(feature_map, clicks, valid, (32, 32)) -
+              prompt(feature_map, *pad_clicks([None], 'cpu'), (32, 32))).norm(dim=1)[0]
+    # the initial reach is 0.1 of the image: the far corner, 0.99 away, hardly sees the click
+    assert change[0, 0] > 20 * change[7, 7], change

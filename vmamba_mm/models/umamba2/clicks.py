@@ -6,9 +6,13 @@ is the class the user says that pixel belongs to (in a binary task, label 0 is a
 Click tokens are random Fourier features of the normalised position (SAM's
 ``PositionEmbeddingRandom``) plus a learned embedding of the label. Every bottleneck token, with
 the same Fourier features of its own position added, queries the click tokens and a learned
-"no click" token (so a sample without clicks still has something to attend to); the attention's
-output is added to the map through a zero-initialised projection, so the branch starts as the
-identity and a model trained without clicks is unchanged by it.
+"no click" token (so a sample without clicks still has something to attend to). A click acts
+near itself first: each head adds -d² / (2 reach²) to the score of a click at distance d (image
+sides = 1), with a learned reach per head (0.1 at first), so a token attends to the clicks
+around it from the first step instead of having to learn the position match from the Fourier
+features alone (without it, the demo's model learnt no use of its clicks in 1,500 iterations).
+The attention's output is added to the map through a zero-initialised projection, so the
+branch starts as the identity.
 """
 import math
 
@@ -52,9 +56,10 @@ class ClickPrompt(nn.Module):
         channels: channels of the map (and of the click tokens).
         num_classes: click labels are 0 .. num_classes - 1.
         num_heads: attention heads; must divide the channels.
+        initial_reach: each head's reach at initialisation, in image sides.
     """
 
-    def __init__(self, channels, num_classes, num_heads=4):
+    def __init__(self, channels, num_classes, num_heads=4, initial_reach=0.1):
         super().__init__()
         if channels % num_heads:
             raise ValueError(f'ClickPrompt: channels={channels} do not divide into '
@@ -64,10 +69,17 @@ class ClickPrompt(nn.Module):
         self.label_embedding = nn.Embedding(num_classes, channels)
         self.no_click = nn.Parameter(torch.zeros(1, 1, channels))
         self.query_norm = nn.LayerNorm(channels)
+        self.num_heads = num_heads
+        self.log_reach = nn.Parameter(torch.full((num_heads, ), math.log(initial_reach)))
         self.attention = nn.MultiheadAttention(channels, num_heads, batch_first=True)
         self.out_proj = nn.Linear(channels, channels)
         nn.init.zeros_(self.out_proj.weight)
         nn.init.zeros_(self.out_proj.bias)
+
+    def click_positions(self, clicks, image_size):
+        """(batch, K, 3) clicks -> (batch, K, 2) positions (x, y) in [0, 1] of the image."""
+        height, width = image_size
+        return (clicks[..., :2] + 0.5) / clicks.new_tensor([width, height])
 
     def click_tokens(self, clicks, image_size):
         """(batch, K, 3) clicks -> (batch, K, channels) tokens."""
@@ -76,9 +88,20 @@ class ClickPrompt(nn.Module):
         if bad.numel():
             raise ValueError(f'ClickPrompt: click label {int(bad[0])} is not a class of '
                              f'0..{self.num_classes - 1}; check the clicks of the data samples.')
-        height, width = image_size
-        scale = clicks.new_tensor([width, height])
-        return self.positions((clicks[..., :2] + 0.5) / scale) + self.label_embedding(labels)
+        return self.positions(self.click_positions(clicks, image_size)) + \
+            self.label_embedding(labels)
+
+    def locality_bias(self, grid, clicks, valid, image_size):
+        """(batch * heads, h w, 1 + K) scores to add: 0 for the "no click" token, -d^2 / (2
+        reach^2) for a click at distance d, -inf for a padding slot."""
+        batch = clicks.shape[0]
+        offsets = grid[None, :, None, :] - self.click_positions(clicks, image_size)[:, None]
+        squared = offsets.pow(2).sum(-1)  # (batch, h w, K)
+        reach = self.log_reach.exp().view(1, -1, 1, 1)
+        bias = -squared[:, None] / (2 * reach ** 2)  # (batch, heads, h w, K)
+        bias = bias.masked_fill(~valid[:, None, None, :], float('-inf'))
+        bias = torch.cat([bias.new_zeros(bias.shape[:3] + (1, )), bias], dim=-1)
+        return bias.reshape(batch * self.num_heads, grid.shape[0], -1)
 
     def forward(self, feature_map, clicks, valid, image_size):
         """feature_map (batch, channels, h, w); clicks (batch, K, 3) and valid (batch, K) from
@@ -90,9 +113,8 @@ class ClickPrompt(nn.Module):
         tokens = feature_map.flatten(2).transpose(1, 2)
         queries = self.query_norm(tokens) + self.positions(grid).to(tokens.dtype)
         keys = torch.cat([self.no_click.expand(batch, -1, -1),
-                          self.click_tokens(clicks, image_size)], dim=1).to(tokens.dtype)
-        ignore = torch.cat([valid.new_zeros(batch, 1), ~valid], dim=1)
-        attended, _ = self.attention(queries, keys, keys, key_padding_mask=ignore,
-                                     need_weights=False)
+                          self.click_tokens(clicks, image_size)], dim=1).to(queries.dtype)
+        bias = self.locality_bias(grid, clicks, valid, image_size).to(queries.dtype)
+        attended, _ = self.attention(queries, keys, keys, attn_mask=bias, need_weights=False)
         update = self.out_proj(attended).transpose(1, 2).reshape(batch, channels, height, width)
         return feature_map + update
