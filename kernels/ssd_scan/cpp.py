@@ -23,6 +23,13 @@ load_extension = _EXTENSION.load
 unavailable_reason = _EXTENSION.unavailable_reason
 
 
+def float32_rows(t):
+    """float32 with the last dim contiguous, other strides kept: what the forward kernel reads
+    in place."""
+    t = t.float()
+    return t if t.shape[-1] <= 1 or t.stride(-1) == 1 else t.contiguous()
+
+
 @torch.library.custom_op('vmamba::ssd_scan_cpp', mutates_args=())
 def ssd_scan_cpp(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                  dt_bias: Optional[Tensor], initial_states: Optional[Tensor], chunk_size: int,
@@ -31,7 +38,10 @@ def ssd_scan_cpp(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Opti
     headdim) and final states (batch, heads, headdim, N). ``chunk_size`` changes nothing here: it
     is an argument for the FLOP rule (``flops.py``), which counts SSD in its chunked form, as the
     official tables do, whichever backend runs."""
-    args = [float32_contiguous(t, x) for t in (x, dt, A, B, C, D, dt_bias, initial_states)]
+    # x, dt, B and C are read through their strides (the mixer's are slices of one projection).
+    args = [float32_rows(t) for t in (x, dt, B, C)]
+    args[2:2] = [float32_contiguous(A, x)]
+    args += [float32_contiguous(t, x) for t in (D, dt_bias, initial_states)]
     y, final_states = load_extension().ssd_scan_forward(*args, dt_softplus)
     return y, final_states
 
