@@ -3,10 +3,13 @@
 // ssd_scan_forward: the recurrence S_t = exp(s_t A) S_{t-1} + s_t x_t B_t^T, y_t = S_t C_t + D x_t
 // token by token, one pass per (batch, head). The chunked matrix form does Q times more work per
 // token than this and, on a CPU, spends its time building (Q x Q) decay masks; the recurrence
-// keeps one head's state (headdim x N, 8 KB for 32 x 64) in L1 and touches each element three
-// times per token. The state is held transposed, (N, headdim), so a token's update and its output
-// are vectorised over headdim with no horizontal sums: for each n, the row S[n, :] is decayed,
-// driven by B_t[n] * (s_t x_t) and added into y_t with weight C_t[n].
+// keeps one head's state (headdim x N, 8 KB for 32 x 64) in L1. The state is held transposed,
+// (N, headdim), so a token's update and its output are vectorised over headdim with no horizontal
+// sums: for each n, the row S[n, :] is decayed, driven by B_t[n] * (s_t x_t) and added into y_t
+// with weight C_t[n]. Where headdim is a multiple of 8 (AVX2), the state goes through blocks of
+// 32 tokens in register tiles, rescaled so that a token costs two FMAs per element
+// (head_forward_blocked); otherwise token by token (token_update). It reads x, dt, B and C through
+// their strides.
 //
 // ssd_scan_backward: the adjoint recurrence G_t = dy_t C_t^T + exp(s_{t+1} A) G_{t+1} (the
 // gradient of the loss by S_t), from the last token back, with the forward states recomputed a

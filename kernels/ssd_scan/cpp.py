@@ -2,7 +2,9 @@
 
 ``vmamba::ssd_scan_cpp`` runs the recurrence token by token, one C++ pass per (batch, head) with
 the head's state in L1 (on a CPU the chunked form's (Q x Q) decay masks cost more than the
-recurrence itself); it returns y and the final states. Its backward,
+recurrence itself); for headdims that are multiples of 8 it walks blocks of 32 tokens with the
+state in registers (the source says how). It reads x, dt, B and C in place through their strides
+(only their last dim must be contiguous) and returns y and the final states. Its backward,
 ``vmamba::ssd_scan_cpp_backward``, walks the adjoint recurrence back from the last token in one
 pass per (batch, group), recomputing the forward states from checkpoints (the formulas are in the
 source). Being ``torch.library`` operators with fake implementations, they stay whole in
