@@ -2,7 +2,9 @@
 
 ``vmamba::ssd_scan_cpp`` runs the recurrence token by token, one C++ pass per (batch, head) with
 the head's state in L1 (on a CPU the chunked form's (Q x Q) decay masks cost more than the
-recurrence itself); it returns y and the final states. Its backward,
+recurrence itself); for headdims that are multiples of 8 it walks blocks of 32 tokens with the
+state in registers (the source says how). It reads x, dt, B and C in place through their strides
+(only their last dim must be contiguous) and returns y and the final states. Its backward,
 ``vmamba::ssd_scan_cpp_backward``, walks the adjoint recurrence back from the last token in one
 pass per (batch, group), recomputing the forward states from checkpoints (the formulas are in the
 source). Being ``torch.library`` operators with fake implementations, they stay whole in
@@ -23,6 +25,13 @@ load_extension = _EXTENSION.load
 unavailable_reason = _EXTENSION.unavailable_reason
 
 
+def float32_rows(t):
+    """float32 with the last dim contiguous, other strides kept: what the forward kernel reads
+    in place."""
+    t = t.float()
+    return t if t.shape[-1] <= 1 or t.stride(-1) == 1 else t.contiguous()
+
+
 @torch.library.custom_op('vmamba::ssd_scan_cpp', mutates_args=())
 def ssd_scan_cpp(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                  dt_bias: Optional[Tensor], initial_states: Optional[Tensor], chunk_size: int,
@@ -31,7 +40,10 @@ def ssd_scan_cpp(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Opti
     headdim) and final states (batch, heads, headdim, N). ``chunk_size`` changes nothing here: it
     is an argument for the FLOP rule (``flops.py``), which counts SSD in its chunked form, as the
     official tables do, whichever backend runs."""
-    args = [float32_contiguous(t, x) for t in (x, dt, A, B, C, D, dt_bias, initial_states)]
+    # x, dt, B and C are read through their strides (the mixer's are slices of one projection).
+    args = [float32_rows(t) for t in (x, dt, B, C)]
+    args[2:2] = [float32_contiguous(A, x)]
+    args += [float32_contiguous(t, x) for t in (D, dt_bias, initial_states)]
     y, final_states = load_extension().ssd_scan_forward(*args, dt_softplus)
     return y, final_states
 

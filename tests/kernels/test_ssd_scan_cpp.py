@@ -26,6 +26,13 @@ CASES = {
         ((1, 37, 2, 59, 9, 1), dict(dt_softplus=True), dict(D_per_channel=True, initial=False)),
     'a group per head, dt used as given, no bias, headdim 11, 70 tokens':
         ((2, 70, 3, 11, 16, 3), {}, dict(bias=False)),
+    # headdims that are multiples of 8 take the forward's register-tiled path: headdim 24 its
+    # 16- and 8-channel tiles, N = 9 its 4-row and 1-row tiles, 70 tokens two whole 32-token
+    # blocks and a part one.
+    'the tiled forward: headdim 24, N 9, 70 tokens, D per channel':
+        ((2, 70, 4, 24, 9, 2), dict(dt_softplus=True), dict(D_per_channel=True)),
+    'the tiled forward: headdim 8, ssd-tiny-like N 64, no initial states':
+        ((1, 45, 4, 8, 64, 4), dict(dt_softplus=True), dict(initial=False)),
 }
 
 
@@ -131,3 +138,38 @@ def test_the_gradients_are_the_same_bits_at_any_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert_same_run(several, one, rtol=0, atol=0)
+
+
+def test_strong_decays_end_the_tiled_forwards_blocks_early_and_still_match():
+    """The tiled forward carries the state divided by the block's running decay, and ends a
+    block before that decay falls below e^-60; a token that decays more alone is updated
+    directly. Heads with A = -0.1, -4 and -200 (dt' about 0.3 to 2.5) take all three cases."""
+    inputs = make_inputs(1, 70, 3, 16, 8, 1, seed=3)
+    inputs['A'] = torch.tensor([-0.1, -4.0, -200.0])
+    inputs['dt'] = inputs['dt'] * 4
+    got = run_with_grads(inputs, 'cpp', dt_softplus=True)
+    want = run_with_grads(inputs, 'reference', dt_softplus=True)
+    assert_same_run(got, want)
+
+
+def test_slices_of_one_projection_are_read_in_place_with_the_same_result():
+    """x, dt, B and C as strided slices (how the SSD mixer passes them) give the bits of their
+    contiguous copies, on the tiled (headdim 16) and the token-by-token (headdim 5) paths."""
+    for headdim in (16, 5):
+        inputs = make_inputs(2, 40, 4, headdim, 6, 2, seed=7)
+        batch, length, heads = inputs['dt'].shape
+        wide = torch.randn(batch, length, heads * headdim + heads + 2 * 2 * 6 + 3)
+        sizes = [heads * headdim, heads, 12, 12, 3]
+        x, dt, B, C, _ = torch.split(wide, sizes, dim=-1)
+        strided = dict(inputs, x=x.unflatten(-1, (heads, headdim)), dt=dt,
+                       B=B.unflatten(-1, (2, 6)), C=C.unflatten(-1, (2, 6)))
+        assert not strided['B'].is_contiguous() and not strided['dt'].is_contiguous()
+        contiguous = {k: v.contiguous() if v is not None else None for k, v in strided.items()}
+        got = vmamba_kernels.ssd_scan(**strided, dt_softplus=True, return_final_states=True,
+                                      backend='cpp')
+        want = vmamba_kernels.ssd_scan(**contiguous, dt_softplus=True,
+                                       return_final_states=True, backend='cpp')
+        reference = vmamba_kernels.ssd_scan(**contiguous, dt_softplus=True,
+                                            return_final_states=True, backend='reference')
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        torch.testing.assert_close(got[0], reference[0], rtol=1e-4, atol=1e-4)

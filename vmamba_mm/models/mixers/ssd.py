@@ -102,7 +102,8 @@ class SSD(TokenMixer):
         """(B, D, H, W) -> the four routes scanned by SSD and summed, in this module's layout.
 
         The routes are gathered straight into the scan's (batch, L, 4 R heads, headdim) layout,
-        and merged by gathering each pixel's step of every route: one copy each way.
+        and merged by gathering each pixel's step of every route: one copy each way. B and C
+        go to the scan as slices of the projection (the CPU kernel reads them in place).
         """
         batch, dim, height, width = x.shape
         length = height * width
@@ -116,7 +117,7 @@ class SSD(TokenMixer):
         dt, B, C = torch.split(projected, [heads, state, state], dim=-1)
         y = self.scan_kernel(routes.view(batch, length, NUM_ROUTES * heads, self.head_dim),
                              dt.reshape(batch, length, NUM_ROUTES * heads), self.decays(),
-                             B.contiguous(), C.contiguous(), chunk_size=self.chunk_size,
+                             B, C, chunk_size=self.chunk_size,
                              D=self.Ds.float().view(NUM_ROUTES * heads, self.head_dim),
                              dt_bias=self.dt_projs_bias.float().view(-1), dt_softplus=True,
                              out_dtype=torch.float32)
