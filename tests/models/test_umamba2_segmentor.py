@@ -35,14 +35,15 @@ def models():
     return ScopedModels()
 
 
-def segmentor_config(clicks=False, deep_supervision=True):
+def segmentor_config(clicks=False, deep_supervision=True, click_stages=(-1, )):
     channels = (8, 16, 32)
     return dict(
         type='PromptedEncoderDecoder',
         data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1]),
         backbone=dict(type='UMamba2', stage_channels=channels, blocks_per_stage=(1, 1, 1),
                       mamba=dict(d_state=8, headdim=16, chunk_size=16),
-                      clicks=dict(num_classes=NUM_CLASSES, num_heads=2) if clicks else None),
+                      clicks=dict(num_classes=NUM_CLASSES, num_heads=2, stages=click_stages)
+                      if clicks else None),
         decode_head=dict(type='UMamba2Head', in_channels=channels, num_classes=NUM_CLASSES,
                          deep_supervision=deep_supervision,
                          loss_decode=[dict(type='CrossEntropyLoss', loss_weight=1.0),
@@ -126,10 +127,13 @@ def test_deep_supervision_weights_with_side_outputs(models):
                                (main + 0.5 * side) / 1.5)
 
 
-def test_clicks_reach_the_backbone_in_loss_and_predict(models):
+@pytest.mark.parametrize('stages', [(-1, ), (0, 2)], ids=['bottleneck', 'full-and-bottleneck'])
+def test_clicks_reach_the_backbone_in_loss_and_predict(models, stages):
     torch.manual_seed(0)
-    model = models.build(segmentor_config(clicks=True))
-    torch.nn.init.normal_(model.backbone.click_prompt.out_proj.weight)
+    model = models.build(segmentor_config(clicks=True, click_stages=stages))
+    assert sorted(model.backbone.click_prompts) == sorted(str(s % 3) for s in stages)
+    for prompt in model.backbone.click_prompts.values():
+        torch.nn.init.normal_(prompt.out_proj.weight)
     images = torch.rand(2, 3, SIZE, SIZE)
     clicks = [np.array([[4.0, 5.0, 1.0]], dtype=np.float32), np.zeros((0, 3), np.float32)]
     model.eval()
@@ -144,6 +148,12 @@ def test_clicks_reach_the_backbone_in_loss_and_predict(models):
     model.test_cfg = ConfigDict(mode='slide', crop_size=(16, 16), stride=(16, 16))
     with pytest.raises(ValueError, match="mode='slide' runs the model on crops"):
         model.predict(images, samples(2, clicks))
+
+
+def test_a_click_stage_that_does_not_exist_is_named(models):
+    with pytest.raises(ValueError, match=r'clicks stage 3 is not one of the 3 stages \(0..2, or '
+                                         r'-1 for the bottleneck\)'):
+        models.build(segmentor_config(clicks=True, click_stages=(3, )))
 
 
 def test_a_few_training_steps_stay_finite_under_bf16_autocast(models):

@@ -2,7 +2,8 @@
 
 ``UMamba2`` (backbone): a stem convolution, then stages of residual blocks, each stage after the
 first starting with a stride-2 block; the deepest stage's map (the bottleneck) goes through
-``Mamba2Layer``, which replaces it, and, with ``clicks`` set, through ``ClickPrompt``. It returns
+``Mamba2Layer``, which replaces it, and, with ``clicks`` set, through ``ClickPrompt`` (U-Mamba2's
+place; ``clicks['stages']`` can name more stages, each then with a prompt of its own). It returns
 every stage's map (strides 1, 2, 4, ...) for the decoder's skips.
 
 ``UMamba2Head`` (decode head): from the bottleneck up, a stride-2 transposed convolution, the
@@ -72,8 +73,9 @@ class UMamba2(BaseModule):
         norm_cfg, act_cfg: mmcv norm and activation (nnU-Net's InstanceNorm and LeakyReLU).
         mamba: ``Mamba2Layer`` settings for the bottleneck (d_state, d_conv, expand, headdim,
             groups, chunk_size, backend), or None for a plain residual-encoder U-Net.
-        clicks: ``ClickPrompt`` settings (``num_classes``, ``num_heads``) to take click prompts,
-            or None (the default) for none.
+        clicks: ``ClickPrompt`` settings (``num_classes``, ``num_heads``, ``initial_reach``) to
+            take click prompts, plus ``stages``: the stages whose maps they prompt (default
+            (-1,), the bottleneck only, as U-Mamba2); None (the default) for no clicks.
     """
 
     def __init__(self, in_channels=3, stage_channels=(32, 64, 128, 256, 320),
@@ -95,12 +97,20 @@ class UMamba2(BaseModule):
                               norm_cfg, act_cfg) for b in range(blocks)]))
             previous = channels
         self.mamba = None if mamba is None else Mamba2Layer(stage_channels[-1], **mamba)
-        self.click_prompt = (None if clicks is None
-                             else ClickPrompt(stage_channels[-1], **clicks))
+        self.click_prompts = nn.ModuleDict()
+        if clicks is not None:
+            clicks = dict(clicks)
+            for stage in clicks.pop('stages', (-1, )):
+                if not -len(stage_channels) <= stage < len(stage_channels):
+                    raise ValueError(f'UMamba2: clicks stage {stage} is not one of the '
+                                     f'{len(stage_channels)} stages (0..'
+                                     f'{len(stage_channels) - 1}, or -1 for the bottleneck).')
+                index = stage % len(stage_channels)
+                self.click_prompts[str(index)] = ClickPrompt(stage_channels[index], **clicks)
 
     @property
     def takes_clicks(self):
-        return self.click_prompt is not None
+        return len(self.click_prompts) > 0
 
     def forward(self, inputs, clicks=None, valid=None):
         """inputs (batch, in_channels, H, W) -> one map per stage. With a click prompt, clicks
@@ -112,10 +122,11 @@ class UMamba2(BaseModule):
             outputs.append(x)
         if self.mamba is not None:
             outputs[-1] = self.mamba(outputs[-1])
-        if self.click_prompt is not None:
-            if clicks is None:
-                clicks, valid = pad_clicks([None] * inputs.shape[0], inputs.device)
-            outputs[-1] = self.click_prompt(outputs[-1], clicks, valid, inputs.shape[-2:])
+        if self.takes_clicks and clicks is None:
+            clicks, valid = pad_clicks([None] * inputs.shape[0], inputs.device)
+        for index, prompt in self.click_prompts.items():
+            index = int(index)
+            outputs[index] = prompt(outputs[index], clicks, valid, inputs.shape[-2:])
         return tuple(outputs)
 
 
