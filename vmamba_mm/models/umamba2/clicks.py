@@ -84,7 +84,9 @@ class ClickPrompt(nn.Module):
     def click_tokens(self, clicks, image_size):
         """(batch, K, 3) clicks -> (batch, K, channels) tokens."""
         labels = clicks[..., 2].long()
-        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        # a data-dependent check: not on shapes-only (meta) tensors, which have no values
+        bad = (labels[(labels < 0) | (labels >= self.num_classes)]
+               if labels.numel() and not labels.is_meta else labels[:0])
         if bad.numel():
             raise ValueError(f'ClickPrompt: click label {int(bad[0])} is not a class of '
                              f'0..{self.num_classes - 1}; check the clicks of the data samples.')
