@@ -31,14 +31,18 @@ def ssd_scan_macs(batch, length, heads, headdim, state, groups=1, chunk_size=64,
     return batch * (heads * per_head + scores + skip)
 
 
+def _flops_from_shapes(x, B, chunk_size, with_skip):
+    """torch's counter counts two FLOPs per multiply-add."""
+    batch, length, heads, headdim = x
+    _, _, groups, state = B
+    return 2 * ssd_scan_macs(batch, length, heads, headdim, state, groups, chunk_size,
+                             with_skip=with_skip)
+
+
 @register_flop_formula(torch.ops.vmamba.ssd_scan_triton)
 def _ssd_scan_flops(x, dt, A, B, C, D, dt_bias, initial_states, chunk_size, dt_softplus,
                     out_shape=None, **kwargs):
-    batch, length, heads, headdim = x
-    _, _, groups, state = B
-    # Torch counts two FLOPs per multiply-add.
-    return 2 * ssd_scan_macs(batch, length, heads, headdim, state, groups, chunk_size,
-                             with_skip=D is not None)
+    return _flops_from_shapes(x, B, chunk_size, with_skip=D is not None)
 
 
 @register_flop_formula(torch.ops.vmamba.ssd_scan_cpp)
@@ -47,7 +51,4 @@ def _ssd_scan_cpp_flops(x, dt, A, B, C, D, dt_bias, initial_states, chunk_size, 
     # The chunked form's count, as the official tables count SSD, though this kernel runs the
     # recurrence; without the D skip, as torch's counter sees the ``torch`` form (its skip is
     # element-wise): the CPU and meta counts (``vmamba_mm.analysis.flops``) stay that form's.
-    batch, length, heads, headdim = x
-    _, _, groups, state = B
-    return 2 * ssd_scan_macs(batch, length, heads, headdim, state, groups, chunk_size,
-                             with_skip=False)
+    return _flops_from_shapes(x, B, chunk_size, with_skip=False)

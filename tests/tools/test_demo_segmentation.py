@@ -1,13 +1,10 @@
 """The segmentation demo on the real stack, on the CPU: generated data, a short training through
 tools/train.py, then tools/test.py on the saved checkpoint and tools/dist_test.sh --tta."""
-import os
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from tests.demo_runs import (assert_show_dir_draws_every_test_image, distributed_tta_test,
-                             metric, train_and_test)
+from tests.demo_runs import (assert_show_dir_draws_every_test_image, constant_prediction_miou,
+                             distributed_tta_test, metric, train_and_test)
 from tests.paths import DEMO_SEGMENTATION as SEGMENTATION
 
 
@@ -19,20 +16,6 @@ def segmentation(tmp_path_factory):
                                     'param_scheduler.1.end=5000',
                                     'model.backbone.drop_path_rate=0.0'],
                           checkpoint='iter_400.pth')
-
-
-def constant_prediction_miou(label_folder):
-    """mIoU of the best constant prediction, as mmseg's IoUMetric counts it.
-
-    Predicting class k everywhere scores IoU n_k / n on k and 0 on every other class present;
-    classes absent from the ground truth and never predicted are left out of the mean.
-    """
-    counts = np.zeros(256, np.int64)
-    for name in os.listdir(label_folder):
-        counts += np.bincount(np.array(Image.open(label_folder / name)).ravel(), minlength=256)
-    counts = counts[1:]  # reduce_zero_label: label 0 is ignored, label k + 1 is class k
-    present = counts > 0
-    return 100 * counts.max() / counts.sum() / present.sum()
 
 
 def test_segmentation_demo_learns_above_chance(segmentation):

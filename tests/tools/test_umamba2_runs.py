@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.demo_runs import metric, run_tool, train_and_test
+from tests.demo_runs import constant_prediction_miou, metric, run_tool, train_and_test
 from tests.paths import CONFIG_DIR
 from tests.tool_runs import data_root_options
 
@@ -21,16 +21,6 @@ MEDICAL = os.path.join(CONFIG_DIR, 'umamba2', 'umamba2_medical-2d_template.py')
 MEDICAL_CLICKS = os.path.join(CONFIG_DIR, 'umamba2', 'umamba2_medical-2d_clicks_template.py')
 NO_CLICKS = 'test_dataloader.dataset.pipeline.3.num_clicks=0'
 MEDICAL_NO_CLICKS = 'test_dataloader.dataset.pipeline.2.num_clicks=0'
-
-
-def constant_prediction_miou(label_folder):
-    """mIoU of the best constant prediction on the demo's label maps (class k stored as k + 1):
-    IoU n_k / n on the predicted class, 0 on the others present."""
-    counts = np.zeros(256, np.int64)
-    for name in os.listdir(label_folder):
-        counts += np.bincount(np.array(Image.open(label_folder / name)).ravel(), minlength=256)
-    counts = counts[1:]
-    return 100 * counts.max() / counts.sum() / (counts > 0).sum()
 
 
 @pytest.fixture(scope='module')

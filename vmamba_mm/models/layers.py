@@ -11,6 +11,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def inverse_softplus(x):
+    """The x with softplus(x) = ``x`` given (> 0): a step size's bias for the scans' softplus."""
+    return x + torch.log(-torch.expm1(-x))
+
+
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a (B, C, H, W) map."""
 

@@ -11,9 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _inverse_softplus(x):
-    return x + torch.log(-torch.expm1(-x))
+from ..layers import inverse_softplus
 
 
 class MambaLayer(nn.Module):
@@ -34,7 +32,7 @@ class MambaLayer(nn.Module):
         # Mamba's initialisation: steps log-uniform in [dt_min, dt_max], A = -(1..N) per channel.
         steps = torch.exp(torch.rand(inner) * (math.log(dt_max) - math.log(dt_min))
                           + math.log(dt_min))
-        self.delta_bias = nn.Parameter(_inverse_softplus(steps))
+        self.delta_bias = nn.Parameter(inverse_softplus(steps))
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1).float()).repeat(inner, 1))
         self.D = nn.Parameter(torch.ones(inner))
         self.out_proj = nn.Linear(inner, dim, bias=False)

@@ -14,12 +14,8 @@ import torch.nn.functional as F
 from vmamba_kernels import NUM_ROUTES, SCAN_ORDERS, route_pixels
 from vmamba_kernels.common.composite import route_parameters
 
-from ..layers import channel_dim, linear_layer, norm_layer
+from ..layers import channel_dim, inverse_softplus, linear_layer, norm_layer
 from .base import MIXERS, TokenMixer
-
-
-def _inverse_softplus(x):
-    return x + torch.log(-torch.expm1(-x))
 
 
 @MIXERS.register('ss2d')
@@ -67,7 +63,7 @@ class SS2D(TokenMixer):
         dt = torch.exp(
             torch.rand(routes, inner) * (math.log(dt_max) - math.log(dt_min)) +
             math.log(dt_min)).clamp(min=dt_init_floor)
-        self.dt_projs_bias = nn.Parameter(_inverse_softplus(dt))
+        self.dt_projs_bias = nn.Parameter(inverse_softplus(dt))
         # A = -exp(A_logs) with A_n = -n (S4D-real init), one row per route and channel.
         self.A_logs = nn.Parameter(
             torch.log(torch.arange(1, state_size + 1, dtype=torch.float32)).repeat(

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import channel_dim, linear_layer, norm_layer
+from ..layers import channel_dim, inverse_softplus, linear_layer, norm_layer
 from .base import MIXERS, TokenMixer, depthwise_conv
 
 # The four corners a 2D scan can start from, as (flip rows, flip columns) of the pixel grid:
@@ -40,10 +40,6 @@ def _reversed_where(t, reverse, dim=2, axis=-1):
     if dim > axis % t.dim():
         order = order.t().contiguous()
     return torch.gather(t, axis, order.view(shape).expand(t.shape))
-
-
-def _softplus_inverse(x):
-    return x + torch.log(-torch.expm1(-x))
 
 
 @MIXERS.register('v2m')
@@ -118,7 +114,7 @@ class V2M(TokenMixer):
         a_logs = torch.log(torch.arange(1, state + 1, dtype=torch.float32)).repeat(
             NUM_ORIENTATIONS * inner, 1)
         return dict(x_proj_weight=nn.Parameter(x_proj), dt_projs_weight=nn.Parameter(dt_proj),
-                    dt_projs_bias=nn.Parameter(_softplus_inverse(dt)),
+                    dt_projs_bias=nn.Parameter(inverse_softplus(dt)),
                     A_logs=nn.Parameter(a_logs),
                     Ds=nn.Parameter(torch.ones(NUM_ORIENTATIONS * inner)))
 

@@ -22,9 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from vmamba_kernels import dispatch
 
-
-def _inverse_softplus(x):
-    return x + torch.log(-torch.expm1(-x))
+from ..layers import inverse_softplus
 
 
 def _divisors(number):
@@ -90,7 +88,7 @@ class Mamba2Layer(nn.Module):
                                 padding=d_conv - 1)
         steps = torch.exp(torch.rand(heads) * (math.log(dt_max) - math.log(dt_min))
                           + math.log(dt_min)).clamp(min=dt_init_floor)
-        self.dt_bias = nn.Parameter(_inverse_softplus(steps))
+        self.dt_bias = nn.Parameter(inverse_softplus(steps))
         self.A_log = nn.Parameter(torch.log(torch.empty(heads).uniform_(*a_init_range)))
         self.D = nn.Parameter(torch.ones(heads))
         self.gate_norm = GatedRMSNorm(inner, groups=groups)
