@@ -1,25 +1,14 @@
 """The model's heads against the data: ``num_classes`` of each head against a split's classes, and a
 loss ``class_weight`` list against the class scores its head gives."""
+from ..config.walk import config_dicts
 from .errors import DataError
 
 
 def model_heads(model_cfg):
     """(config key, config) of every part of the model that declares ``num_classes``."""
-    found = []
-
-    def walk(node, key):
-        if isinstance(node, dict):
-            if 'num_classes' in node and key.split('.')[-1] not in ('data_preprocessor', 'model'):
-                found.append((key, node))
-            for name, value in node.items():
-                if name not in ('train_cfg', 'test_cfg', 'data_preprocessor'):
-                    walk(value, f'{key}.{name}')
-        elif isinstance(node, (list, tuple)):
-            for index, value in enumerate(node):
-                walk(value, f'{key}.{index}')
-
-    walk(model_cfg, 'model')
-    return found
+    return [(key, node) for key, node in config_dicts(
+                model_cfg, 'model', skip=('train_cfg', 'test_cfg', 'data_preprocessor'))
+            if 'num_classes' in node and key.split('.')[-1] != 'model']
 
 
 def _head_class_counts(model_cfg):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..config.walk import config_dicts
 from ..engine.output_paths import output_folder_problem
 
 EXPORT_SCAN_BACKEND = 'torch'
@@ -96,20 +97,11 @@ class ExportModel:
 def _force_torch_scan(model_cfg):
     """Set scan_backend='torch' on every VSSM in the model config; return the keys set."""
     changed = []
-
-    def walk(node, key):
-        if isinstance(node, dict):
-            if node.get('type') == 'VSSM':
-                if node.get('scan_backend') != EXPORT_SCAN_BACKEND:
-                    changed.append(f'{key}.scan_backend ({node.get("scan_backend")!r})')
-                node['scan_backend'] = EXPORT_SCAN_BACKEND
-            for name, value in node.items():
-                walk(value, f'{key}.{name}')
-        elif isinstance(node, (list, tuple)):
-            for index, value in enumerate(node):
-                walk(value, f'{key}.{index}')
-
-    walk(model_cfg, 'model')
+    for key, node in config_dicts(model_cfg, 'model'):
+        if node.get('type') == 'VSSM':
+            if node.get('scan_backend') != EXPORT_SCAN_BACKEND:
+                changed.append(f'{key}.scan_backend ({node.get("scan_backend")!r})')
+            node['scan_backend'] = EXPORT_SCAN_BACKEND
     return changed
 
 

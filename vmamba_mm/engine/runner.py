@@ -16,6 +16,7 @@ from mmengine.runner import Runner
 
 from ..config import (ConfigError, check_config_keys, check_option_types, check_top_level_options,
                       read_config)
+from ..config.walk import config_dicts
 from ..datasets import describe_data_error
 from .dist import close_process_group, init_cpu_distributed
 from .hooks import use_run_safety_hooks
@@ -71,19 +72,10 @@ def replace_sync_batchnorm(cfg, launcher):
     if launcher != 'none' and torch.cuda.is_available():
         return []
     changed = []
-
-    def walk(node, key):
-        if isinstance(node, dict):
-            if node.get('type') in SYNC_BATCHNORM_TYPES:
-                node['type'] = 'BN'
-                changed.append(key)
-            for name, value in node.items():
-                walk(value, f'{key}.{name}')
-        elif isinstance(node, list):
-            for index, value in enumerate(node):
-                walk(value, f'{key}.{index}')
-
-    walk(cfg.get('model'), 'model')
+    for key, node in config_dicts(cfg.get('model'), 'model'):
+        if node.get('type') in SYNC_BATCHNORM_TYPES:
+            node['type'] = 'BN'
+            changed.append(key)
     return changed
 
 
