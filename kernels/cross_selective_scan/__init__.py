@@ -13,13 +13,15 @@ None; delta gets softplus; ``order`` one of ``SCAN_ORDERS``. Returns float32 (B,
 (B, H, W, C) with ``channel_first=False``.
 """
 from ..common import cpu_extension, cuda_extension, triton_common
-from ..common.composite import check_core_inputs
+from ..common.composite import check_core_inputs, route_parameters
 from ..common.routes import check_order
 from ..dispatch import register, register_input_check, run
 from . import cpp, cuda, flops, reference, triton  # noqa: F401  (flops: the FLOP counter's rule)
 from . import torch as torch_backend
 
-__all__ = ['cross_selective_scan']
+# route_parameters: the contract's per-route delta, B and C of routes in tensor form, for
+# analyses that need the scan's own inputs (SS2D's scan attention).
+__all__ = ['cross_selective_scan', 'route_parameters']
 
 OPERATION = 'cross_selective_scan'
 register(OPERATION, 'reference', reference.cross_selective_scan_reference,

@@ -56,7 +56,7 @@ def test_the_public_names_are_exported_and_the_function_wins_over_its_folder():
                  'selective_scan_2d', 'cross_selective_scan_2d', 'depthwise_conv_silu',
                  'add_layer_norm', 'available_backends', 'resolve', 'resolve_backend_name',
                  'set_default_backend', 'NUM_ROUTES', 'SCAN_ORDERS', 'ORDER_CODES',
-                 'route_pixels', 'pixel_steps'):
+                 'route_pixels', 'pixel_steps', 'route_parameters'):
         assert name in vmamba_kernels.__all__ and hasattr(vmamba_kernels, name), name
     assert callable(vmamba_kernels.selective_scan)
     from vmamba_kernels.selective_scan import reference

@@ -11,8 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vmamba_kernels import NUM_ROUTES, SCAN_ORDERS, route_pixels
-from vmamba_kernels.common.composite import route_parameters
+from vmamba_kernels import NUM_ROUTES, SCAN_ORDERS, route_parameters, route_pixels
 
 from ..layers import channel_dim, inverse_softplus, linear_layer, norm_layer
 from .base import MIXERS, TokenMixer
