@@ -378,3 +378,23 @@ def test_kfold_tool_writes_mean_and_std_over_folds(tmp_path):
     assert result['summary']['accuracy/top1']['std'] == pytest.approx(np.std(accuracies, ddof=1))
     assert '| accuracy | balanced accuracy | macro F1 | AUC |' in \
         (tmp_path / 'work' / 'kfold.md').read_text()
+
+
+def test_the_aggregator_is_built_by_mmpretrains_models_so_a_registered_one_works_too():
+    from mmpretrain.registry import MODELS
+
+    from vmamba_mm.models.mil import ABMIL
+
+    @MODELS.register_module(name='MeanPoolForTest', force=True)
+    class MeanPool(torch.nn.Module):
+        in_features, out_features = 4, 4
+
+        def forward(self, features, positions=None):
+            return features.mean(0), {}
+
+    assert isinstance(MILClassifier(dict(type='ABMIL', in_features=4), num_classes=2).aggregator,
+                      ABMIL)
+    assert isinstance(MILClassifier(dict(type='MeanPoolForTest'), 2).aggregator, MeanPool)
+    with pytest.raises(KeyError, match="model.aggregator.type 'ABMLI' is not a model of "
+                                       "mmpretrain's MODELS: use ABMIL, MambaMIL or TwoDMambaMIL"):
+        MILClassifier(dict(type='ABMLI'), num_classes=2)

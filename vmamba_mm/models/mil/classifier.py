@@ -12,21 +12,18 @@ import torch.nn.functional as F
 from mmengine.model import BaseDataPreprocessor, BaseModel
 from torch import nn
 
-from .abmil import ABMIL
-from .mambamil import MambaMIL
-from .two_d_mambamil import TwoDMambaMIL
-
-AGGREGATORS = {cls.__name__: cls for cls in (ABMIL, MambaMIL, TwoDMambaMIL)}
-
 
 def build_aggregator(aggregator):
+    """The aggregator: the module given, or one built by mmpretrain's MODELS from its config, where
+    ``vmamba_mm.registry`` puts ABMIL, MambaMIL and TwoDMambaMIL (and a user may register more)."""
     if isinstance(aggregator, nn.Module):
         return aggregator
-    arguments = dict(aggregator)
-    name = arguments.pop('type', None)
-    if name not in AGGREGATORS:
-        raise KeyError(f'model.aggregator.type {name!r} is not one of {sorted(AGGREGATORS)}.')
-    return AGGREGATORS[name](**arguments)
+    from mmpretrain.registry import MODELS
+    name = dict(aggregator).get('type')
+    if not isinstance(name, str) or MODELS.get(name) is None:
+        raise KeyError(f'model.aggregator.type {name!r} is not a model of mmpretrain\'s MODELS: '
+                       f'use ABMIL, MambaMIL or TwoDMambaMIL, or register your aggregator there.')
+    return MODELS.build(dict(aggregator))
 
 
 def _slides(inputs):
@@ -38,11 +35,12 @@ def _slides(inputs):
 
 
 class MILClassifier(BaseModel):
-    """Args: aggregator (a module or a dict with ``type`` one of AGGREGATORS; its ``in_features``
-    None takes the width from the first slide), num_classes, class_weight (of the loss)."""
+    """Args: aggregator (a module or a config dict for MODELS, e.g. ``type='ABMIL'``; its
+    ``in_features`` None takes the width from the first slide), num_classes, class_weight (of the
+    loss)."""
 
-    # The config checks resolve this part's type in MODELS (vmamba_mm.registry registers the
-    # AGGREGATORS there) and check its keys before the Runner builds the model.
+    # The config checks resolve this part's type in MODELS and check its keys before the Runner
+    # builds the model.
     PARTS_BUILT_FROM_MODELS = ('aggregator', )
 
     def __init__(self, aggregator, num_classes, class_weight=None, data_preprocessor=None,
