@@ -6,9 +6,8 @@
 _base_ = [
     '../_base_/datasets/wsi_clam.py',
     '../_base_/schedules/adamw_cosine_wsi.py',
-    '../_base_/default_runtime_demo.py',
+    '../_base_/default_runtime.py',
 ]
-default_scope = 'mmpretrain'
 data_root = 'data/demo_wsi'
 model = dict(type='MILClassifier', num_classes=2,
              aggregator=dict(type='TwoDMambaMIL', in_features=None, dropout=0.0))
@@ -19,13 +18,9 @@ test_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(dat
 optim_wrapper = dict(optimizer=dict(type='Adam', lr=1e-3, weight_decay=1e-5))
 param_scheduler = None
 train_cfg = dict(by_epoch=True, max_epochs=4, val_interval=2)
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=64),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=2, max_keep_ckpts=1),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='VisualizationHook', enable=False),
-)
-vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
+# mmpretrain's runtime (../_base_/default_runtime.py: scope, hooks, visualizer) with the demos'
+# fixed seed (../_base_/default_runtime_demo.py's), a log line every 64 slides and the last
+# checkpoint kept.
+randomness = dict(seed=0, deterministic=False)
+default_hooks = dict(logger=dict(interval=64),
+                     checkpoint=dict(interval=2, max_keep_ckpts=1, save_best=None))
