@@ -4,6 +4,8 @@
   checking each zip record's CRC-32 (:func:`check_records`);
 * ``conversion``: official VMamba keys -> ours (:func:`convert_official_state_dict`,
   :func:`extract_state_dict`, :func:`load_official_state_dict`);
+* ``mismatch``: how a checkpoint's weights differ from a model's, in one line
+  (:func:`describe_mismatch`), the words of every loader's error;
 * ``mmengine_loader``: the loader vmamba-mm installs into mmengine's ``CheckpointLoader``
   (``trusted_load``, ``register_checkpoint_loader``). It needs mmengine and is not imported here:
   ``from vmamba_mm.checkpoint.mmengine_loader import ...``;

@@ -18,10 +18,9 @@ import mmengine.runner.checkpoint as mmengine_checkpoint
 from mmengine.model import BaseTTAModel, is_model_wrapper
 
 from .conversion import convert_official_state_dict, extract_state_dict, looks_official
+from .mismatch import describe_mismatch
 from .mmengine_loader import source_of, trusted_load
 from .reading import CheckpointContentError
-
-NAMES_SHOWN = 3
 
 
 class CheckpointMismatchError(ValueError):
@@ -58,27 +57,6 @@ def _weights(checkpoint, source):
     # mmengine strips the prefix that DDP-wrapped models were saved with.
     return {key[len('module.'):] if key.startswith('module.') else key: value
             for key, value in weights.items()}
-
-
-def _first(names):
-    shown = ', '.join(names[:NAMES_SHOWN])
-    return shown + (', ...' if len(names) > NAMES_SHOWN else '')
-
-
-def describe_mismatch(weights, expected, unused_prefixes=()):
-    """The differences between two state dicts in words, or '' when they fit."""
-    missing = [key for key in expected if key not in weights]
-    unexpected = [key for key in weights
-                  if key not in expected and not key.startswith(tuple(unused_prefixes))]
-    reshaped = [f'{key} {tuple(weights[key].shape)} in the checkpoint vs '
-                f'{tuple(expected[key].shape)} in the model'
-                for key in expected if key in weights
-                and tuple(getattr(weights[key], 'shape', ())) !=
-                tuple(getattr(expected[key], 'shape', ()))]
-    parts = [f'{len(names)} {what} ({_first(names)})' for what, names in (
-        ('missing keys', missing), ('unexpected keys', unexpected),
-        ('keys of another shape', reshaped)) if names]
-    return '; '.join(parts)
 
 
 def _backbone_fits(weights, expected):

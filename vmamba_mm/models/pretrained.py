@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..checkpoint import convert_official_state_dict, extract_state_dict, looks_official, safe_load
+from ..checkpoint.mismatch import describe_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -75,27 +76,20 @@ def _split_prefix(state_dict, prefix):
 
 
 def load_checked(model, weights, source, what, may_be_missing=(), hint=''):
-    """Load ``weights`` into ``model``; raise listing every mismatch.
+    """Load ``weights`` into ``model``; raise naming the mismatch.
 
     Keys starting with one of ``may_be_missing`` may be absent from ``weights`` (they keep their
     initialisation); returns those that were. Any other missing key, any unexpected key, or a
-    shape mismatch raises :class:`PretrainedMismatchError` naming ``source`` and the keys.
+    shape mismatch raises :class:`PretrainedMismatchError` naming ``source``, how many keys of
+    each kind and the first few (``checkpoint.mismatch``, the words of every loader).
     """
     own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    fresh = [k for k in missing if k.startswith(tuple(may_be_missing))]
-    missing = [k for k in missing if k not in fresh]
-    unexpected = [k for k in weights if k not in own]
-    mismatched = [f'{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}'
-                  for k in weights if k in own and weights[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
+    mismatch = describe_mismatch(weights, own, may_be_missing=may_be_missing)
+    if mismatch:
         raise PretrainedMismatchError(
-            f'Checkpoint {source!r} does not match this {what}.\n'
-            f'  missing keys ({len(missing)}): {missing}\n'
-            f'  unexpected keys ({len(unexpected)}): {unexpected}\n'
-            f'  shape mismatches ({len(mismatched)}): {mismatched}\n{hint}')
+            f'Checkpoint {source!r} does not fit this {what}: {mismatch}. {hint}'.rstrip())
     model.load_state_dict(weights, strict=False)
-    return sorted(fresh)
+    return sorted(k for k in own if k not in weights)
 
 
 def _fresh_norms_note(fresh):
