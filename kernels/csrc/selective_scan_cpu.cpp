@@ -7,7 +7,8 @@
 // cross_selective_scan_forward: SS2D's routes (a table of pixels) of a channels-last 2D map, walked
 // in place a block of channels at a time.
 // Tokens are processed in tiles: first the independent per-token work (softplus, exp, products)
-// over a tile in loops the compiler vectorises, then the recurrence over the tile in L1.
+// over a tile, vectorised (AVX2 softplus and exp from vector_math.h, or loops the compiler
+// vectorises), then the recurrence over the tile in L1.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -39,6 +40,60 @@ void check_scan_inputs(const torch::Tensor& u, const torch::Tensor& delta, const
   check(C, "C", 4);
   if (D.numel() > 0) check(D, "D", 1);
   if (delta_bias.numel() > 0) check(delta_bias, "delta_bias", 1);
+}
+
+// A tile's steps (softplus(delta + bias), or delta + bias) and drives (step * u) for its n_t
+// tokens. With AVX2 a run of 16 tokens at a time, the tail through a zero-padded copy, so that
+// the short rows and columns of a 2D scan (V2M's: 7 to 56 tokens) are vectorised too; st and dv
+// must have room for n_t rounded up to 16.
+void tile_steps(const float* dr, const float* ur, float bias, bool softplus, int64_t n_t,
+                float* st, float* dv) {
+#ifdef VMAMBA_AVX2
+  const __m256 b = _mm256_set1_ps(bias);
+  float tail_delta[16], tail_u[16];
+  for (int64_t t = 0; t < n_t; t += 16) {
+    const float *dt = dr + t, *ut = ur + t;
+    if (t + 16 > n_t) {
+      std::fill(tail_delta, tail_delta + 16, 0.f);
+      std::fill(tail_u, tail_u + 16, 0.f);
+      std::copy(dt, dt + (n_t - t), tail_delta);
+      std::copy(ut, ut + (n_t - t), tail_u);
+      dt = tail_delta;
+      ut = tail_u;
+    }
+    __m256 s[2] = {_mm256_add_ps(_mm256_loadu_ps(dt), b),
+                   _mm256_add_ps(_mm256_loadu_ps(dt + 8), b)};
+    if (softplus) vmamba::softplus_avx2(s);
+    for (int i = 0; i < 2; ++i) {
+      _mm256_storeu_ps(st + t + 8 * i, s[i]);
+      _mm256_storeu_ps(dv + t + 8 * i, _mm256_mul_ps(s[i], _mm256_loadu_ps(ut + 8 * i)));
+    }
+  }
+#else
+  for (int64_t t = 0; t < n_t; ++t) {
+    float x = dr[t] + bias;
+    if (softplus) x = x > 20.f ? x : std::log1p(std::exp(x));
+    st[t] = x;
+    dv[t] = x * ur[t];
+  }
+#endif
+}
+
+// The decays exp(step * a) of a tile's n_t tokens for one state (16 at a time with AVX2: the
+// steps past n_t are finite, from tile_steps' padding or an earlier tile, and their decays unused).
+void tile_decays(const float* st, float a, int64_t n_t, float* dc) {
+#ifdef VMAMBA_AVX2
+  const __m256 rate = _mm256_set1_ps(a);
+  for (int64_t t = 0; t < n_t; t += 16) {
+    __m256 x[2] = {_mm256_mul_ps(_mm256_loadu_ps(st + t), rate),
+                   _mm256_mul_ps(_mm256_loadu_ps(st + t + 8), rate)};
+    vmamba::exp_avx2(x);
+    _mm256_storeu_ps(dc + t, x[0]);
+    _mm256_storeu_ps(dc + t + 8, x[1]);
+  }
+#else
+  for (int64_t t = 0; t < n_t; ++t) dc[t] = std::exp(st[t] * a);
+#endif
 }
 
 }  // namespace
@@ -107,17 +162,8 @@ torch::Tensor selective_scan_forward(const torch::Tensor& u, const torch::Tensor
         const int64_t n_t = std::min(kTile, length - t0);
         float* st = step.data();
         float* dv = drive.data();
-        for (int64_t t = 0; t < n_t; ++t) {
-          float x = dr[t0 + t] + bias;
-          if (delta_softplus) x = x > 20.f ? x : std::log1p(std::exp(x));
-          st[t] = x;
-          dv[t] = x * ur[t0 + t];
-        }
-        for (int64_t n = 0; n < state; ++n) {
-          float* dc = decay.data() + n * kTile;
-          const float a = Ad[n];
-          for (int64_t t = 0; t < n_t; ++t) dc[t] = std::exp(st[t] * a);
-        }
+        tile_steps(dr + t0, ur + t0, bias, delta_softplus, n_t, st, dv);
+        for (int64_t n = 0; n < state; ++n) tile_decays(st, Ad[n], n_t, decay.data() + n * kTile);
         if (state == 1) {
           const float* Bt = Bg + t0;
           const float* Ct = Cg + t0;
