@@ -1,5 +1,5 @@
 # U-Mamba2 on the segmentation demo with click prompts (U-Mamba2's interactive mode): each click
-# says "this pixel is a circle / square / triangle"; the bottleneck's tokens attend to the clicks.
+# says "this pixel is a circle / square / triangle"; the clicks reach the network as input maps.
 # Training draws 0-3 clicks per image (so the model also works without them), each in one of the
 # largest unclicked shapes, near its interior; testing places 3, at the interiors of the three
 # largest shapes, as a user would. The same checkpoint tested without clicks:
@@ -7,12 +7,13 @@
 #       --cfg-options test_dataloader.dataset.pipeline.3.num_clicks=0
 _base_ = ['./umamba2_demo.py']
 
-# U-Mamba2 prompts its bottleneck only. This small U-Net's decoder reads its bottleneck little
-# (prompted there alone, the clicks moved the logits by 0.2 at most), so every stage's map, which
-# the decoder reads through its skips, is prompted here. Even so, in 1,500 iterations the model
-# learns next to no use of its clicks: the README gives the mIoU with and without them.
-model = dict(backbone=dict(clicks=dict(num_classes={{_base_.num_classes}}, num_heads=4,
-                                       stages=(0, 1, 2, 3))))
+# The dense encoding (interactive nnU-Net's, RITM's): one input channel per class next to the
+# image's, a Gaussian of 12 pixels around each click of that class, a third of a middling shape.
+# U-Mamba2's own encoding, click tokens that the bottleneck's tokens attend to (stages=(-1, )),
+# learnt no use of the clicks on this demo in 1,500 iterations, at the bottleneck or at every
+# stage (docs/models.md has the figures).
+model = dict(backbone=dict(clicks=dict(num_classes={{_base_.num_classes}}, stages=(),
+                                       input_maps=dict(radius=12.0))))
 
 # The clicks go into each data sample's metainfo (data_sample.clicks) through PackSegInputs.
 pack_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape', 'scale_factor',

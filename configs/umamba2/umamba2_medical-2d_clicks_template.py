@@ -6,7 +6,11 @@
 #       --cfg-options test_dataloader.dataset.pipeline.2.num_clicks=0
 _base_ = ['./umamba2_medical-2d_template.py']
 
-model = dict(backbone=dict(clicks=dict(num_classes={{_base_.num_classes}}, num_heads=8)))
+# The clicks as input maps (umamba2_demo_clicks.py says why): a Gaussian of `radius` pixels per
+# click, about a third of a structure's width; stages=(-1, ) adds U-Mamba2's click tokens at the
+# bottleneck (num_heads=8 divides its 320 channels).
+model = dict(backbone=dict(clicks=dict(num_classes={{_base_.num_classes}}, stages=(),
+                                       input_maps=dict(radius=12.0))))
 
 # The clicks go into each data sample's metainfo (data_sample.clicks) through PackSegInputs.
 pack_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape', 'scale_factor',

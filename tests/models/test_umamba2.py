@@ -1,10 +1,12 @@
 """U-Mamba2-style segmentation: Mamba2Layer against a plain-tensor reference of the block, its
 constraint errors, mixed precision, the click prompt, the soft Dice loss, and the segmentor's
 loss and predict steps."""
+import math
+
 import pytest
 import torch
 
-from vmamba_mm.models.umamba2 import ClickPrompt, Mamba2Layer, pad_clicks
+from vmamba_mm.models.umamba2 import ClickMaps, ClickPrompt, Mamba2Layer, pad_clicks
 
 
 def plain_mamba2(layer, feature_map):
@@ -147,3 +149,22 @@ def test_a_click_acts_near_itself_first():
               prompt(feature_map, *pad_clicks([None], 'cpu'), (32, 32))).norm(dim=1)[0]
     # the initial reach is 0.1 of the image: the far corner, 0.99 away, hardly sees the click
     assert change[0, 0] > 20 * change[7, 7], change
+
+
+def test_click_maps_are_gaussians_of_the_distance_per_class():
+    maps = ClickMaps(3, radius=2.0)
+    # sample 0: class-1 clicks at (x 5, y 7) and (x 6, y 7), a class-2 click at (x 10, y 2);
+    # sample 1: none
+    clicks, valid = pad_clicks([torch.tensor([[5.0, 7.0, 1.0], [6.0, 7.0, 1.0],
+                                              [10.0, 2.0, 2.0]]), None], 'cpu')
+    out = maps(clicks, valid, (12, 16))
+    assert out.shape == (2, 3, 12, 16)
+    # hand-computed: at (x 3, y 8) the nearer class-1 click is (5, 7), d^2 = 4 + 1 = 5
+    assert out[0, 1, 8, 3] == pytest.approx(math.exp(-5 / 8))
+    assert out[0, 1, 7, 5] == out[0, 1, 7, 6] == 1.0
+    assert out[0, 2, 2, 10] == 1.0 and out[0, 2, 4, 10] == pytest.approx(math.exp(-4 / 8))
+    assert not out[0, 0].any() and not out[1].any()  # no class-0 clicks; padding draws nothing
+    with pytest.raises(ValueError, match='ClickMaps: click label 3 is not a class of 0..2'):
+        maps(*pad_clicks([torch.tensor([[1.0, 1.0, 3.0]])], 'cpu'), (4, 4))
+    with pytest.raises(ValueError, match='radius=0 must be a positive number of pixels'):
+        ClickMaps(3, radius=0)

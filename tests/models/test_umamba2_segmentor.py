@@ -13,6 +13,7 @@ from mmengine.config import ConfigDict  # noqa: E402
 from mmengine.structures import PixelData  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 
+from vmamba_mm.models.umamba2 import pad_clicks  # noqa: E402
 from vmamba_mm.registry import register_all_modules  # noqa: E402
 
 NUM_CLASSES = 3
@@ -35,15 +36,15 @@ def models():
     return ScopedModels()
 
 
-def segmentor_config(clicks=False, deep_supervision=True, click_stages=(-1, )):
+def segmentor_config(clicks=False, deep_supervision=True, click_stages=(-1, ), input_maps=None):
     channels = (8, 16, 32)
     return dict(
         type='PromptedEncoderDecoder',
         data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1]),
         backbone=dict(type='UMamba2', stage_channels=channels, blocks_per_stage=(1, 1, 1),
                       mamba=dict(d_state=8, headdim=16, chunk_size=16),
-                      clicks=dict(num_classes=NUM_CLASSES, num_heads=2, stages=click_stages)
-                      if clicks else None),
+                      clicks=dict(num_classes=NUM_CLASSES, num_heads=2, stages=click_stages,
+                                  input_maps=input_maps) if clicks else None),
         decode_head=dict(type='UMamba2Head', in_channels=channels, num_classes=NUM_CLASSES,
                          deep_supervision=deep_supervision,
                          loss_decode=[dict(type='CrossEntropyLoss', loss_weight=1.0),
@@ -148,6 +149,36 @@ def test_clicks_reach_the_backbone_in_loss_and_predict(models, stages):
     model.test_cfg = ConfigDict(mode='slide', crop_size=(16, 16), stride=(16, 16))
     with pytest.raises(ValueError, match="mode='slide' runs the model on crops"):
         model.predict(images, samples(2, clicks))
+
+
+def test_input_click_maps_reach_the_stem_in_loss_and_predict(models):
+    torch.manual_seed(0)
+    model = models.build(segmentor_config(clicks=True, click_stages=(),
+                                          input_maps=dict(radius=3.0)))
+    assert not model.backbone.click_prompts and model.backbone.takes_clicks
+    assert model.backbone.stem.conv.in_channels == 3 + NUM_CLASSES
+    images = torch.rand(2, 3, SIZE, SIZE)
+    clicks = [np.array([[4.0, 5.0, 1.0]], dtype=np.float32), np.zeros((0, 3), np.float32)]
+    model.eval()
+    with torch.no_grad():
+        prompted = model.predict(images, samples(2, clicks))
+        unprompted = model.predict(images, samples(2))
+        # what the stem saw: the image and the maps (all zero without clicks)
+        maps = model.backbone.click_maps(*pad_clicks(clicks, 'cpu'), (SIZE, SIZE))
+        stem_input = torch.cat([model.data_preprocessor(dict(inputs=list(images)))['inputs'],
+                                maps], dim=1)
+        expected = model.backbone.stem(stem_input)
+        seen = {}
+        hook = model.backbone.stem.register_forward_hook(
+            lambda module, args, output: seen.setdefault('stem', output))
+        model.predict(images, samples(2, clicks))
+        hook.remove()
+    torch.testing.assert_close(seen['stem'], expected)
+    assert not torch.allclose(prompted[0].seg_logits.data, unprompted[0].seg_logits.data)
+    torch.testing.assert_close(prompted[1].seg_logits.data, unprompted[1].seg_logits.data)
+    loss = model.loss(images, samples(2, clicks))
+    loss['decode.loss_ce'].backward()
+    assert model.backbone.stem.conv.weight.grad[:, 3:].abs().sum() > 0
 
 
 def test_a_click_stage_that_does_not_exist_is_named(models):

@@ -13,6 +13,10 @@ around it from the first step instead of having to learn the position match from
 features alone (without it, the demo's model learnt no use of its clicks in 1,500 iterations).
 The attention's output is added to the map through a zero-initialised projection, so the
 branch starts as the identity.
+
+``ClickMaps`` is the other encoding, interactive nnU-Net's and RITM's: one map per class, 1 at
+each click of that class and falling off as a Gaussian of its distance, stacked onto the image
+as input channels. The first convolution sees the clicks where they are, at full resolution.
 """
 import math
 
@@ -49,6 +53,18 @@ def pad_clicks(click_lists, device):
     return clicks, valid
 
 
+def click_labels(clicks, num_classes, owner):
+    """The clicks' labels as integers, checked to be classes 0 .. num_classes - 1."""
+    labels = clicks[..., 2].long()
+    # a data-dependent check: not on shapes-only (meta) tensors, which have no values
+    bad = (labels[(labels < 0) | (labels >= num_classes)]
+           if labels.numel() and not labels.is_meta else labels[:0])
+    if bad.numel():
+        raise ValueError(f'{owner}: click label {int(bad[0])} is not a class of '
+                         f'0..{num_classes - 1}; check the clicks of the data samples.')
+    return labels
+
+
 class ClickPrompt(nn.Module):
     """Cross-attention from a map's tokens to click tokens, added to the map.
 
@@ -83,13 +99,7 @@ class ClickPrompt(nn.Module):
 
     def click_tokens(self, clicks, image_size):
         """(batch, K, 3) clicks -> (batch, K, channels) tokens."""
-        labels = clicks[..., 2].long()
-        # a data-dependent check: not on shapes-only (meta) tensors, which have no values
-        bad = (labels[(labels < 0) | (labels >= self.num_classes)]
-               if labels.numel() and not labels.is_meta else labels[:0])
-        if bad.numel():
-            raise ValueError(f'ClickPrompt: click label {int(bad[0])} is not a class of '
-                             f'0..{self.num_classes - 1}; check the clicks of the data samples.')
+        labels = click_labels(clicks, self.num_classes, 'ClickPrompt')
         return self.positions(self.click_positions(clicks, image_size)) + \
             self.label_embedding(labels)
 
@@ -120,3 +130,38 @@ class ClickPrompt(nn.Module):
         attended, _ = self.attention(queries, keys, keys, attn_mask=bias, need_weights=False)
         update = self.out_proj(attended).transpose(1, 2).reshape(batch, channels, height, width)
         return feature_map + update
+
+
+class ClickMaps(nn.Module):
+    """Clicks -> (batch, num_classes, H, W) maps: channel c is the largest exp(-d^2 / (2 r^2))
+    over the clicks of class c, d a pixel's distance from the click in pixels, r ``radius``; 0
+    everywhere for a class without clicks. No parameters.
+
+    Args:
+        num_classes: click labels are 0 .. num_classes - 1.
+        radius: the Gaussian's standard deviation, in input pixels.
+    """
+
+    def __init__(self, num_classes, radius=5.0):
+        super().__init__()
+        if radius <= 0:
+            raise ValueError(f'ClickMaps: radius={radius} must be a positive number of pixels.')
+        self.num_classes = num_classes
+        self.radius = float(radius)
+
+    def forward(self, clicks, valid, image_size):
+        """clicks (batch, K, 3) and valid (batch, K) from ``pad_clicks``; image_size (height,
+        width) of the input the clicks refer to."""
+        height, width = image_size
+        device = clicks.device
+        rows = torch.arange(height, device=device, dtype=torch.float32)
+        cols = torch.arange(width, device=device, dtype=torch.float32)
+        dy = rows.view(1, 1, -1, 1) - clicks[..., 1, None, None]  # (batch, K, H, 1)
+        dx = cols.view(1, 1, 1, -1) - clicks[..., 0, None, None]  # (batch, K, 1, W)
+        bumps = torch.exp(-(dy.pow(2) + dx.pow(2)) / (2 * self.radius ** 2))  # (batch, K, H, W)
+        labels = click_labels(clicks, self.num_classes, 'ClickMaps').clamp(min=0)  # padding
+        one_hot = nn.functional.one_hot(labels, self.num_classes)
+        belongs = one_hot.bool() & valid[..., None]  # (batch, K, classes)
+        bumps = bumps[:, :, None] * belongs[..., None, None]  # (batch, K, classes, H, W)
+        return bumps.amax(dim=1) if bumps.shape[1] else bumps.new_zeros(
+            clicks.shape[0], self.num_classes, height, width)

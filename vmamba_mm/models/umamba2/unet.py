@@ -3,8 +3,10 @@
 ``UMamba2`` (backbone): a stem convolution, then stages of residual blocks, each stage after the
 first starting with a stride-2 block; the deepest stage's map (the bottleneck) goes through
 ``Mamba2Layer``, which replaces it, and, with ``clicks`` set, through ``ClickPrompt`` (U-Mamba2's
-place; ``clicks['stages']`` can name more stages, each then with a prompt of its own). It returns
-every stage's map (strides 1, 2, 4, ...) for the decoder's skips.
+place; ``clicks['stages']`` can name more stages, each then with a prompt of its own).
+``clicks['input_maps']`` adds the dense encoding: ``ClickMaps``' per-class maps stacked onto the
+image before the stem. It returns every stage's map (strides 1, 2, 4, ...) for the decoder's
+skips.
 
 ``UMamba2Head`` (decode head): from the bottleneck up, a stride-2 transposed convolution, the
 skip of that resolution concatenated, convolution blocks; the classifier on the full-resolution
@@ -20,7 +22,7 @@ from mmengine.model import BaseModule
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from torch import nn
 
-from .clicks import ClickPrompt, pad_clicks
+from .clicks import ClickMaps, ClickPrompt, pad_clicks
 from .mamba2_layer import Mamba2Layer
 
 NNUNET_NORM = dict(type='IN', affine=True)
@@ -75,7 +77,9 @@ class UMamba2(BaseModule):
             groups, chunk_size, backend), or None for a plain residual-encoder U-Net.
         clicks: ``ClickPrompt`` settings (``num_classes``, ``num_heads``, ``initial_reach``) to
             take click prompts, plus ``stages``: the stages whose maps they prompt (default
-            (-1,), the bottleneck only, as U-Mamba2); None (the default) for no clicks.
+            (-1,), the bottleneck only, as U-Mamba2; () for none) and ``input_maps``: None (the
+            default) or ``ClickMaps`` settings (``dict(radius=5.0)``) to give the stem the
+            clicks as input channels too; None (the default) for no clicks.
     """
 
     def __init__(self, in_channels=3, stage_channels=(32, 64, 128, 256, 320),
@@ -86,7 +90,12 @@ class UMamba2(BaseModule):
             raise ValueError(f'UMamba2: blocks_per_stage={tuple(blocks_per_stage)} needs one entry '
                              f'per stage of stage_channels={tuple(stage_channels)}.')
         self.stage_channels = tuple(stage_channels)
-        self.stem = ConvModule(in_channels, stage_channels[0], 3, padding=1, norm_cfg=norm_cfg,
+        clicks = None if clicks is None else dict(clicks)
+        input_maps = None if clicks is None else clicks.pop('input_maps', None)
+        self.click_maps = None if input_maps is None else ClickMaps(clicks['num_classes'],
+                                                                     **input_maps)
+        stem_inputs = in_channels + (0 if self.click_maps is None else clicks['num_classes'])
+        self.stem = ConvModule(stem_inputs, stage_channels[0], 3, padding=1, norm_cfg=norm_cfg,
                                act_cfg=act_cfg)
         self.stages = nn.ModuleList()
         previous = stage_channels[0]
@@ -99,7 +108,6 @@ class UMamba2(BaseModule):
         self.mamba = None if mamba is None else Mamba2Layer(stage_channels[-1], **mamba)
         self.click_prompts = nn.ModuleDict()
         if clicks is not None:
-            clicks = dict(clicks)
             for stage in clicks.pop('stages', (-1, )):
                 if not -len(stage_channels) <= stage < len(stage_channels):
                     raise ValueError(f'UMamba2: clicks stage {stage} is not one of the '
@@ -110,11 +118,16 @@ class UMamba2(BaseModule):
 
     @property
     def takes_clicks(self):
-        return len(self.click_prompts) > 0
+        return len(self.click_prompts) > 0 or self.click_maps is not None
 
     def forward(self, inputs, clicks=None, valid=None):
         """inputs (batch, in_channels, H, W) -> one map per stage. With a click prompt, clicks
         (batch, K, 3) and valid (batch, K) as ``pad_clicks`` gives them, or None for none."""
+        if self.takes_clicks and clicks is None:
+            clicks, valid = pad_clicks([None] * inputs.shape[0], inputs.device)
+        if self.click_maps is not None:
+            maps = self.click_maps(clicks, valid, inputs.shape[-2:]).to(inputs.dtype)
+            inputs = torch.cat([inputs, maps], dim=1)
         x = self.stem(inputs)
         outputs = []
         for stage in self.stages:
@@ -122,8 +135,6 @@ class UMamba2(BaseModule):
             outputs.append(x)
         if self.mamba is not None:
             outputs[-1] = self.mamba(outputs[-1])
-        if self.takes_clicks and clicks is None:
-            clicks, valid = pad_clicks([None] * inputs.shape[0], inputs.device)
         for index, prompt in self.click_prompts.items():
             index = int(index)
             outputs[index] = prompt(outputs[index], clicks, valid, inputs.shape[-2:])
