@@ -128,6 +128,20 @@ def test_deep_supervision_weights_with_side_outputs(models):
                                (main + 0.5 * side) / 1.5)
 
 
+def clicks_change_only_their_sample(model):
+    """Predicts two images with a click on the first and none on the second, and without clicks;
+    checks that only the first image's logits change. Returns the images and clicks."""
+    images = torch.rand(2, 3, SIZE, SIZE)
+    clicks = [np.array([[4.0, 5.0, 1.0]], dtype=np.float32), np.zeros((0, 3), np.float32)]
+    model.eval()
+    with torch.no_grad():
+        prompted = model.predict(images, samples(2, clicks))
+        unprompted = model.predict(images, samples(2))
+    assert not torch.allclose(prompted[0].seg_logits.data, unprompted[0].seg_logits.data)
+    torch.testing.assert_close(prompted[1].seg_logits.data, unprompted[1].seg_logits.data)
+    return images, clicks
+
+
 @pytest.mark.parametrize('stages', [(-1, ), (0, 2)], ids=['bottleneck', 'full-and-bottleneck'])
 def test_clicks_reach_the_backbone_in_loss_and_predict(models, stages):
     torch.manual_seed(0)
@@ -135,16 +149,10 @@ def test_clicks_reach_the_backbone_in_loss_and_predict(models, stages):
     assert sorted(model.backbone.click_prompts) == sorted(str(s % 3) for s in stages)
     for prompt in model.backbone.click_prompts.values():
         torch.nn.init.normal_(prompt.out_proj.weight)
-    images = torch.rand(2, 3, SIZE, SIZE)
-    clicks = [np.array([[4.0, 5.0, 1.0]], dtype=np.float32), np.zeros((0, 3), np.float32)]
-    model.eval()
+    images, clicks = clicks_change_only_their_sample(model)
     with torch.no_grad():
-        prompted = model.predict(images, samples(2, clicks))
-        unprompted = model.predict(images, samples(2))
         prompted_loss = model.loss(images, samples(2, clicks))['decode.loss_ce']
         unprompted_loss = model.loss(images, samples(2))['decode.loss_ce']
-    assert not torch.allclose(prompted[0].seg_logits.data, unprompted[0].seg_logits.data)
-    torch.testing.assert_close(prompted[1].seg_logits.data, unprompted[1].seg_logits.data)
     assert not torch.allclose(prompted_loss, unprompted_loss)
     model.test_cfg = ConfigDict(mode='slide', crop_size=(16, 16), stride=(16, 16))
     with pytest.raises(ValueError, match="mode='slide' runs the model on crops"):
@@ -157,12 +165,8 @@ def test_input_click_maps_reach_the_stem_in_loss_and_predict(models):
                                           input_maps=dict(radius=3.0)))
     assert not model.backbone.click_prompts and model.backbone.takes_clicks
     assert model.backbone.stem.conv.in_channels == 3 + NUM_CLASSES
-    images = torch.rand(2, 3, SIZE, SIZE)
-    clicks = [np.array([[4.0, 5.0, 1.0]], dtype=np.float32), np.zeros((0, 3), np.float32)]
-    model.eval()
+    images, clicks = clicks_change_only_their_sample(model)
     with torch.no_grad():
-        prompted = model.predict(images, samples(2, clicks))
-        unprompted = model.predict(images, samples(2))
         # what the stem saw: the image and the maps (all zero without clicks)
         maps = model.backbone.click_maps(*pad_clicks(clicks, 'cpu'), (SIZE, SIZE))
         stem_input = torch.cat([model.data_preprocessor(dict(inputs=list(images)))['inputs'],
@@ -174,8 +178,6 @@ def test_input_click_maps_reach_the_stem_in_loss_and_predict(models):
         model.predict(images, samples(2, clicks))
         hook.remove()
     torch.testing.assert_close(seen['stem'], expected)
-    assert not torch.allclose(prompted[0].seg_logits.data, unprompted[0].seg_logits.data)
-    torch.testing.assert_close(prompted[1].seg_logits.data, unprompted[1].seg_logits.data)
     loss = model.loss(images, samples(2, clicks))
     loss['decode.loss_ce'].backward()
     assert model.backbone.stem.conv.weight.grad[:, 3:].abs().sum() > 0
