@@ -12,6 +12,9 @@ _base_ = ['./umamba2_demo.py']
 # U-Mamba2's own encoding, click tokens that the bottleneck's tokens attend to (stages=(-1, )),
 # learnt no use of the clicks on this demo in 1,500 iterations, at the bottleneck or at every
 # stage (docs/models.md has the figures).
+# model.train_cfg.error_clicks=1 adds SAM's iterative recipe (a click per step on the largest
+# error of the model's own prediction); model.test_cfg.error_clicks=N measures a checkpoint
+# after N such corrective clicks. Neither made the clicks pay on this demo (docs/models.md).
 model = dict(backbone=dict(clicks=dict(num_classes={{_base_.num_classes}}, stages=(),
                                        input_maps=dict(radius=12.0))))
 

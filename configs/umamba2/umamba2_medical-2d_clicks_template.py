@@ -9,6 +9,8 @@ _base_ = ['./umamba2_medical-2d_template.py']
 # The clicks as input maps (umamba2_demo_clicks.py says why): a Gaussian of `radius` pixels per
 # click, about a third of a structure's width; stages=(-1, ) adds U-Mamba2's click tokens at the
 # bottleneck (num_heads=8 divides its 320 channels).
+# model.train_cfg.error_clicks / test_cfg.error_clicks: clicks on the model's own largest
+# errors, in training (SAM's recipe) or as a simulated user at test (umamba2_demo_clicks.py).
 model = dict(backbone=dict(clicks=dict(num_classes={{_base_.num_classes}}, stages=(),
                                        input_maps=dict(radius=12.0))))
 

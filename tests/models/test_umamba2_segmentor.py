@@ -205,3 +205,63 @@ def test_a_few_training_steps_stay_finite_under_bf16_autocast(models):
         assert all(torch.isfinite(p.grad).all() for p in model.parameters()
                    if p.grad is not None), step
         optimizer.step()
+
+
+def brute_force_interior(region):
+    """(row, col) of the region pixel farthest from every pixel outside it (the image border
+    outside too), the first in raster order: distances computed pair by pair."""
+    height, width = region.shape
+    outside = [(r, c) for r in range(-1, height + 1) for c in range(-1, width + 1)
+               if not (0 <= r < height and 0 <= c < width) or not region[r, c]]
+    best, where = -1.0, None
+    for r, c in zip(*np.nonzero(region)):
+        depth = min(math.hypot(r - o_r, c - o_c) for o_r, o_c in outside)
+        if depth > best:
+            best, where = depth, (int(r), int(c))
+    return where
+
+
+def test_error_clicks_go_to_the_largest_wrong_region_with_its_true_class(models):
+    from scipy import ndimage
+    torch.manual_seed(0)
+    config = segmentor_config(clicks=True, click_stages=(), input_maps=dict(radius=3.0))
+    model = models.build(dict(config, test_cfg=dict(mode='whole', error_clicks=1))).eval()
+    images = torch.rand(1, 3, SIZE, SIZE)
+    truth = torch.zeros(1, SIZE, SIZE, dtype=torch.long)
+    truth[0, 3:20, 5:29] = 2
+    truth[0, 24:30, 2:9] = 1
+
+    def sample():
+        one = SegDataSample(metainfo=dict(img_shape=(SIZE, SIZE), pad_shape=(SIZE, SIZE),
+                                          ori_shape=(SIZE, SIZE)))
+        one.gt_sem_seg = PixelData(data=truth.clone())
+        return one
+
+    with torch.no_grad():
+        before = model.encode_decode(images, [sample().metainfo]).argmax(1)[0]
+    # the oracle: the largest 8-connected region of one true class that the prediction gets
+    # wrong, its deepest pixel, the true class there
+    wrong = (before != truth[0]).numpy()
+    regions = []
+    for cls in range(NUM_CLASSES):
+        components, count = ndimage.label(wrong & (truth[0].numpy() == cls),
+                                          structure=np.ones((3, 3)))
+        regions += [(int((components == i).sum()), cls, components == i)
+                    for i in range(1, count + 1)]
+    size, cls, region = max(regions, key=lambda r: r[0])
+    row, col = brute_force_interior(region)
+    clicked = sample()
+    model.predict(images, [clicked])
+    np.testing.assert_allclose(clicked.metainfo['clicks'], [[col, row, cls]])
+    assert truth[0, row, col] == cls and before[row, col] != cls
+
+    # training: one more click per sample, from the model's own prediction, then the loss
+    model.train_cfg = ConfigDict(error_clicks=1)
+    model.train()
+    batch = samples(2, [np.array([[4.0, 5.0, 1.0]], np.float32), None])
+    losses = model.loss(images.expand(2, -1, -1, -1), batch)
+    assert torch.isfinite(losses['decode.loss_ce'])
+    assert [len(s.metainfo['clicks']) for s in batch] == [2, 1]
+    without_truth = SegDataSample(metainfo=dict(img_shape=(SIZE, SIZE), pad_shape=(SIZE, SIZE)))
+    with pytest.raises(ValueError, match="error_clicks needs each data sample's gt_sem_seg"):
+        model.eval().predict(images, [without_truth])

@@ -34,8 +34,7 @@ def clicks_demo(tmp_path_factory):
 
 def test_the_clicks_demo_learns_above_chance_with_and_without_clicks(clicks_demo, tmp_path):
     chance = constant_prediction_miou(clicks_demo.data / 'annotations' / 'validation')
-    # 150 iterations reach about chance + 9 (chance about 22.5), with clicks or without (the
-    # clicks reach the first layer as input maps; the model has not learnt to read them)
+    # 150 iterations reach about chance + 9 (chance about 22.5), with clicks or without
     with_clicks = metric(clicks_demo.log, 'mIoU')
     assert with_clicks > chance + 5, (with_clicks, chance)
     unprompted = run_tool('tools/test.py', DEMO_CLICKS, str(clicks_demo.checkpoint), '--work-dir',
