@@ -392,9 +392,15 @@ def test_the_aggregator_is_built_by_mmpretrains_models_so_a_registered_one_works
         def forward(self, features, positions=None):
             return features.mean(0), {}
 
-    assert isinstance(MILClassifier(dict(type='ABMIL', in_features=4), num_classes=2).aggregator,
-                      ABMIL)
-    assert isinstance(MILClassifier(dict(type='MeanPoolForTest'), 2).aggregator, MeanPool)
-    with pytest.raises(KeyError, match="model.aggregator.type 'ABMLI' is not a model of "
-                                       "mmpretrain's MODELS: use ABMIL, MambaMIL or TwoDMambaMIL"):
-        MILClassifier(dict(type='ABMLI'), num_classes=2)
+    from mmengine.registry import DefaultScope
+
+    # also while another package's scope is current (a process that ran mmseg or mmdet first)
+    for scope in (None, 'mmseg'):
+        with DefaultScope.overwrite_default_scope(scope):
+            model = MILClassifier(dict(type='ABMIL', in_features=4), num_classes=2)
+            assert isinstance(model.aggregator, ABMIL)
+            assert isinstance(MILClassifier(dict(type='MeanPoolForTest'), 2).aggregator, MeanPool)
+            with pytest.raises(KeyError, match="model.aggregator.type 'ABMLI' is not a model of "
+                                               "mmpretrain's MODELS: use ABMIL, MambaMIL or "
+                                               "TwoDMambaMIL"):
+                MILClassifier(dict(type='ABMLI'), num_classes=2)

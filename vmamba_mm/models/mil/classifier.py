@@ -19,11 +19,15 @@ def build_aggregator(aggregator):
     if isinstance(aggregator, nn.Module):
         return aggregator
     from mmpretrain.registry import MODELS
-    name = dict(aggregator).get('type')
-    if not isinstance(name, str) or MODELS.get(name) is None:
+    arguments = dict(aggregator)
+    name = arguments.pop('type', None)
+    # Looked up in mmpretrain's MODELS itself: MODELS.build would search the registry of the
+    # current default scope, which in a process that also ran mmseg or mmdet may be theirs.
+    cls = MODELS.get(name) if isinstance(name, str) else None
+    if cls is None:
         raise KeyError(f'model.aggregator.type {name!r} is not a model of mmpretrain\'s MODELS: '
                        f'use ABMIL, MambaMIL or TwoDMambaMIL, or register your aggregator there.')
-    return MODELS.build(dict(aggregator))
+    return cls(**arguments)
 
 
 def _slides(inputs):
