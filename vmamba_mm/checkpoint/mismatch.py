@@ -10,10 +10,11 @@ def _first(names):
     return shown + (', ...' if len(names) > NAMES_SHOWN else '')
 
 
-def mismatched_keys(weights, expected, unused_prefixes=(), may_be_missing=()):
-    """(missing, unexpected, reshaped) key lists of ``weights`` against ``expected``; keys under
-    ``unused_prefixes`` may be extra in ``weights``, keys under ``may_be_missing`` absent; each
-    reshaped entry names the key and both shapes."""
+def describe_mismatch(weights, expected, unused_prefixes=(), may_be_missing=()):
+    """How ``weights`` differ from ``expected`` in words, the first few keys of each kind ('' when
+    they fit): e.g. ``2 missing keys (a, b); 1 keys of another shape (c (8,) in the checkpoint vs
+    (4,) in the model)``. Keys under ``unused_prefixes`` may be extra in ``weights``, keys under
+    ``may_be_missing`` absent."""
     missing = [key for key in expected
                if key not in weights and not key.startswith(tuple(may_be_missing))]
     unexpected = [key for key in weights
@@ -23,15 +24,6 @@ def mismatched_keys(weights, expected, unused_prefixes=(), may_be_missing=()):
                 for key in expected if key in weights
                 and tuple(getattr(weights[key], 'shape', ())) !=
                 tuple(getattr(expected[key], 'shape', ()))]
-    return missing, unexpected, reshaped
-
-
-def describe_mismatch(weights, expected, unused_prefixes=(), may_be_missing=()):
-    """The differences in words, the first few keys of each kind ('' when the weights fit):
-    e.g. ``2 missing keys (a, b); 1 keys of another shape (c (8,) in the checkpoint vs (4,) in
-    the model)``."""
-    missing, unexpected, reshaped = mismatched_keys(weights, expected, unused_prefixes,
-                                                    may_be_missing)
     return '; '.join(f'{len(names)} {what} ({_first(names)})' for what, names in (
         ('missing keys', missing), ('unexpected keys', unexpected),
         ('keys of another shape', reshaped)) if names)

@@ -134,6 +134,16 @@ def interior_point(mask, jitter=False):
     return int(row), int(col)
 
 
+def click_in_image(cls, box, mask, gt_shape, img_shape, jitter=False):
+    """The click ``(x, y, cls)`` at the interior point of a ``find_regions`` region, in the image's
+    pixels: the label map's pixel centres mapped onto the image's (module docstring, Output)."""
+    row, col = interior_point(mask, jitter)
+    gt_height, gt_width = gt_shape[:2]
+    img_height, img_width = img_shape[:2]
+    return ((col + box[1].start + 0.5) * img_width / gt_width - 0.5,
+            (row + box[0].start + 0.5) * img_height / gt_height - 0.5, cls)
+
+
 class SampleClicks:
     """Clicks sampled from the ground truth into ``results['clicks']``; see the module docstring."""
 
@@ -160,15 +170,9 @@ class SampleClicks:
         if wanted > 0:
             regions = find_regions(labels, self.ignore_index, self.skip_classes,
                                    self.min_region_pixels, limit=wanted)
-            gt_height, gt_width = labels.shape
-            img_height, img_width = results.get('img_shape', labels.shape)[:2]
-            rows = []
-            for cls, box, mask in regions:
-                row, col = interior_point(mask, self.jitter)
-                row += box[0].start
-                col += box[1].start
-                rows.append(((col + 0.5) * img_width / gt_width - 0.5,
-                             (row + 0.5) * img_height / gt_height - 0.5, cls))
+            img_shape = results.get('img_shape', labels.shape)
+            rows = [click_in_image(cls, box, mask, labels.shape, img_shape, self.jitter)
+                    for cls, box, mask in regions]
             if rows:
                 clicks = np.array(rows, dtype=np.float32)
         results['clicks'] = clicks

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from mmseg.models.segmentors import EncoderDecoder
 
-from ...datasets.clicks import find_regions, interior_point
+from ...datasets.clicks import click_in_image, find_regions
 from .clicks import pad_clicks
 
 
@@ -105,7 +105,5 @@ def _click_on_largest_error(prediction, sample, ignore_index, jitter):
     if not regions:
         return None
     cls, box, mask = regions[0]
-    row, col = interior_point(mask, jitter)
-    gt_height, gt_width = truth.shape
-    return ((col + box[1].start + 0.5) * img_width / gt_width - 0.5,
-            (row + box[0].start + 0.5) * img_height / gt_height - 0.5, float(cls))
+    return click_in_image(float(cls), box, mask, tuple(truth.shape), (img_height, img_width),
+                          jitter)
