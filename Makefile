@@ -88,7 +88,7 @@ $(addprefix demo-,$(DEMO_TASKS)): demo-%: install
 	$(PY) tools/test.py $(demo_config) $(demo_work)/$(demo_checkpoint) --work-dir $(demo_work) --cfg-options $(demo_data) 2>&1 | tee $(demo_work)/test.log | grep -E "$(DEMO_METRIC_$(demo_data_task))" || { tail -20 $(demo_work)/test.log; exit 1; }
 
 bench: install
-	$(PY) tools/analysis_tools/benchmark.py configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare swin --batch-size 1 --shape 224 224 --device cpu
+	$(PY) tools/analysis_tools/benchmark.py configs/vmamba/vmamba-tiny-s1l8_8xb128_in1k.py --compare all --batch-size 1 --shape 224 224 --device cpu
 
 # 2DVMamba-T against VMamba-T (the 2D scan's cost), interleaved in one run.
 bench-2d: install

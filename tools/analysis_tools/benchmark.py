@@ -1,5 +1,5 @@
 # Copyright (c) vmamba-mm contributors. Licensed under the Apache License 2.0.
-"""Inference (or --train) throughput of model configs, optionally against Swin-T.
+"""Inference (or --train) throughput of model configs, optionally against their CPU peers.
 
 Each config's model is built through mmengine (``Config.fromfile`` ->
 ``init_default_scope(cfg.default_scope)`` -> the scope's ``MODELS.build``),
@@ -21,6 +21,14 @@ mmap threshold fixed so that freed tensors leave the resident set.
 ``--plot PNG`` draws img/s and peak memory against the size, one line per
 model; the plotted series are also stored in the PNG's ``vmamba-mm:series``
 text chunk.
+
+``--compare PEER [PEER ...]`` adds the models a user would pick instead, in the same
+interleaved rounds: ``swin`` (mmpretrain's swin-tiny_16xb64_in1k), ``tv-swin_t`` and
+``tv-convnext_tiny`` (torchvision's, random weights), or ``all``. Each row then also gives its
+img/s relative to the first model, its peak memory (as ``--shapes`` measures it) and the share
+of the machine's fp32 GEMM rate it reaches: 2 x multiply-adds per image x img/s over the rate
+of a 2048x2048 matmul timed in the same run, just before each size's rounds. ``make bench``
+compares VMamba-T with all three.
 
 ``--flops`` adds a summary after the timed rows: per model and size its parameters, its FLOPs
 (multiply-adds, counted by ``vmamba_mm.analysis.flops.count_config`` as get_flops.py counts
@@ -67,7 +75,14 @@ import time
 import torch
 
 SWIN_T_CONFIG = 'swin_transformer/swin-tiny_16xb64_in1k.py'
-SWIN_T_NAME = 'swin-tiny_16xb64_in1k (mmpretrain)'
+TORCHVISION_PREFIX = 'torchvision:'
+# --compare's names -> (row name, model path: an mmpretrain config, or torchvision:<builder>)
+PEERS = {
+    'swin': ('swin-tiny_16xb64_in1k (mmpretrain)', None),  # path found at run time
+    'tv-swin_t': ('swin_t (torchvision)', TORCHVISION_PREFIX + 'swin_t'),
+    'tv-convnext_tiny': ('convnext_tiny (torchvision)', TORCHVISION_PREFIX + 'convnext_tiny'),
+}
+GEMM_SIDE = 2048  # the matmul whose fp32 rate is the machine's ceiling in --compare rows
 # Freed blocks above this size go back to the OS at once, so the resident set follows the live
 # tensors; a fixed value also stops glibc from raising the threshold as blocks are freed.
 PROBE_MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': '4096', 'MALLOC_TRIM_THRESHOLD_': '4096'}
@@ -115,10 +130,14 @@ def parse_args(argv=None):
         help='torch intra-op threads (default: torch\'s own choice)')
     parser.add_argument(
         '--compare',
-        choices=['swin'],
+        nargs='+',
+        choices=[*PEERS, 'all'],
         default=None,
-        help='also measure mmpretrain\'s Swin-T (swin-tiny_16xb64_in1k) in '
-        'the same run and print each model\'s throughput relative to it')
+        metavar='PEER',
+        help='also measure these peers in the same run: swin (mmpretrain\'s '
+        'swin-tiny_16xb64_in1k), tv-swin_t, tv-convnext_tiny (torchvision), or all; rows then '
+        'give img/s relative to the first model, peak memory and the share of the fp32 GEMM '
+        'rate')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -181,6 +200,12 @@ def parse_args(argv=None):
         parser.error('--profile reads onnxruntime\'s profiler: add --runtime onnxruntime')
     if args.runtime == 'onnxruntime' and (args.train or args.device == 'cuda'):
         parser.error('--runtime onnxruntime times CPU inference: drop --train / --device cuda')
+    if args.compare is not None:
+        args.compare = list(PEERS) if 'all' in args.compare else list(dict.fromkeys(args.compare))
+        torchvision_peers = [p for p in args.compare if PEERS[p][1]]
+        if args.runtime == 'onnxruntime' and torchvision_peers:
+            parser.error(f'--runtime onnxruntime exports configs; the torchvision peers '
+                         f'({", ".join(torchvision_peers)}) have none: use --compare swin')
     if args.memory_probe and (len(args.configs) != 1 or args.shapes):
         parser.error('--memory-probe takes one config and --shape')
     args.sizes = ([(s, s) for s in args.shapes] if args.shapes else
@@ -220,9 +245,35 @@ def parse_cfg_options(items):
     return opts
 
 
+class TorchvisionPeer(torch.nn.Module):
+    """A torchvision classifier (random weights) called as the configs' models are:
+    ``model(inputs, mode='tensor')``."""
+
+    def __init__(self, builder):
+        super().__init__()
+        import torchvision
+        self.classifier = getattr(torchvision.models, builder)(weights=None)
+
+    def forward(self, inputs, mode='tensor'):
+        return self.classifier(inputs)
+
+
+def peer_entries(names):
+    """Benchmark entries (name, path) of --compare's peers."""
+    entries = []
+    for peer in names:
+        name, path = PEERS[peer]
+        entries.append(dict(name=name, path=path or resolve_swin_config(), opts=None,
+                            without_scans=False, peer=True))
+    return entries
+
+
 def build_model(config_path, cfg_options=None):
     """The config's model in eval mode, with the config's data preprocessor (as the runner
-    gives it one: the top-level ``data_preprocessor`` unless the model names its own)."""
+    gives it one: the top-level ``data_preprocessor`` unless the model names its own); for a
+    ``torchvision:<builder>`` path, that torchvision model."""
+    if config_path.startswith(TORCHVISION_PREFIX):
+        return TorchvisionPeer(config_path[len(TORCHVISION_PREFIX):]).eval()
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
@@ -267,6 +318,17 @@ def train_step(model, device, amp_dtype):
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
     return step
+
+
+def gemm_rate(device, side=GEMM_SIDE, repeats=5):
+    """fp32 multiply-add rate of a side x side matmul on ``device`` (FLOP/s, 2 per
+    multiply-add): the best of ``repeats`` timed runs of 3 products each, after one warm-up."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(side, side, generator=gen).to(device)
+    b = torch.randn(side, side, generator=gen).to(device)
+    run_iters(lambda x: x @ b, a, 1, device)
+    best = min(run_iters(lambda x: x @ b, a, 3, device) / 3 for _ in range(repeats))
+    return 2 * side ** 3 / best
 
 
 def run_iters(step, inputs, n, device):
@@ -469,7 +531,7 @@ def size_problem(model, name, args):
 def count_model_flops(models, sizes):
     """Multiply-adds per image of each model (not the --scan-floor stand-ins) at each size, by
     get_flops.py's counter: {(name, (h, w)): macs}, or a one-line error message."""
-    from vmamba_mm.analysis.flops import CountingError, count_config
+    from vmamba_mm.analysis.flops import CountingError, count_config, count_macs
     from vmamba_mm.config import ConfigError
     macs = {}
     for m in models:
@@ -477,6 +539,12 @@ def count_model_flops(models, sizes):
             continue
         opts = parse_cfg_options(m['opts']) if m['opts'] else None
         for size in sizes:
+            if m['path'].startswith(TORCHVISION_PREFIX):
+                model, image = build_model(m['path']), torch.zeros(1, 3, *size)
+                count, _ = count_macs(model, lambda model=model, image=image: model(image),
+                                      'cpu')
+                macs[(m['name'], size)] = count.total
+                continue
             try:
                 # get_flops.py's default device: meta (shapes only), the CPU for detectors.
                 result = count_config(m['path'], size, opts)
@@ -509,7 +577,8 @@ def print_flops_summary(rows, args, device, threads, width):
 def main(argv=None):
     args = parse_args(argv)
 
-    missing = [c for c in args.configs if not osp.isfile(c)]
+    missing = [c for c in args.configs
+               if not osp.isfile(c) and not c.startswith(TORCHVISION_PREFIX)]
     if missing:
         for c in missing:
             print(f'error: config file not found: {c}', file=sys.stderr)
@@ -534,9 +603,8 @@ def main(argv=None):
     for c in args.configs:
         entries.append(dict(name=osp.splitext(osp.basename(c))[0], path=c,
                             opts=args.cfg_options, without_scans=False))
-    if args.compare == 'swin':
-        swin = resolve_swin_config()
-        entries.append(dict(name=SWIN_T_NAME, path=swin, opts=None, without_scans=False))
+    if args.compare:
+        entries += peer_entries(args.compare)
 
     amp_dtype = getattr(torch, args.amp_dtype or
                         ('float16' if device == 'cuda' else 'bfloat16'))
@@ -576,16 +644,15 @@ def main(argv=None):
                                step=make_step(floor_model, args, device)))
 
     macs = {}
-    if args.flops:
+    if args.flops or args.compare:
         macs = count_model_flops(models, args.sizes)
         if isinstance(macs, str):
             print(f'error: {macs}', file=sys.stderr)
             return 2
 
-    measure_memory = args.shapes is not None
+    measure_memory = args.shapes is not None or args.compare is not None
     rows = []
     width = max(len(m['name']) for m in models)
-    ref = models[-1] if args.compare == 'swin' else None
     first = models[0]
     onnx_dir = tempfile.mkdtemp(prefix='vmamba_bench_onnx_') if args.runtime == 'onnxruntime' \
         else None
@@ -596,6 +663,10 @@ def main(argv=None):
                                              onnxruntime_steps(models, size, args, onnx_dir)):
                 m['step'], m['onnx_path'] = step, onnx_path
         inputs = random_inputs(args.batch_size, size, device)
+        rate = gemm_rate(device) if args.compare else None
+        if rate is not None:
+            print(f'fp32 GEMM rate: {rate / 1e9:.1f} GFLOP/s ({GEMM_SIDE}x{GEMM_SIDE} matmul, '
+                  f'best of 5)', flush=True)
         ms, peaks = time_round_robin(models, inputs, args, device)
         if measure_memory and device == 'cpu' and onnx_dir is None:
             peaks = [probe_cpu_memory(m, size, args) for m in models]
@@ -610,13 +681,15 @@ def main(argv=None):
                     f'{row["ms"]:9.2f} ms/iter')
             if row['peak'] is not None:
                 line += f'  peak {row["peak"] / 2**20:9.1f} MiB'
-            if ref is not None:
-                line += f'  x{row["ips"] / shape_rows[-1]["ips"]:.2f} of Swin-T img/s'
+            if rate is not None:
+                line += f'  x{row["ips"] / shape_rows[0]["ips"]:.2f} of {first["name"]} img/s'
+                if row['macs'] is not None:
+                    line += f'  {2 * row["macs"] * row["ips"] / rate:.0%} of the GEMM rate'
             if m['without_scans']:
                 real_ms = shape_rows[models.index(m['real'])]['ms']
                 line += (f'  x{row["ms"] / real_ms:.2f} the time of {m["real"]["name"]} '
                          f'(its scans: {real_ms - row["ms"]:.2f} ms/iter)')
-            elif len(args.configs) > 1 and m is not first and m is not ref:
+            elif len(args.configs) > 1 and m is not first and not m.get('peer'):
                 # e.g. 2DVMamba-T after VMamba-T: what the change costs, as a time ratio.
                 line += f'  x{row["ms"] / shape_rows[0]["ms"]:.2f} the time of {first["name"]}'
             print(line, flush=True)
@@ -625,7 +698,7 @@ def main(argv=None):
             print_operator_profile(models, inputs.cpu(), args)
         del inputs
 
-    if measure_memory:
+    if args.shapes is not None:
         memory_kind = ('peak allocated (torch.cuda.max_memory_allocated)' if device == 'cuda'
                        else 'peak RSS increase during one step, fresh process per model and size')
         print(f'\nscaling (batch {args.batch_size}; memory: {memory_kind})')

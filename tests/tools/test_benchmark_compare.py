@@ -1,0 +1,53 @@
+"""benchmark.py --compare: peers in the same rounds, each row's ratio to the first model, its
+peak memory and its share of the GEMM rate, recomputed from the printed figures."""
+import re
+
+import pytest
+import torch
+import torchvision
+
+from tests.paths import DEMO_CLASSIFICATION
+from tests.tool_runs import load_script
+
+ROW = (r'^{name}\s+params\s+([\d,]+)\s+batch 1\s+shape 32x32.*?([\d.]+) img/s\s+([\d.]+) ms/iter'
+       r'\s+peak\s+([\d.]+) MiB\s+x([\d.]+) of classification img/s\s+(\d+)% of the GEMM rate$')
+
+
+def test_compare_rows_give_ratio_memory_and_gemm_share(capsys):
+    bench = load_script('tools/analysis_tools/benchmark.py', 'vmamba_benchmark_compare')
+    assert bench.main([DEMO_CLASSIFICATION, '--compare', 'tv-convnext_tiny', '--shape', '32',
+                       '32', '--device', 'cpu', '--threads', '1', '--warmup', '1', '--iters',
+                       '1', '--rounds', '1']) == 0
+    out = capsys.readouterr().out
+    rate = re.search(r'^fp32 GEMM rate: ([\d.]+) GFLOP/s \(2048x2048 matmul', out, re.MULTILINE)
+    assert rate is not None, out
+    rate = float(rate.group(1)) * 1e9
+    ours = re.search(ROW.format(name='classification'), out, re.MULTILINE)
+    peer = re.search(ROW.format(name=re.escape('convnext_tiny (torchvision)')), out,
+                     re.MULTILINE)
+    assert ours is not None and peer is not None, out
+    assert float(ours.group(5)) == 1.0
+    # the ratio from the printed img/s (two decimals each, the ratio two more)
+    ours_ips, peer_ips = float(ours.group(2)), float(peer.group(2))
+    assert float(peer.group(5)) == pytest.approx(peer_ips / ours_ips, abs=0.01 + 0.01 / ours_ips)
+    assert float(peer.group(4)) > 0 and float(ours.group(4)) > 0
+
+    # the peer's share of the GEMM rate from convnext_tiny's multiply-adds at 32x32, counted
+    # here by hand from its layers: every conv and linear layer's weights times the positions
+    # it is applied at (the stem and downsampling convs at stride = kernel)
+    model = torchvision.models.convnext_tiny()
+    macs = 0
+    sizes = {}
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, o.shape))
+             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    for module, shape in sizes.items():
+        positions = shape[-2] * shape[-1] if isinstance(module, torch.nn.Conv2d) else \
+            shape[:-1].numel()
+        macs += module.weight.numel() * positions
+    share = 2 * macs * peer_ips / rate
+    # the printed share is rounded to a percent; ips to 0.01; the rate to 0.1 GFLOP/s
+    assert int(peer.group(6)) == pytest.approx(100 * share, abs=0.6 + 100 * share * 0.01)
