@@ -79,6 +79,7 @@ def test_roofline_floor():
     ('aten::mul', True, 'scan'),
     ('aten::mm', True, 'gemm/conv'),
     ('aten::_slow_conv2d_forward', False, 'gemm/conv'),
+    ('mkldnn::_linear_pointwise', False, 'gemm/conv'),  # the CPU inference path's linear
 ])
 def test_kernel_kinds(name, in_scan, kind):
     assert device_check.kernel_kind(name, in_scan) == kind

@@ -89,6 +89,7 @@ PROBE_MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': '4096', 'MALLOC_TRIM_THRESHOLD_': 
 PROBE_RESULT_PREFIX = 'memory-probe: '
 SERIES_KEY = 'vmamba-mm:series'
 PROFILE_ROWS = 12  # --profile: operator types listed per model; the rest summed in one line
+PROFILE_SCAN_RANGE = 'benchmark::scan'  # --profile in PyTorch: the scan cores' profiler range
 
 
 def parse_args(argv=None):
@@ -177,8 +178,9 @@ def parse_args(argv=None):
     parser.add_argument(
         '--profile',
         action='store_true',
-        help='with --runtime onnxruntime: after the timing, run each file --iters times under '
-        'onnxruntime\'s profiler and print the time per run of its costliest operator types')
+        help='after the timing, run each model --iters times under the profiler and print where '
+        'the time goes: in PyTorch by kind of operator (GEMM, convolution, scan, norm, '
+        'element-wise, copy, other); with --runtime onnxruntime, its costliest operator types')
     # Internal: one model and shape in this (fresh) process, printing its peak memory.
     parser.add_argument('--memory-probe', action='store_true', help=argparse.SUPPRESS)
     # Internal: the probed model is --scan-floor's stand-in.
@@ -196,8 +198,9 @@ def parse_args(argv=None):
                      f'{args.shape[0]} {args.shape[1]}')
     if args.plot is not None and not args.plot.lower().endswith('.png'):
         parser.error(f'--plot writes a PNG; give a path ending in .png, got {args.plot!r}')
-    if args.profile and args.runtime != 'onnxruntime':
-        parser.error('--profile reads onnxruntime\'s profiler: add --runtime onnxruntime')
+    if args.profile and args.device == 'cuda':
+        parser.error('--profile profiles CPU operators; on a GPU, gpu_check.py\'s profile '
+                     'section gives kernel time by kind')
     if args.runtime == 'onnxruntime' and (args.train or args.device == 'cuda'):
         parser.error('--runtime onnxruntime times CPU inference: drop --train / --device cuda')
     if args.compare is not None:
@@ -464,6 +467,29 @@ def print_operator_profile(models, inputs, args):
                   f'{sum(r.nodes_per_run for r in rest):7.0f} nodes')
 
 
+def print_kind_profile(models, inputs, args):
+    """--profile in PyTorch: each model's operator self time per run by kind (gpu_check.py's
+    kinds; the scan cores' own operators count as scan) and its costliest operators."""
+    from vmamba_mm.analysis.device_check import profile_scan_cores, time_by_kind
+    for m in models:
+        profile_scan_cores(m['model'], PROFILE_SCAN_RANGE)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            run_iters(m['step'], inputs, args.iters, 'cpu')
+            run_ms = (time.perf_counter() - start) * 1000 / args.iters
+        summary = time_by_kind(prof.events(), PROFILE_SCAN_RANGE, 'cpu', top=PROFILE_ROWS)
+        print(f'\n{m["name"]}: operator self time by kind, ms per run under the profiler '
+              f'({args.iters} runs; {run_ms:.2f} ms per profiled run)')
+        total = summary['total_ms'] or 1.0
+        for kind, ms in sorted(summary['by_kind_ms'].items(), key=lambda item: -item[1]):
+            if ms > 0:
+                print(f'  {kind:<14} {ms / args.iters:9.2f} ms  {ms / total:4.0%}')
+        print('  costliest operators:')
+        for entry in summary['top']:
+            print(f'  {entry["ms"] / args.iters:9.2f} ms  {entry["calls"] / args.iters:6.0f} '
+                  f'calls  {entry["kind"]:<14} {entry["name"][:70]}')
+
+
 def make_step(model, args, device):
     amp_dtype = getattr(torch, args.amp_dtype or
                         ('float16' if device == 'cuda' else 'bfloat16'))
@@ -631,7 +657,8 @@ def main(argv=None):
             print(f'error: {problem}', file=sys.stderr)
             return 2
         n_params = sum(p.numel() for p in model.parameters())
-        models.append(dict(entry, params=n_params, step=make_step(model, args, device)))
+        models.append(dict(entry, params=n_params, model=model,
+                           step=make_step(model, args, device)))
         if args.scan_floor and entry['path'] in args.configs:
             from vmamba_mm.analysis.scan_ablation import remove_scans
             floor_model = build_model(entry['path'], entry['opts']).to(device)
@@ -641,7 +668,7 @@ def main(argv=None):
                 continue
             models.append(dict(entry, name=f'{entry["name"]} [scans removed]',
                                without_scans=True, real=models[-1], params=n_params,
-                               step=make_step(floor_model, args, device)))
+                               model=floor_model, step=make_step(floor_model, args, device)))
 
     macs = {}
     if args.flops or args.compare:
@@ -694,8 +721,10 @@ def main(argv=None):
                 line += f'  x{row["ms"] / shape_rows[0]["ms"]:.2f} the time of {first["name"]}'
             print(line, flush=True)
         rows += shape_rows
-        if args.profile:
+        if args.profile and onnx_dir is not None:
             print_operator_profile(models, inputs.cpu(), args)
+        elif args.profile:
+            print_kind_profile(models, inputs, args)
         del inputs
 
     if args.shapes is not None:

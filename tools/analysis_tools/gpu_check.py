@@ -652,14 +652,6 @@ def section_model(ctx, sec):
 
 # ------------------------------------------------------------------------------ the profile
 
-def wrap_scan_cores(model, torch):
-    """Each mixer's scan core inside a profiler range, so its ops are counted as the scan."""
-    from vmamba_mm.models import TokenMixer
-    for module in model.modules():
-        if isinstance(module, TokenMixer):
-            module.profile_scan(SCAN_RANGE)
-
-
 def training_step(torch, model, optimizer, x, labels, device_type):
     with torch.autocast(device_type, dtype=torch.bfloat16):
         logits = model(x)
@@ -671,10 +663,10 @@ def training_step(torch, model, optimizer, x, labels, device_type):
 
 def section_profile(ctx, sec):
     torch = ctx.torch
-    from vmamba_mm.analysis.device_check import synchronize, time_by_kind
+    from vmamba_mm.analysis.device_check import profile_scan_cores, synchronize, time_by_kind
     device_type = torch.device(ctx.device).type
     model = build_vmamba(ctx, ctx.arch, ctx.perf_backend).to(ctx.device)
-    wrap_scan_cores(model, torch)
+    profile_scan_cores(model, SCAN_RANGE)
     x = torch.randn(ctx.batch, 3, ctx.image, ctx.image, device=ctx.device)
     labels = torch.randint(0, ctx.num_classes, (ctx.batch, ), device=ctx.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)

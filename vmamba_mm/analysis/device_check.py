@@ -103,7 +103,7 @@ KINDS = ('gemm/conv', 'copies/layout', 'norms', 'scan', 'element-wise', 'other')
 KIND_PATTERNS = (
     ('gemm/conv', ('gemm', 'cutlass', 'cublas', 'xmma', 'nvjet', 'conv', 'dgrad', 'wgrad',
                    'fprop', 'winograd', 'aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm',
-                   'aten::linear', 'aten::matmul', 'einsum')),
+                   'aten::linear', 'aten::matmul', 'einsum', 'mkldnn::_linear')),
     ('copies/layout', ('copy', 'memcpy', 'memset', 'transpose', 'permute', 'contiguous',
                        'clone', 'catarray', 'aten::cat', 'aten::stack', 'index', 'gather',
                        'scatter', 'roll_cuda', 'aten::roll', 'aten::pad', 'constant_pad',
@@ -129,6 +129,15 @@ def kernel_kind(name, in_scan=False):
         if any(fragment in lowered for fragment in fragments):
             return kind
     return 'scan' if in_scan else 'other'
+
+
+def profile_scan_cores(model, range_name):
+    """Run each token mixer's scan core of ``model`` inside a profiler range ``range_name``, so
+    that ``time_by_kind`` counts its operators as the scan."""
+    from vmamba_mm.models import TokenMixer
+    for module in model.modules():
+        if isinstance(module, TokenMixer):
+            module.profile_scan(range_name)
 
 
 def _inside(event, range_name):
