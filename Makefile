@@ -31,10 +31,11 @@ test: install
 	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The demos: generated data, a small VSSM trained and tested on the CPU. `make demo` runs all
-# three in turn; `make demo TASK=cls|det|seg|cls2d|cls-v2m|cls-ssd|seg-umamba2|seg-clicks|wsi`
+# three in turn; `make demo TASK=cls|det|seg|cls2d|cls-v2m|cls-ssd|seg-umamba2|seg-clicks|seg-objects|wsi`
 # one of them (cls2d, cls-v2m, cls-ssd: the classification demo with 2DMamba's 2D scan, V2M's 2D
 # SSM or Mamba2's SSD as the token mixer; seg-umamba2, seg-clicks: the segmentation demo with
-# U-Mamba2, without and with click prompts; wsi: 2DMambaMIL and ABMIL on synthetic slides, wsi2d
+# U-Mamba2, without and with click prompts; seg-objects: U-Mamba2 segmenting the one shape a
+# click points at; wsi: 2DMambaMIL and ABMIL on synthetic slides, wsi2d
 # and wsiab one each; DEMO_ROOT and DEMO_WORK then override its data and work folders).
 # One line per demo, so a new variant is one new line: DEMO_<task> (a name of lowercase letters,
 # digits and '-') := its config, the checkpoint its test reads (in the work folder) and the task
@@ -50,6 +51,7 @@ DEMO_cls-v2m := configs/demo/classification_v2m.py    epoch_20.pth   cls
 DEMO_cls-ssd := configs/demo/classification_ssd.py    epoch_20.pth   cls
 DEMO_seg-umamba2 := configs/umamba2/umamba2_demo.py   iter_1500.pth  seg
 DEMO_seg-clicks  := configs/umamba2/umamba2_demo_clicks.py iter_1500.pth seg
+DEMO_seg-objects := configs/umamba2/umamba2_demo_objects.py iter_1500.pth seg
 DEMO_wsi2d   := configs/demo/wsi_2dmambamil.py        epoch_4.pth    wsi
 DEMO_wsiab   := configs/demo/wsi_abmil.py             epoch_4.pth    wsi
 DEMO_GENERATED_cls := train

@@ -4,12 +4,12 @@ is installed (configs import the package through ``custom_imports``).
 It registers ``VSSM`` in the MODELS of each task package that is installed (mmpretrain, mmdet,
 mmseg; a missing one is skipped alone), whole-slide classification (``WSIFeatureDataset``,
 ``MILClassifier`` and its aggregators, ``SlideMetrics``) in mmpretrain's, U-Mamba2-style
-segmentation (``UMamba2``, ``UMamba2Head``, ``PromptedEncoderDecoder``, ``SoftDiceLoss``, and
-the click prompts' ``SampleClicks``) in mmseg's, the hooks, the validation loop, the CPU DDP
-wrapper and the data checks in mmengine's registries (``ValidateSegLabels`` in mmseg's
-TRANSFORMS), installs the checkpoint loader that works on torch >= 2.6 and the strict,
-converting loading of weights into models that hold a VSSM (``vmamba_mm.checkpoint.fit``), and
-sends the model core's and the kernels' log records (stdlib ``logging``, loggers ``vmamba_mm`` and
+segmentation (``UMamba2``, ``UMamba2Head``, ``PromptedEncoderDecoder``, ``SoftDiceLoss``, and the
+click transforms ``SampleClicks`` and ``SelectObject``) in mmseg's, the hooks, the validation loop,
+the CPU DDP wrapper and the data checks in mmengine's registries (``ValidateSegLabels`` in mmseg's
+TRANSFORMS), installs the checkpoint loader that works on torch >= 2.6 and the strict, converting
+loading of weights into models that hold a VSSM (``vmamba_mm.checkpoint.fit``), and sends the model
+core's and the kernels' log records (stdlib ``logging``, loggers ``vmamba_mm`` and
 ``vmamba_kernels``) to mmengine's current logger.
 """
 import importlib
@@ -102,7 +102,7 @@ def register_all_modules():
             registry.MODELS.register_module(name='TwoDMambaMIL', module=TwoDMambaMIL, force=True)
             registry.METRICS.register_module(name='SlideMetrics', module=SlideMetrics, force=True)
         if package == 'mmseg':
-            from .datasets.clicks import SampleClicks
+            from .datasets.clicks import SampleClicks, SelectObject
             from .datasets.transforms import ValidateSegLabels
             from .models.umamba2.losses import SoftDiceLoss
             from .models.umamba2.segmentor import PromptedEncoderDecoder
@@ -110,6 +110,8 @@ def register_all_modules():
             registry.TRANSFORMS.register_module(name='ValidateSegLabels',
                                                 module=ValidateSegLabels, force=True)
             registry.TRANSFORMS.register_module(name='SampleClicks', module=SampleClicks,
+                                                force=True)
+            registry.TRANSFORMS.register_module(name='SelectObject', module=SelectObject,
                                                 force=True)
             # U-Mamba2-style segmentation
             registry.MODELS.register_module(name='UMamba2', module=UMamba2, force=True)

@@ -32,7 +32,7 @@ def options(*pairs):
 
 
 def test_the_shipped_configs_are_found():
-    assert len(SHIPPED) == 47 and 'configs/demo/classification.py' in SHIPPED
+    assert len(SHIPPED) == 48 and 'configs/demo/classification.py' in SHIPPED
 
 
 @pytest.mark.parametrize('config', SHIPPED)

@@ -1,11 +1,13 @@
 """SampleClicks on hand-built label maps, whose regions, sizes and interior points are worked out
 by hand in the comments."""
+import hashlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from vmamba_mm.datasets import DataError
-from vmamba_mm.datasets.clicks import SampleClicks
+from vmamba_mm.datasets.clicks import SampleClicks, SelectObject
 
 IGNORE = 255
 
@@ -213,3 +215,53 @@ def test_clicks_reach_the_data_sample_through_an_mmseg_test_pipeline(tmp_path):
     assert packed['data_samples'].gt_sem_seg.shape == (8, 8)
     # 16 rows, 24 columns from 8x8: x = (5 + 0.5) * 3 - 0.5 = 16, y = (2 + 0.5) * 2 - 0.5 = 4.5
     np.testing.assert_array_equal(packed['data_samples'].clicks, [[16, 4.5, 1]])
+
+
+# SelectObject on three_region_map with the background class 0 skipped: the objects are class 1's
+# square (81 pixels) and class 2's square (9 pixels), largest first.
+def by_name(name):
+    return int(hashlib.md5(name.encode()).hexdigest(), 16)
+
+
+def select(labels, name, **options):
+    results = dict(gt_seg_map=labels, img_shape=labels.shape, img_path=f'/data/images/{name}')
+    results = SelectObject(**options)(results)
+    return results['gt_seg_map'], results['clicks']
+
+
+def test_the_selected_object_becomes_the_target_and_gets_the_click():
+    labels = three_region_map()
+    labels[0, 13] = IGNORE
+    for name in ('a.png', 'b.png', 'c.png', 'd.png'):
+        target, clicks = select(labels, name, choose='by_name')
+        index = by_name(name) % 2  # the file name, not the folder
+        expected_class, expected_click = [(1, [4, 4, 1]), (2, [11, 4, 1])][index]
+        np.testing.assert_array_equal(
+            target, np.where(labels == IGNORE, IGNORE, labels == expected_class))
+        np.testing.assert_array_equal(clicks, [expected_click])
+    assert {by_name(n) % 2 for n in ('a.png', 'b.png', 'c.png', 'd.png')} == {0, 1}
+
+
+def test_random_objects_cover_every_object_and_extra_clicks_stay_inside():
+    labels = three_region_map()
+    np.random.seed(0)
+    chosen = set()
+    for _ in range(40):
+        target, clicks = select(labels, 'x.png', choose='random', num_clicks=(0, 3))
+        assert set(np.unique(target)) == {0, 1}
+        chosen.add(int(labels[target == 1][0]))
+        columns, rows = clicks[:, 0].astype(int), clicks[:, 1].astype(int)
+        assert (target[rows, columns] == 1).all() and (clicks[:, 2] == 1).all()
+    assert chosen == {1, 2}
+    target, clicks = select(np.zeros((4, 4), np.uint8), 'x.png')
+    assert not target.any() and clicks.shape == (0, 3)
+
+
+def test_select_object_errors_name_the_setting():
+    with pytest.raises(DataError, match=r"SelectObject: choose='largest' is not one of "
+                                        r"\('random', 'by_name'\)"):
+        SelectObject(choose='largest')
+    with pytest.raises(DataError, match='SelectObject: num_clicks must be >= 0, got -1'):
+        SelectObject(num_clicks=-1)
+    with pytest.raises(DataError, match='SelectObject found no gt_seg_map.*after LoadAnnotations'):
+        SelectObject()(dict(img_shape=(4, 4)))

@@ -173,6 +173,17 @@ def test_label_check_keeps_the_number_of_test_time_views():
     assert not add_seg_label_checks(tta, 150)  # once only
 
 
+def test_label_check_follows_a_transform_that_rewrites_the_labels():
+    # SelectObject turns the dataset's classes into object / background: the model's 2 classes
+    # hold after it, not after LoadAnnotations
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                dict(type='RandomFlip', prob=0.5), dict(type='SelectObject'),
+                dict(type='PackSegInputs')]
+    assert add_seg_label_checks(pipeline, 2)
+    assert [t['type'] for t in pipeline] == ['LoadImageFromFile', 'LoadAnnotations', 'RandomFlip',
+                                             'SelectObject', 'ValidateSegLabels', 'PackSegInputs']
+
+
 def test_validate_seg_labels_accepts_ignore_and_in_range():
     check = ValidateSegLabels(num_classes=3)
     labels = np.array([[0, 1, 2, 255]], dtype=np.uint8)

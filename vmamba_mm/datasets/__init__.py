@@ -4,7 +4,8 @@
   layout it knows is a file in ``layouts/`` (folder classification, COCO, segmentation);
 - ``transforms``: ``RefuseEmptyFiles`` and ``ValidateSegLabels``, the checks that run as each
   file loads (registered by ``vmamba_mm.registry``);
-- ``clicks``: ``SampleClicks``, the transform that samples click prompts from the ground truth
+- ``clicks``: ``SampleClicks``, the transform that samples click prompts from the ground truth,
+  and ``SelectObject``, which makes one clicked object the target
   (registered by ``vmamba_mm.registry``; imported from there, as it needs scipy, which mmseg
   brings);
 - ``errors``: ``DataError`` and ``describe_data_error``, the one line the tools print.

@@ -1,5 +1,8 @@
 """SAM-style click prompts sampled from the ground truth: the data side of interactive segmentation.
 
+``SelectObject`` is the other setting of interactive segmentation (RITM's, SAM's): one object is
+the target and the clicks say which; see its docstring.
+
 ``SampleClicks`` (registered in mmseg's TRANSFORMS by ``vmamba_mm.registry``) follows the SAM
 recipe's "first click in the largest error region's interior": without a previous prediction every
 unclicked region is an error region, so click ``i`` goes into the ``i``-th largest region.
@@ -50,6 +53,8 @@ In a pipeline
                         'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label', 'clicks')),
 """
 import numbers
+import hashlib
+import os.path as osp
 
 import numpy as np
 from scipy import ndimage
@@ -60,29 +65,46 @@ from .errors import DataError
 CONNECTIVITY = np.ones((3, 3), dtype=bool)
 
 
-def _check_count(name, value):
+def _check_count(name, value, owner='SampleClicks'):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise DataError(f'SampleClicks: {name} must be an int, got {value!r}; give an int or a '
+        raise DataError(f'{owner}: {name} must be an int, got {value!r}; give an int or a '
                         f'(low, high) pair of ints.')
     if value < 0:
-        raise DataError(f'SampleClicks: {name} must be >= 0, got {value}.')
+        raise DataError(f'{owner}: {name} must be >= 0, got {value}.')
     return int(value)
 
 
-def parse_num_clicks(num_clicks):
+def parse_num_clicks(num_clicks, owner='SampleClicks'):
     """``(low, high)``, inclusive, from an int or a pair; a bad value raises, naming it."""
     if isinstance(num_clicks, (tuple, list)):
         if len(num_clicks) != 2:
-            raise DataError(f'SampleClicks: num_clicks must be an int or a (low, high) pair, got '
+            raise DataError(f'{owner}: num_clicks must be an int or a (low, high) pair, got '
                             f'{num_clicks!r}.')
-        low = _check_count('num_clicks low', num_clicks[0])
-        high = _check_count('num_clicks high', num_clicks[1])
+        low = _check_count('num_clicks low', num_clicks[0], owner)
+        high = _check_count('num_clicks high', num_clicks[1], owner)
         if low > high:
-            raise DataError(f'SampleClicks: num_clicks low {low} > high {high}; give (low, high) '
+            raise DataError(f'{owner}: num_clicks low {low} > high {high}; give (low, high) '
                             f'with low <= high.')
         return low, high
-    count = _check_count('num_clicks', num_clicks)
+    count = _check_count('num_clicks', num_clicks, owner)
     return count, count
+
+
+def draw_count(low, high):
+    return low if low == high else np.random.randint(low, high + 1)
+
+
+def single_channel_labels(results, owner):
+    """``results['gt_seg_map']``, checked to be there and single-channel."""
+    labels = results.get('gt_seg_map')
+    if labels is None:
+        raise DataError(f'{owner} found no gt_seg_map in the results: put {owner} after '
+                        f'LoadAnnotations in the pipeline.')
+    if labels.ndim != 2:
+        path = results.get('seg_map_path', '<label map>')
+        raise DataError(f'{owner} needs a single-channel label map; {path} has shape '
+                        f'{tuple(labels.shape)}: save it single-channel (PIL mode "L").')
+    return labels
 
 
 def find_regions(labels, ignore_index=255, skip_classes=(), min_region_pixels=1, limit=None):
@@ -157,15 +179,8 @@ class SampleClicks:
         self.ignore_index = ignore_index
 
     def __call__(self, results):
-        labels = results.get('gt_seg_map')
-        if labels is None:
-            raise DataError('SampleClicks found no gt_seg_map in the results: put SampleClicks '
-                            'after LoadAnnotations in the pipeline.')
-        if labels.ndim != 2:
-            path = results.get('seg_map_path', '<label map>')
-            raise DataError(f'SampleClicks needs a single-channel label map; {path} has shape '
-                            f'{tuple(labels.shape)}: save it single-channel (PIL mode "L").')
-        wanted = self.low if self.low == self.high else np.random.randint(self.low, self.high + 1)
+        labels = single_channel_labels(results, 'SampleClicks')
+        wanted = draw_count(self.low, self.high)
         clicks = np.zeros((0, 3), dtype=np.float32)
         if wanted > 0:
             regions = find_regions(labels, self.ignore_index, self.skip_classes,
@@ -182,3 +197,67 @@ class SampleClicks:
         return (f'{type(self).__name__}(num_clicks={self.num_clicks!r}, jitter={self.jitter}, '
                 f'min_region_pixels={self.min_region_pixels}, '
                 f'skip_classes={self.skip_classes!r}, ignore_index={self.ignore_index})')
+
+
+class SelectObject:
+    """One object of the label map as the target, and clicks on it (interactive single-object
+    segmentation, RITM's and SAM's setting): the clicks are what tells the model which object.
+
+    Objects are ``find_regions``' regions (8-connected components of one class), without
+    ``skip_classes`` (the background) and ``ignore_index``. ``choose='random'`` (training) draws
+    one uniformly (``np.random``); ``choose='by_name'`` (testing) takes the one at index
+    md5(the image's file name) mod the number of objects, largest first: a fixed object per
+    image, which the image alone does not give away. The label map becomes 1 on the object and 0
+    elsewhere, ignore pixels kept; ``results['clicks']`` gets ``num_clicks`` (an int or a (low,
+    high) pair) clicks labelled 1, the first at the object's interior point and the others
+    jittered inside it as ``SampleClicks`` jitters (all of them with ``jitter=True``), in the
+    image's pixels as ``SampleClicks`` maps them. An image without objects keeps no target (all
+    0) and gets no clicks. Put it where ``SampleClicks`` goes, with a binary model
+    (``num_classes=2``).
+    """
+
+    CHOICES = ('random', 'by_name')
+
+    def __init__(self, choose='random', num_clicks=1, jitter=False, skip_classes=(0, ),
+                 min_region_pixels=1, ignore_index=255):
+        if choose not in self.CHOICES:
+            raise DataError(f'SelectObject: choose={choose!r} is not one of {self.CHOICES}; '
+                            f'random for training, by_name for testing.')
+        self.choose = choose
+        self.num_clicks = num_clicks
+        self.low, self.high = parse_num_clicks(num_clicks, 'SelectObject')
+        self.jitter = bool(jitter)
+        self.skip_classes = tuple(skip_classes)
+        self.min_region_pixels = _check_count('min_region_pixels', min_region_pixels,
+                                              'SelectObject')
+        self.ignore_index = ignore_index
+
+    def pick(self, count, results):
+        if self.choose == 'random':
+            return np.random.randint(count)
+        name = osp.basename(results.get('img_path') or results.get('seg_map_path') or '')
+        return int(hashlib.md5(name.encode(), usedforsecurity=False).hexdigest(), 16) % count
+
+    def __call__(self, results):
+        labels = single_channel_labels(results, 'SelectObject')
+        regions = find_regions(labels, self.ignore_index, self.skip_classes,
+                               self.min_region_pixels)
+        target = np.where(labels == self.ignore_index, labels, 0).astype(labels.dtype)
+        clicks = np.zeros((0, 3), dtype=np.float32)
+        if regions:
+            _, box, mask = regions[self.pick(len(regions), results)]
+            target[box][mask] = 1
+            img_shape = results.get('img_shape', labels.shape)
+            rows = [click_in_image(1, box, mask, labels.shape, img_shape,
+                                   self.jitter or index > 0)
+                    for index in range(draw_count(self.low, self.high))]
+            if rows:
+                clicks = np.array(rows, dtype=np.float32)
+        results['gt_seg_map'] = target
+        results['clicks'] = clicks
+        return results
+
+    def __repr__(self):
+        return (f'{type(self).__name__}(choose={self.choose!r}, num_clicks={self.num_clicks!r}, '
+                f'jitter={self.jitter}, skip_classes={self.skip_classes!r}, '
+                f'min_region_pixels={self.min_region_pixels}, ignore_index={self.ignore_index})')

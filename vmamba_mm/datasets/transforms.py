@@ -21,8 +21,14 @@ def _is_load_image(transform):
         'LoadImageFromFile')
 
 
+# Transforms that rewrite the label map into the model's classes (SelectObject: the dataset's
+# classes into object / background): the check goes after them, not after LoadAnnotations.
+LABEL_REWRITERS = ('SelectObject', )
+
+
 def add_seg_label_checks(pipeline, num_classes, ignore_index=255):
-    """Insert ValidateSegLabels after the pipeline's LoadAnnotations, once.
+    """Insert ValidateSegLabels after the pipeline's LoadAnnotations (or after the last
+    ``LABEL_REWRITERS`` transform that follows it), once.
 
     In a TestTimeAug the check becomes a stage of its own after the stage that loads the labels,
     so the number of augmented views stays the same.
@@ -32,7 +38,10 @@ def add_seg_label_checks(pipeline, num_classes, ignore_index=255):
         return False
     for index, transform in enumerate(pipeline):
         if _is_load_annotations(transform):
-            pipeline.insert(index + 1, check)
+            rewriters = [later for later in range(index + 1, len(pipeline))
+                         if isinstance(pipeline[later], dict) and
+                         pipeline[later].get('type') in LABEL_REWRITERS]
+            pipeline.insert((rewriters[-1] if rewriters else index) + 1, check)
             return True
         if isinstance(transform, dict) and transform.get('type') == 'TestTimeAug':
             stages = transform.get('transforms', [])

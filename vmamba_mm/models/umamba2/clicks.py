@@ -10,7 +10,8 @@ the same Fourier features of its own position added, queries the click tokens an
 near itself first: each head adds -d² / (2 reach²) to the score of a click at distance d (image
 sides = 1), with a learned reach per head (0.1 at first), so a token attends to the clicks
 around it from the first step instead of having to learn the position match from the Fourier
-features alone (without it, the demo's model learnt no use of its clicks in 1,500 iterations).
+features alone (without it, the demo's model, then trained with AdamW, learnt no use of its
+clicks in 1,500 iterations).
 The attention's output is added to the map through a zero-initialised projection, so the
 branch starts as the identity.
 
