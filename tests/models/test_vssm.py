@@ -241,6 +241,28 @@ def test_mlp_gelu_as_a_onednn_post_op_matches_the_two_steps():
         torch.testing.assert_close(mlp(x), by_hand, rtol=1e-5, atol=1e-5)
 
 
+def test_onednn_weight_copies_can_be_turned_off_and_back_on():
+    import torch.nn.functional as F
+
+    from vmamba_mm.models import layers
+    layer = layers.Linear(24, 40)
+    x = torch.randn(7, 24, generator=torch.Generator().manual_seed(0))
+    expected = F.linear(x, layer.weight, layer.bias)
+    try:
+        with torch.no_grad():
+            layer(x)
+            assert layer in layers._ONEDNN_WEIGHTS or not layers._ONEDNN_LINEAR
+            layers.use_onednn_weight_copies(False)
+            assert not layer.onednn_applies(x) and layer not in layers._ONEDNN_WEIGHTS
+            torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+            assert layer not in layers._ONEDNN_WEIGHTS  # no copy made while off
+            layers.use_onednn_weight_copies(True)
+            assert layer.onednn_applies(x) == layers._ONEDNN_LINEAR
+            torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+    finally:
+        layers.use_onednn_weight_copies(True)
+
+
 def test_linear_layers_are_counted_on_the_cpu_without_autograd():
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -25,8 +25,12 @@ text chunk.
 ``--compare PEER [PEER ...]`` adds the models a user would pick instead, in the same
 interleaved rounds: ``swin`` (mmpretrain's swin-tiny_16xb64_in1k), ``tv-swin_t`` and
 ``tv-convnext_tiny`` (torchvision's, random weights), or ``all``. Each row then also gives its
-img/s relative to the first model, its peak memory (as ``--shapes`` measures it) and the share
-of the machine's fp32 GEMM rate it reaches: 2 x multiply-adds per image x img/s over the rate
+img/s relative to the first model, its memory (on the CPU, in a fresh process per model: the
+resident set's rise during one step, as ``--shapes`` measures it, and the peak resident set
+during that step less the process's resident set before the model was built, with the same
+libraries loaded for every model: weights, oneDNN weight copies, activations and all;
+``--no-onednn-copies`` turns the copies off) and the share of the machine's fp32 GEMM rate it
+reaches: 2 x multiply-adds per image x img/s over the rate
 of a 2048x2048 matmul timed in the same run, just before each size's rounds. ``make bench``
 compares VMamba-T with all three.
 
@@ -175,6 +179,11 @@ def parse_args(argv=None):
         help='also time each config with SS2D blocks with its scans replaced by their skip '
         'term sum(D) * x (an ablation, not the model\'s function): the time of everything but '
         'the scan, a lower bound for any scan implementation')
+    parser.add_argument(
+        '--no-onednn-copies',
+        action='store_true',
+        help='turn off the oneDNN weight copies of the CPU inference path '
+        '(vmamba_mm.models.layers.use_onednn_weight_copies(False)): less memory, more time')
     parser.add_argument(
         '--profile',
         action='store_true',
@@ -394,10 +403,17 @@ def cpu_peak_memory_increase(step, inputs):
 
 
 def memory_probe(args):
-    """--memory-probe: one warm-up step, then the peak RSS increase of one more step."""
+    """--memory-probe: one warm-up step, then the peak RSS increase of one more step and the
+    peak RSS during it above the process's RSS before the model was built."""
     device = args.device or 'cpu'
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    # the same libraries loaded for every model, so that the baseline below is the same
+    for library in ('torchvision', 'mmengine', 'mmpretrain', 'vmamba_mm'):
+        if importlib.util.find_spec(library) is not None:
+            importlib.import_module(library)
+    gc.collect()
+    before_model = _proc_status_kib('VmRSS') * 1024
     model = build_model(args.configs[0], args.cfg_options).to(device)
     if args.probe_without_scans:
         from vmamba_mm.analysis.scan_ablation import remove_scans
@@ -406,12 +422,17 @@ def memory_probe(args):
     inputs = random_inputs(args.batch_size, args.sizes[0], device)
     step(inputs)
     peak = cpu_peak_memory_increase(step, inputs)
-    print(PROBE_RESULT_PREFIX + json.dumps({'peak_bytes': peak}), flush=True)
+    # the high-water mark was reset just before the step: the process's peak during it, less
+    # what the process held before the model was built
+    resident = None if peak is None else _proc_status_kib('VmHWM') * 1024 - before_model
+    print(PROBE_RESULT_PREFIX + json.dumps({'peak_bytes': peak, 'resident_bytes': resident}),
+          flush=True)
     return 0
 
 
 def probe_cpu_memory(entry, size, args):
-    """Run ``--memory-probe`` for one model and size in a fresh process; bytes or None."""
+    """Run ``--memory-probe`` for one model and size in a fresh process: (the resident set's
+    rise during one step, the process's peak resident set during it), bytes or None."""
     path, opts = entry['path'], entry['opts']
     command = [sys.executable, osp.abspath(__file__), path, '--memory-probe', '--device', 'cpu',
                '--batch-size', str(args.batch_size), '--shape', str(size[0]), str(size[1])]
@@ -421,6 +442,8 @@ def probe_cpu_memory(entry, size, args):
         command += ['--threads', str(args.threads)]
     if args.train:
         command += ['--train'] + (['--amp-dtype', args.amp_dtype] if args.amp_dtype else [])
+    if args.no_onednn_copies:
+        command.append('--no-onednn-copies')
     if opts:
         command += ['--cfg-options', *opts]
     env = dict(os.environ, **PROBE_MALLOC_ENV)
@@ -429,7 +452,8 @@ def probe_cpu_memory(entry, size, args):
     if result.returncode != 0 or not lines:
         raise SystemExit(f'error: the memory probe of {path} at {size[0]}x{size[1]} failed '
                          f'(exit {result.returncode}):\n{result.stderr[-2000:]}')
-    return json.loads(lines[-1][len(PROBE_RESULT_PREFIX):])['peak_bytes']
+    result = json.loads(lines[-1][len(PROBE_RESULT_PREFIX):])
+    return result['peak_bytes'], result['resident_bytes']
 
 
 def onnxruntime_steps(entries, size, args, out_dir):
@@ -609,6 +633,9 @@ def main(argv=None):
         for c in missing:
             print(f'error: config file not found: {c}', file=sys.stderr)
         return 2
+    if args.no_onednn_copies:
+        from vmamba_mm.models.layers import use_onednn_weight_copies
+        use_onednn_weight_copies(False)
     if args.memory_probe:
         return memory_probe(args)
 
@@ -695,12 +722,14 @@ def main(argv=None):
             print(f'fp32 GEMM rate: {rate / 1e9:.1f} GFLOP/s ({GEMM_SIDE}x{GEMM_SIDE} matmul, '
                   f'best of 5)', flush=True)
         ms, peaks = time_round_robin(models, inputs, args, device)
+        residents = [None] * len(models)
         if measure_memory and device == 'cpu' and onnx_dir is None:
-            peaks = [probe_cpu_memory(m, size, args) for m in models]
+            peaks, residents = zip(*[probe_cpu_memory(m, size, args) for m in models])
         shape_rows = [dict(name=m['name'], size=h, shape=f'{h}x{w}', ms=t,
-                           ips=args.batch_size * 1000 / t, peak=peak, params=m['params'],
-                           macs=macs.get((m['name'], size)), first_ms=ms[0])
-                      for m, t, peak in zip(models, ms, peaks)]
+                           ips=args.batch_size * 1000 / t, peak=peak, resident=resident,
+                           params=m['params'], macs=macs.get((m['name'], size)),
+                           first_ms=ms[0])
+                      for m, t, peak, resident in zip(models, ms, peaks, residents)]
         for m, row in zip(models, shape_rows):
             line = (f'{m["name"]:<{width}}  params {m["params"]:>12,}  '
                     f'batch {args.batch_size}  shape {h}x{w}  device {device}  '
@@ -708,6 +737,8 @@ def main(argv=None):
                     f'{row["ms"]:9.2f} ms/iter')
             if row['peak'] is not None:
                 line += f'  peak {row["peak"] / 2**20:9.1f} MiB'
+            if row['resident'] is not None:
+                line += f'  resident {row["resident"] / 2**20:7.0f} MiB'
             if rate is not None:
                 line += f'  x{row["ips"] / shape_rows[0]["ips"]:.2f} of {first["name"]} img/s'
                 if row['macs'] is not None:

@@ -39,10 +39,27 @@ _ONEDNN_CONV = (torch.backends.mkldnn.is_available() and
                 hasattr(torch.ops.mkldnn, '_convolution_pointwise'))
 
 
+_onednn_copies = {'enabled': True}
+
+
+def use_onednn_weight_copies(enabled):
+    """Turn the oneDNN weight copies of ``Linear`` and ``Conv2d`` on (the default) or off for the
+    whole process: off, CPU inference runs torch's own kernels and saves the copies' memory (as
+    much as the weights: about 120 MB for VMamba-T). What they buy depends on the CPU: VMamba-T's
+    batch-1 inference took 93 against 107 ms per image with them on a 2-core AVX-512 EPYC, and
+    109.2 against 109.3 ms on a 2-core AVX2 one (Zen 3; docs/speed.md). Turning them off drops
+    the copies already made."""
+    _onednn_copies['enabled'] = bool(enabled)
+    if not enabled:
+        _ONEDNN_WEIGHTS.clear()
+
+
 def _onednn_applies(weight, x):
     """Whether a layer may run on its oneDNN copy of ``weight``: plain eager float32 CPU
-    inference, with nothing (autograd, compile, export, tracing, a dispatch mode) watching."""
-    return (not torch.is_grad_enabled() and x.device.type == 'cpu' and
+    inference, with nothing (autograd, compile, export, tracing, a dispatch mode) watching,
+    and the copies on (``use_onednn_weight_copies``)."""
+    return (_onednn_copies['enabled'] and not torch.is_grad_enabled() and
+            x.device.type == 'cpu' and
             x.dtype == torch.float32 and weight.dtype == torch.float32 and
             weight.device.type == 'cpu' and not torch.compiler.is_compiling() and
             not torch.jit.is_tracing() and not _dispatch_mode_active())
