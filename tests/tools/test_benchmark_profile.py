@@ -9,7 +9,7 @@ from tests.tool_runs import load_script
 
 
 def test_profile_by_kind_counts_the_scan_and_the_gemms(capsys):
-    bench = load_script('tools/analysis_tools/benchmark.py', 'vmamba_benchmark_profile')
+    bench = load_script('tools/analysis_tools/benchmark.py', 'vmamba_benchmark_kinds')
     assert bench.main([DEMO_CLASSIFICATION, '--profile', '--shape', '32', '32', '--device',
                        'cpu', '--threads', '1', '--warmup', '1', '--iters', '2',
                        '--rounds', '1']) == 0

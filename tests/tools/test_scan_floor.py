@@ -95,9 +95,12 @@ def test_profile_counts_each_operator_once_per_run(tmp_path):
         profile_operators(path, batch, runs=0)
 
 
-def test_profile_needs_onnxruntime(capsys):
+def test_profile_on_a_gpu_points_to_gpu_check(capsys):
+    # --profile profiles CPU operators (onnxruntime's or PyTorch's); a GPU's kernels are
+    # gpu_check.py's profile section
     with pytest.raises(SystemExit) as exit_info:
-        load_script(TOOL, 'vmamba_benchmark_profile').main([DEMO_CLASSIFICATION, '--profile'])
+        load_script(TOOL, 'vmamba_benchmark_profile').main([DEMO_CLASSIFICATION, '--profile',
+                                                            '--device', 'cuda'])
     assert exit_info.value.code == 2
-    assert "--profile reads onnxruntime's profiler: add --runtime onnxruntime" in \
+    assert "--profile profiles CPU operators; on a GPU, gpu_check.py's profile section" in \
         capsys.readouterr().err
