@@ -121,3 +121,10 @@ def test_tool_needs_one_checkpoint_per_config(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert 'error: --checkpoint takes one path (or "none") per config: 2 configs, 1 ' \
         'checkpoints' in capsys.readouterr().err
+
+
+def test_compare_swin_adds_mmpretrain_swin_t_as_the_last_model():
+    from tests.tool_runs import load_script
+    erf = load_script(TOOL, 'vmamba_erf_compare')
+    names = [name for name, _ in erf.build_models([DEMO_CLASSIFICATION], None, None, True)]
+    assert names == ['classification (init)', 'swin-tiny_16xb64_in1k (mmpretrain) (init)']

@@ -104,7 +104,7 @@ def build_models(configs, checkpoints, cfg_options, compare_swin):
     entries = [(osp.splitext(osp.basename(c))[0], c, ckpt, cfg_options)
                for c, ckpt in zip(configs, checkpoints or ['none'] * len(configs))]
     if compare_swin:
-        entries.append((bench.SWIN_T_NAME, bench.resolve_swin_config(), 'none', None))
+        entries.append((bench.PEERS['swin'][0], bench.resolve_swin_config(), 'none', None))
     models = []
     for name, path, checkpoint, options in entries:
         model = bench.build_model(path, options)
