@@ -2,19 +2,16 @@
 # setting): one shape of each scene is the target, the others background, and a click on it is
 # the only way to tell which. Training draws the shape at random; testing takes a fixed shape
 # per image, chosen by its file name, so the image alone does not give it away. The clicks reach
-# the network as input maps (as umamba2_demo_clicks.py). Tested without the click:
+# the network as input maps, as in umamba2_demo_clicks.py, whose model and packing this takes.
+# Tested without the click:
 #   tools/test.py configs/umamba2/umamba2_demo_objects.py CKPT \
 #       --cfg-options test_dataloader.dataset.pipeline.3.num_clicks=0
-_base_ = ['./umamba2_demo.py']
+_base_ = ['./umamba2_demo_clicks.py']
 
 metainfo = dict(classes=('background', 'object'), palette=[[40, 40, 40], [230, 25, 75]])
-model = dict(
-    backbone=dict(clicks=dict(num_classes=2, stages=(), input_maps=dict(radius=12.0))),
-    decode_head=dict(num_classes=2))
+model = dict(backbone=dict(clicks=dict(num_classes=2)), decode_head=dict(num_classes=2))
 
-pack_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape', 'scale_factor',
-             'flip', 'flip_direction', 'reduce_zero_label', 'clicks')
-background = 0
+# The click demo's pipelines with SelectObject in SampleClicks' place.
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
@@ -22,15 +19,16 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5),
     # after the flip: the object is picked, and clicked, where the shapes now are
     dict(type='SelectObject', choose='random', num_clicks=1, jitter=True,
-         skip_classes=(background, )),
-    dict(type='PackSegInputs', meta_keys=pack_keys),
+         skip_classes=({{_base_.background}}, )),
+    dict(type='PackSegInputs', meta_keys={{_base_.pack_keys}}),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale={{_base_.crop_size}}, keep_ratio=True),
     dict(type='LoadAnnotations'),
-    dict(type='SelectObject', choose='by_name', num_clicks=1, skip_classes=(background, )),
-    dict(type='PackSegInputs', meta_keys=pack_keys),
+    dict(type='SelectObject', choose='by_name', num_clicks=1,
+         skip_classes=({{_base_.background}}, )),
+    dict(type='PackSegInputs', meta_keys={{_base_.pack_keys}}),
 ]
 train_dataloader = dict(dataset=dict(metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(metainfo=metainfo, pipeline=test_pipeline))
