@@ -21,6 +21,12 @@ from ..common.cpu_extension import float32_contiguous, load_extension
 from ..common.routes import route_table
 
 
+def whole_routes(pixels):
+    """The route kernel's (segment, x_per_route, y_per_route) for SS2D: each route one sequence
+    over the whole map, every route reading the map, their outputs summed."""
+    return pixels.shape[1], False, False
+
+
 @torch.library.custom_op('vmamba::cross_selective_scan_cpp', mutates_args=())
 def cross_selective_scan_cpp(x: Tensor, delta: Tensor, projected: Tensor, A: Tensor,
                              D: Optional[Tensor], delta_bias: Optional[Tensor],
@@ -28,7 +34,8 @@ def cross_selective_scan_cpp(x: Tensor, delta: Tensor, projected: Tensor, A: Ten
     """``pixel_major_scan_reference`` in one C++ pass: (B, H, W, C) float32, delta with
     softplus."""
     args = [float32_contiguous(t, x) for t in (x, delta, projected, A, D, delta_bias)]
-    return load_extension().cross_selective_scan_forward(*args, True, pixels.contiguous())
+    return load_extension().route_scan_forward(*args, True, pixels.contiguous(),
+                                               *whole_routes(pixels))
 
 
 @cross_selective_scan_cpp.register_fake
@@ -45,8 +52,8 @@ def cross_selective_scan_cpp_backward(x: Tensor, delta: Tensor, projected: Tenso
     pass per image, recomputing its forward: float32; dprojected is zero in the low-rank columns
     (the kernel reads delta, not them); dD and ddelta_bias are zeros when absent."""
     args = [float32_contiguous(t, x) for t in (x, delta, projected, A, D, delta_bias)]
-    dx, ddelta, dprojected, dA, dD, dbias = load_extension().cross_selective_scan_backward(
-        *args, True, pixels.contiguous(), grad_y.float().contiguous())
+    dx, ddelta, dprojected, dA, dD, dbias = load_extension().route_scan_backward(
+        *args, True, pixels.contiguous(), *whole_routes(pixels), grad_y.float().contiguous())
     return dx, ddelta, dprojected, dA.sum(0), dD.sum(0), dbias.sum(0)
 
 

@@ -4,7 +4,7 @@
 // token-by-token dependency that PyTorch has no single op for (used with autograd).
 //
 // selective_scan_forward: the whole scan of one (batch, channel) row in one pass, for inference.
-// cross_selective_scan_forward: SS2D's routes (a table of pixels) of a channels-last 2D map, walked
+// route_scan_forward: SS2D's routes or V2M's lines (a table of pixels) of a channels-last 2D map, walked
 // in place a block of channels at a time.
 // Tokens are processed in tiles: first the independent per-token work (softplus, exp, products)
 // over a tile, vectorised (AVX2 softplus and exp from vector_math.h, or loops the compiler
@@ -299,16 +299,21 @@ std::vector<torch::Tensor> selective_scan_backward(
   return {du, ddelta, dA.sum(0), dB, dC, dD.sum(0), dbias.sum(0)};
 }
 
-// SS2D's four routes over a channels-last map in one pass per block of channels, for inference.
+// Routes over a channels-last map in one pass per block of channels, for inference: SS2D's four
+// routes (each one sequence over the whole map, the outputs summed) and V2M's lines (each route
+// cut into segments, one row or column each, that start from a zero state).
 // Channels are independent recurrences, so a block of kLanes of them advances together in vector
 // registers: every token read is a contiguous run of kLanes floats of x, delta and y, whichever
 // order the route walks the pixels in, and the recurrence's latency is paid once per block, not
-// once per channel. The routes' outputs are summed into y in place, so neither the routes nor
-// their merge are materialised. The routes are the rows of `pixels` (int64 (K, L): the pixel each
-// route visits at each step), the table of kernels/common/routes.py.
-//   x: (batch, H, W, dim); delta: (K, batch, L, dim) before its bias, in pixel order;
-//   projected: (batch, L, K, R + 2N), the per-route projections of each pixel (B at R, C at R + N);
-//   A: (K * dim, N); D, delta_bias: (K * dim,) or empty. Returns y: (batch, H, W, dim).
+// once per channel. Summed routes are added into y in place, so neither the routes nor their
+// merge are materialised. The routes are the rows of `pixels` (int64 (K, L): the pixel each
+// route visits at each step), the tables of kernels/common/routes.py and v2m_scan's lines.
+//   x: (batch, H, W, dim), read by every route, or (batch, H, W, K * dim) with x_per_route
+//   (route k reads channels k * dim ...); delta: (K, batch, L, dim) before its bias, in pixel
+//   order; projected: (batch, L, K, R + 2N), the per-route projections of each pixel (B at R, C
+//   at R + N); A: (K * dim, N); D, delta_bias: (K * dim,) or empty; segment: the tokens of one
+//   sequence (divides L; L for one sequence per route). Returns y: (batch, H, W, dim), the
+//   routes summed, or (batch, H, W, K * dim) with y_per_route.
 namespace {
 
 constexpr int64_t kLanes = 16;  // channels per block: two AVX2 registers
@@ -319,7 +324,7 @@ struct RouteScanArgs {
   const int64_t* route_pixels;
   float* y;
   int64_t batch, dim, length, routes, state, width_of_projection, rank;
-  bool softplus;
+  bool softplus, x_per_route, y_per_route;
 };
 
 // Where one route of one (batch, channel block) reads and writes.
@@ -328,21 +333,33 @@ struct RouteView {
   const int64_t* pixel;
   float* y;
   int64_t dim, length, state, projection_stride;  // projection_stride: between two pixels
+  int64_t x_stride, y_stride;                      // between two pixels of x, of y
   bool softplus;
-  bool first;  // the first route writes y, the others add to it: y needs no zeroing
+  bool first;  // a summed route after the first adds to y, any other writes: no zeroing
 };
 
 RouteView route_view(const RouteScanArgs& a, int64_t b, int64_t d0, int64_t k) {
   const int64_t channel = k * a.dim + d0, plane = a.length * a.dim;
-  return {a.x + b * plane + d0,
+  const int64_t x_stride = a.x_per_route ? a.routes * a.dim : a.dim;
+  const int64_t y_stride = a.y_per_route ? a.routes * a.dim : a.dim;
+  return {a.x + b * a.length * x_stride + (a.x_per_route ? k * a.dim : 0) + d0,
           a.delta + (k * a.batch + b) * plane + d0,
           a.projected + (b * a.length * a.routes + k) * a.width_of_projection + a.rank,
           a.A + channel * a.state,
           a.D ? a.D + channel : nullptr,
           a.bias ? a.bias + channel : nullptr,
           a.route_pixels + k * a.length,
-          a.y + b * plane + d0,
-          a.dim, a.length, a.state, a.routes * a.width_of_projection, a.softplus, k == 0};
+          a.y + b * a.length * y_stride + (a.y_per_route ? k * a.dim : 0) + d0,
+          a.dim, a.length, a.state, a.routes * a.width_of_projection, x_stride, y_stride,
+          a.softplus, k == 0 || a.y_per_route};
+}
+
+// The part of route `r` from step `start` on, `length` steps long.
+RouteView segment_of(const RouteView& r, int64_t start, int64_t length) {
+  RouteView part = r;
+  part.pixel = r.pixel + start;
+  part.length = length;
+  return part;
 }
 
 // Any number of channels (the block at the end of an odd width), plain C++.
@@ -355,14 +372,15 @@ void scan_route_scalar(const RouteView& r, int64_t lanes, float* h) {
     for (int64_t j = 0; j < lanes; ++j) {
       float s = r.delta[p * r.dim + j] + (r.bias ? r.bias[j] : 0.f);
       if (r.softplus) s = s > 20.f ? s : std::log1p(std::exp(s));
-      const float u = r.x[p * r.dim + j];
+      const float u = r.x[p * r.x_stride + j];
       float out = r.D ? r.D[j] * u : 0.f;
       for (int64_t n = 0; n < N; ++n) {
         float& hn = h[n * lanes + j];
         hn = std::exp(s * r.A[j * N + n]) * hn + s * u * bc[n];
         out += hn * bc[N + n];
       }
-      r.y[p * r.dim + j] = r.first ? out : r.y[p * r.dim + j] + out;
+      float& y = r.y[p * r.y_stride + j];
+      y = r.first ? out : y + out;
     }
   }
 }
@@ -443,8 +461,8 @@ void scan_route_avx2(const RouteView& r, float* h, float* step, float* decay) {
       __m256 h0 = _mm256_loadu_ps(h), h1 = _mm256_loadu_ps(h + 8);
       for (int64_t t = 0; t < n_t; ++t) {
         const int64_t p = pixel[t];
-        const float* xv = r.x + p * r.dim;
-        float* yv = r.y + p * r.dim;
+        const float* xv = r.x + p * r.x_stride;
+        float* yv = r.y + p * r.y_stride;
         const float* bc = r.projected + p * r.projection_stride;
         const __m256 bt = _mm256_set1_ps(bc[0]), ct = _mm256_set1_ps(bc[1]);
         const __m256 u0 = _mm256_loadu_ps(xv), u1 = _mm256_loadu_ps(xv + 8);
@@ -463,8 +481,8 @@ void scan_route_avx2(const RouteView& r, float* h, float* step, float* decay) {
     }
     for (int64_t t = 0; t < n_t; ++t) {
       const int64_t p = pixel[t];
-      const float* xv = r.x + p * r.dim;
-      float* yv = r.y + p * r.dim;
+      const float* xv = r.x + p * r.x_stride;
+      float* yv = r.y + p * r.y_stride;
       const float* bc = r.projected + p * r.projection_stride;
       const float* st = step + t * kLanes;
       const __m256 u0 = _mm256_loadu_ps(xv), u1 = _mm256_loadu_ps(xv + 8);
@@ -493,46 +511,51 @@ void scan_route_avx2(const RouteView& r, float* h, float* step, float* decay) {
 
 }  // namespace
 
-// The operands of SS2D's fused core, as its forward and backward take them (see above).
+// The operands of the route scan, as its forward and backward take them (see above).
 void check_route_scan_inputs(const torch::Tensor& x, const torch::Tensor& delta,
                              const torch::Tensor& projected, const torch::Tensor& A,
                              const torch::Tensor& D, const torch::Tensor& delta_bias,
-                             const torch::Tensor& pixels) {
+                             const torch::Tensor& pixels, int64_t segment, bool x_per_route) {
   check(x, "x", 4);
   check(delta, "delta", 4);
   check(projected, "projected", 4);
   check(A, "A", 2);
-  const int64_t batch = x.size(0), dim = x.size(3), length = x.size(1) * x.size(2);
-  const int64_t routes = pixels.size(0), state = A.size(1);
+  const int64_t batch = x.size(0), length = x.size(1) * x.size(2);
+  const int64_t routes = pixels.size(0), state = A.size(1), dim = delta.size(3);
   TORCH_CHECK(pixels.device().is_cpu() && pixels.scalar_type() == torch::kInt64 &&
                   pixels.dim() == 2 && pixels.size(1) == length && pixels.is_contiguous(),
               "pixels must be a contiguous int64 (routes, H*W) CPU tensor");
-  TORCH_CHECK(delta.size(0) == routes && delta.size(1) == batch && delta.size(2) == length &&
-                  delta.size(3) == dim,
+  TORCH_CHECK(x.size(3) == (x_per_route ? routes * dim : dim),
+              "x must be (batch, H, W, dim), or (batch, H, W, routes * dim) with x_per_route");
+  TORCH_CHECK(delta.size(0) == routes && delta.size(1) == batch && delta.size(2) == length,
               "delta must be (routes, batch, H*W, dim)");
   TORCH_CHECK(projected.size(0) == batch && projected.size(1) == length &&
                   projected.size(2) == routes && projected.size(3) >= 2 * state,
               "projected must be (batch, H*W, routes, R + 2N)");
   TORCH_CHECK(A.size(0) == routes * dim, "A must be (routes * dim, N)");
   TORCH_CHECK(routes >= 1, "pixels must hold at least one route (the first writes y)");
+  TORCH_CHECK(segment >= 1 && length % segment == 0, "segment must divide H*W");
   if (D.numel() > 0) check(D, "D", 1);
   if (delta_bias.numel() > 0) check(delta_bias, "delta_bias", 1);
 }
 
-torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::Tensor& delta,
-                                           const torch::Tensor& projected, const torch::Tensor& A,
-                                           const torch::Tensor& D, const torch::Tensor& delta_bias,
-                                           bool delta_softplus, const torch::Tensor& pixels) {
-  check_route_scan_inputs(x, delta, projected, A, D, delta_bias, pixels);
-  const int64_t batch = x.size(0), dim = x.size(3), length = x.size(1) * x.size(2);
+torch::Tensor route_scan_forward(const torch::Tensor& x, const torch::Tensor& delta,
+                                 const torch::Tensor& projected, const torch::Tensor& A,
+                                 const torch::Tensor& D, const torch::Tensor& delta_bias,
+                                 bool delta_softplus, const torch::Tensor& pixels,
+                                 int64_t segment, bool x_per_route, bool y_per_route) {
+  check_route_scan_inputs(x, delta, projected, A, D, delta_bias, pixels, segment, x_per_route);
+  const int64_t batch = x.size(0), dim = delta.size(3), length = x.size(1) * x.size(2);
   const int64_t routes = pixels.size(0), state = A.size(1);
   const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
-  auto y = torch::empty_like(x);
+  auto y = torch::empty({batch, x.size(1), x.size(2), y_per_route ? routes * dim : dim},
+                        x.options());
   RouteScanArgs args{x.data_ptr<float>(), delta.data_ptr<float>(), projected.data_ptr<float>(),
                      A.data_ptr<float>(), has_d ? D.data_ptr<float>() : nullptr,
                      has_bias ? delta_bias.data_ptr<float>() : nullptr,
                      pixels.data_ptr<int64_t>(), y.data_ptr<float>(), batch, dim, length, routes,
-                     state, projected.size(3), projected.size(3) - 2 * state, delta_softplus};
+                     state, projected.size(3), projected.size(3) - 2 * state, delta_softplus,
+                     x_per_route, y_per_route};
   const int64_t blocks = (dim + kLanes - 1) / kLanes;
   at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> h(state * kLanes), step(kSteps * kLanes), decay(state * kSteps * kLanes);
@@ -541,39 +564,48 @@ torch::Tensor cross_selective_scan_forward(const torch::Tensor& x, const torch::
       const int64_t lanes = std::min(kLanes, dim - d0);
       for (int64_t k = 0; k < routes; ++k) {
         const RouteView route = route_view(args, b, d0, k);
+        for (int64_t start = 0; start < length; start += segment) {
+          const RouteView part = segment_of(route, start, segment);  // starts from h = 0
 #ifdef VMAMBA_AVX2
-        if (lanes == kLanes) {
-          scan_route_avx2(route, h.data(), step.data(), decay.data());
-          continue;
-        }
+          if (lanes == kLanes) {
+            scan_route_avx2(part, h.data(), step.data(), decay.data());
+            continue;
+          }
 #endif
-        scan_route_scalar(route, lanes, h.data());
+          scan_route_scalar(part, lanes, h.data());
+        }
       }
     }
   });
   return y;
 }
 
-// The gradients of cross_selective_scan_forward, for training: one pass per image (so the B and C
+// The gradients of route_scan_forward, for training: one pass per image (so the B and C
 // gradients of its pixels, summed over channels, have one writer: no atomics, and the same sum
 // order at any thread count). Per block of kLanes channels and route, the forward is recomputed
 // into thread-local buffers (steps, softplus slopes, decays, states for every token of the route),
-// then walked in reverse with the adjoint dh_t = C_t dy_t + a_{t+1} dh_{t+1}. The map's gradient
-// is summed over routes in place; nothing of shape (routes, batch, dim, L) is made but ddelta,
+// then walked in reverse with the adjoint dh_t = C_t dy_t + a_{t+1} dh_{t+1} (zero past a
+// segment's end). A shared map's gradient is summed over routes in place; nothing of shape
+// (routes, batch, dim, L) is made but ddelta (and dx with x_per_route),
 // which the delta projection's own backward needs. Plain loops over the lanes, which the compiler
 // vectorises (exp, log1p through libmvec under -ffast-math).
-//   x, delta, projected, A, D, delta_bias, pixels: as the forward; grad_y: (batch, H, W, dim).
-//   Returns dx (batch, H, W, dim), ddelta (K, batch, L, dim) (of delta before its bias),
+//   x, delta, projected, A, D, delta_bias, pixels, segment, x_per_route, y_per_route: as the
+//   forward; grad_y: y's shape. Returns dx (x's shape), ddelta (K, batch, L, dim) (of delta
+//   before its bias),
 //   dprojected (batch, L, K, R + 2N) (zeros in the R low-rank columns: delta carries those),
 //   dA (batch, K * dim, N), dD and ddelta_bias (batch, K * dim), per image (the caller sums).
-std::vector<torch::Tensor> cross_selective_scan_backward(
+std::vector<torch::Tensor> route_scan_backward(
     const torch::Tensor& x, const torch::Tensor& delta, const torch::Tensor& projected,
     const torch::Tensor& A, const torch::Tensor& D, const torch::Tensor& delta_bias,
-    bool delta_softplus, const torch::Tensor& pixels, const torch::Tensor& grad_y) {
-  check_route_scan_inputs(x, delta, projected, A, D, delta_bias, pixels);
+    bool delta_softplus, const torch::Tensor& pixels, int64_t segment, bool x_per_route,
+    bool y_per_route, const torch::Tensor& grad_y) {
+  check_route_scan_inputs(x, delta, projected, A, D, delta_bias, pixels, segment, x_per_route);
   check(grad_y, "grad_y", 4);
-  TORCH_CHECK(grad_y.sizes() == x.sizes(), "grad_y must have x's shape");
-  const int64_t batch = x.size(0), dim = x.size(3), length = x.size(1) * x.size(2);
+  const int64_t batch = x.size(0), dim = delta.size(3), length = x.size(1) * x.size(2);
+  TORCH_CHECK(grad_y.size(0) == batch && grad_y.size(1) == x.size(1) &&
+                  grad_y.size(2) == x.size(2) &&
+                  grad_y.size(3) == (y_per_route ? pixels.size(0) * dim : dim),
+              "grad_y must have the forward output's shape");
   const int64_t routes = pixels.size(0), state = A.size(1), width = projected.size(3);
   const int64_t rank = width - 2 * state;
   const bool has_d = D.numel() > 0, has_bias = delta_bias.numel() > 0;
@@ -592,6 +624,9 @@ std::vector<torch::Tensor> cross_selective_scan_backward(
   float *pdproj = dprojected.data_ptr<float>(), *pdA = dA.data_ptr<float>();
   float *pdD = dD.data_ptr<float>(), *pdbias = dbias.data_ptr<float>();
   const int64_t plane = length * dim, pixel_stride = routes * width;
+  // x and grad_y: per pixel, their channels; per image, their planes
+  const int64_t x_stride = x.size(3), y_stride = grad_y.size(3);
+  const int64_t x_plane = length * x_stride, y_plane = length * y_stride;
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
     // per token of a route, kLanes lanes: step, slope, and per state the decay and the state
     std::vector<float> step(length * kLanes), slope(length * kLanes);
@@ -607,6 +642,10 @@ std::vector<torch::Tensor> cross_selective_scan_backward(
           float* dproj = pdproj + (b * length * routes + k) * width;
           const float* dl = pdelta + (k * batch + b) * plane + d0;
           float* ddl = pddelta + (k * batch + b) * plane + d0;
+          // this route's channels of x (and dx) and of grad_y at pixel 0
+          const int64_t x_at = b * x_plane + (x_per_route ? k * dim : 0) + d0;
+          const int64_t y_at = b * y_plane + (y_per_route ? k * dim : 0) + d0;
+          const bool writes_dx = k == 0 || x_per_route;  // else adds to an earlier route's
           float bias[kLanes] = {}, skip[kLanes] = {};
           for (int64_t j = 0; j < lanes; ++j) {
             bias[j] = pbias ? pbias[channel + j] : 0.f;
@@ -634,13 +673,14 @@ std::vector<torch::Tensor> cross_selective_scan_backward(
           }
           for (int64_t t = 0; t < length; ++t) {
             const int64_t p = pixel[t];
-            const float* u = px + b * plane + p * dim + d0;
+            const float* u = px + x_at + p * x_stride;
             const float* bc = proj + p * pixel_stride + rank;
             const float* st = step.data() + t * kLanes;
             for (int64_t n = 0; n < state; ++n) {
               float* dc = decay.data() + (t * state + n) * kLanes;
               float* hn = h.data() + (t * state + n) * kLanes;
-              const float* hp = t > 0 ? h.data() + ((t - 1) * state + n) * kLanes : nullptr;
+              const float* hp =
+                  t % segment > 0 ? h.data() + ((t - 1) * state + n) * kLanes : nullptr;
               const float* rn = rate.data() + n * kLanes;
               float su[kLanes] = {};
               for (int64_t j = 0; j < lanes; ++j) su[j] = st[j] * u[j];
@@ -655,11 +695,12 @@ std::vector<torch::Tensor> cross_selective_scan_backward(
           std::fill(dA_acc.begin(), dA_acc.end(), 0.f);
           float dD_acc[kLanes] = {}, dbias_acc[kLanes] = {};
           for (int64_t t = length - 1; t >= 0; --t) {
+            if ((t + 1) % segment == 0) std::fill(g.begin(), g.end(), 0.f);  // a segment's end
             const int64_t p = pixel[t];
             float u[kLanes] = {}, dy[kLanes] = {};
             for (int64_t j = 0; j < lanes; ++j) {
-              u[j] = px[b * plane + p * dim + d0 + j];
-              dy[j] = pdy[b * plane + p * dim + d0 + j];
+              u[j] = px[x_at + p * x_stride + j];
+              dy[j] = pdy[y_at + p * y_stride + j];
             }
             const float* bc = proj + p * pixel_stride + rank;
             float* dbc = dproj + p * pixel_stride + rank;
@@ -670,7 +711,8 @@ std::vector<torch::Tensor> cross_selective_scan_backward(
               float* gn = g.data() + n * kLanes;
               const float* dc = decay.data() + (t * state + n) * kLanes;
               const float* hn = h.data() + (t * state + n) * kLanes;
-              const float* hp = t > 0 ? h.data() + ((t - 1) * state + n) * kLanes : nullptr;
+              const float* hp =
+                  t % segment > 0 ? h.data() + ((t - 1) * state + n) * kLanes : nullptr;
               const float* rn = rate.data() + n * kLanes;
               float* dAn = dA_acc.data() + n * kLanes;
               const float Bn = bc[n], Cn = bc[state + n];
@@ -688,7 +730,7 @@ std::vector<torch::Tensor> cross_selective_scan_backward(
               dbc[n] += dB;
               dbc[state + n] += dC;
             }
-            float* dxp = pdx + b * plane + p * dim + d0;
+            float* dxp = pdx + x_at + p * x_stride;
             float* ddp = ddl + p * dim;
             const float* sl = slope.data() + t * kLanes;
             for (int64_t j = 0; j < lanes; ++j) {
@@ -696,7 +738,7 @@ std::vector<torch::Tensor> cross_selective_scan_backward(
               ddp[j] = draw;
               dbias_acc[j] += draw;
               dD_acc[j] += dy[j] * u[j];
-              dxp[j] = k == 0 ? du[j] : dxp[j] + du[j];
+              dxp[j] = writes_dx ? du[j] : dxp[j] + du[j];
             }
           }
           for (int64_t j = 0; j < lanes; ++j) {
@@ -717,8 +759,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("selective_scan_forward", &selective_scan_forward, "fused selective scan, no grad (CPU)");
   m.def("selective_scan_backward", &selective_scan_backward,
         "gradients of the selective scan, recomputing its forward (CPU)");
-  m.def("cross_selective_scan_backward", &cross_selective_scan_backward,
-        "gradients of the SS2D four-route scan, recomputing its forward per image (CPU)");
-  m.def("cross_selective_scan_forward", &cross_selective_scan_forward,
-        "SS2D four-route scan with cross-scan and cross-merge fused, no grad (CPU)");
+  m.def("route_scan_backward", &route_scan_backward,
+        "gradients of the route scan, recomputing its forward per image (CPU)");
+  m.def("route_scan_forward", &route_scan_forward,
+        "SS2D's routes or V2M's lines scanned in place on a channels-last map, no grad (CPU)");
 }
