@@ -14,13 +14,13 @@ One folder per operation, found here at import (``pkgutil``: every subpackage bu
 - ``cases.py``: example inputs of a few sizes (``common/cases.py``), shared by the benchmark, the
   GPU backend check and the tests.
 
-Shared helpers live in ``common/`` (extensions, route geometry, the scans' shared prologue, the
-composite cores), the C++/CUDA sources in ``csrc/``. Operations today: ``selective_scan``,
-``selective_scan_2d``, ``cross_scan`` / ``cross_merge`` (one folder, adjoint pair),
-``cross_selective_scan``, ``cross_selective_scan_2d``, ``depthwise_conv_silu``
-(``depthwise_conv/``) and ``add_layer_norm``. The compiled and Triton kernels are
-``torch.library`` operators in the ``vmamba`` namespace. ``python -m vmamba_kernels`` lists every
-operation's backends and whether each can run here.
+Shared helpers live in ``common/`` (extensions, route and line geometry, the scans' shared
+prologue, the composite cores), the C++/CUDA sources in ``csrc/``. Operations today:
+``selective_scan``, ``selective_scan_2d``, ``cross_scan`` / ``cross_merge`` (one folder, adjoint
+pair), ``cross_selective_scan``, ``cross_selective_scan_2d``, ``depthwise_conv_silu``
+(``depthwise_conv/``), ``add_layer_norm``, ``ssd_scan`` and ``v2m_scan``. The compiled and
+Triton kernels are ``torch.library`` operators in the ``vmamba`` namespace. ``python -m
+vmamba_kernels`` lists every operation's backends and whether each can run here.
 """
 import importlib
 import pkgutil

@@ -13,7 +13,7 @@ from vmamba_mm.analysis.flops import count_macs
 from vmamba_mm.models import VSSM, create_model
 from vmamba_mm.models.mixers import V2M
 
-BACKENDS = available_backends('selective_scan')
+BACKENDS = available_backends('v2m_scan')
 # (flip rows, flip columns) per orientation: the scan starts top-left, top-right, bottom-left,
 # bottom-right.
 CORNERS = [(False, False), (False, True), (True, False), (True, True)]
@@ -181,8 +181,8 @@ def test_export_and_fullgraph_compile_match_eager():
         (expected, ) = model(x)
     program = torch.export.export(model, (x, ))
     scan_ops = [str(node.target) for node in program.graph.nodes
-                if str(node.target).startswith('vmamba.selective_scan')]
-    assert scan_ops == ['vmamba.selective_scan_cpp.default'] * 2  # row and column stages
+                if str(node.target).startswith('vmamba.')]
+    assert scan_ops == ['vmamba.v2m_scan_cpp.default'] * 2  # row and column stages
     compiled = torch.compile(model, fullgraph=True, backend='aot_eager')
     with torch.no_grad():
         for (got, ) in (program.module()(x), compiled(x)):
@@ -197,7 +197,7 @@ def test_the_flop_count_holds_both_scans_of_every_orientation():
     state = 2
     expected = sum(2 * (9 * tokens * 4 * channels * state + tokens * 4 * channels)
                    for tokens, channels in ((64, 8), (16, 16)))
-    assert count.by_operator['vmamba.selective_scan_cpp'] == expected
+    assert count.by_operator['vmamba.v2m_scan_cpp'] == expected
 
 
 def test_bad_options_are_named():

@@ -11,14 +11,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vmamba_kernels import ORIENTATION_FLIPS
+
 from ..layers import channel_dim, inverse_softplus, linear_layer, norm_layer
 from .base import MIXERS, TokenMixer, depthwise_conv
 
-# The four corners a 2D scan can start from, as (flip rows, flip columns) of the pixel grid:
-# top-left, top-right, bottom-left, bottom-right.
-ORIENTATION_FLIPS = ((False, False), (False, True), (True, False), (True, True))
 NUM_ORIENTATIONS = len(ORIENTATION_FLIPS)
-
 
 def orient(x, orientation):
     """(..., H, W) in pixel order -> the grid as ``orientation``'s scan sees it (flips are their
@@ -26,20 +24,6 @@ def orient(x, orientation):
     flip_rows, flip_columns = ORIENTATION_FLIPS[orientation]
     dims = [d for d, flip in ((-2, flip_rows), (-1, flip_columns)) if flip]
     return x.flip(dims) if dims else x
-
-
-def _reversed_where(t, reverse, dim=2, axis=-1):
-    """``t`` (any strides) copied contiguous in one pass, its axis ``axis`` reversed at the
-    indices of ``dim`` where ``reverse`` (one bool per orientation) is True. (One gather beats
-    a copy plus ``flip`` of the reversed half: torch's flip of a strided view is slow.)"""
-    length = t.shape[axis]
-    forward = torch.arange(length, device=t.device)
-    order = torch.stack([forward.flip(0) if flipped else forward for flipped in reverse])
-    shape = [1] * t.dim()
-    shape[dim], shape[axis] = len(reverse), length
-    if dim > axis % t.dim():
-        order = order.t().contiguous()
-    return torch.gather(t, axis, order.view(shape).expand(t.shape))
 
 
 @MIXERS.register('v2m')
@@ -65,8 +49,8 @@ class V2M(TokenMixer):
     Every orientation has its own stage-1 and stage-2 parameters (projections, A, D, bias, conv);
     the first conv (before stage 1) is shared, as SS2D's. The SiLU(z) gate (``gated``) acts on
     the merged output after ``out_norm``, as in SS2D (V2M's Vim block gates its Mamba output).
-    Scans run through the dispatch's ``selective_scan`` with the rows (stage 1) or columns
-    (stage 2) in the batch dimension and the four orientations as four groups of channels.
+    Both stages run through the dispatch's ``v2m_scan`` (on the CPU one C++ pass that walks
+    the lines in place on the channels-last map).
 
     Args:
         channels: block width (d_model).
@@ -83,7 +67,7 @@ class V2M(TokenMixer):
     def __init__(self, channels, *, state_size=1, expand_ratio=1.0, dt_rank='auto', conv_size=3,
                  conv_bias=False, gated=False, channel_first=False, scan_backend=None,
                  dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4):
-        super().__init__('selective_scan', channel_first=channel_first,
+        super().__init__('v2m_scan', channel_first=channel_first,
                          scan_backend=scan_backend)
         inner = int(expand_ratio * channels)
         self.inner = inner
@@ -168,89 +152,28 @@ class V2M(TokenMixer):
         kernels = torch.stack([orient(kernels[o], o) for o in range(NUM_ORIENTATIONS)])
         return kernels.flatten(0, 1), self.column_conv2d.bias
 
-    def stage_scan(self, stage, u, delta, B, C):
-        """One stage's selective scan over (batch', 4 * D, L) sequences, float32 out."""
-        return self.scan_kernel(u, delta, -torch.exp(getattr(self, f'{stage}_A_logs').float()),
-                                B, C, D=getattr(self, f'{stage}_Ds').float(),
-                                delta_bias=getattr(self, f'{stage}_dt_projs_bias').reshape(
-                                    -1).float(), delta_softplus=True, out_dtype=torch.float32)
-
-    def stage_inputs(self, stage, projected, to_sequences):
-        """delta before its bias (batch', 4, D, L) and the input-dependent B or C
-        (batch', 4, N, L) of ``stage`` from its projection ``projected`` (B, 4, rank + N, H, W),
-        laid out as sequences by ``to_sequences``. The low-rank part is moved, not delta."""
-        dt_low_rank = to_sequences(projected[:, :, :self.dt_rank])
-        state_input = to_sequences(projected[:, :, self.dt_rank:])
-        dt_proj = getattr(self, f'{stage}_dt_projs_weight').to(projected.dtype)
-        return torch.matmul(dt_proj, dt_low_rank), state_input
+    def stage_parameters(self, stage):
+        """``v2m_scan``'s weights of ``stage``: x_proj_weight, dt_projs_weight, A, D, delta_bias
+        (A, D and the bias float32)."""
+        weight = getattr(self, f'{stage}_x_proj_weight'), getattr(self, f'{stage}_dt_projs_weight')
+        return (*weight, -torch.exp(getattr(self, f'{stage}_A_logs').float()),
+                getattr(self, f'{stage}_Ds').float(),
+                getattr(self, f'{stage}_dt_projs_bias').reshape(-1).float())
 
     def scan(self, x):
-        """(B, D, H, W) -> the merged cascade of the four orientations in this module's layout.
-
-        Everything per pixel (projections, the stage-2 conv with its kernels flipped, the merge)
-        runs in pixel order; an orientation shows only in the direction its rows and columns are
-        scanned: its sequences are read reversed (``_reversed_where``) where it flips that axis.
-        """
+        """(B, D, H, W) -> the merged cascade of the four orientations in this module's layout:
+        ``vmamba_kernels.v2m_scan``'s row stage, the stage-2 conv and SiLU in pixel order (each
+        orientation's kernel flipped as its grid is), its column stage (the orientations summed),
+        halved."""
         batch, dim, height, width = x.shape
-        flips_columns = [flip_columns for _, flip_columns in ORIENTATION_FLIPS]
-        flips_rows = [flip_rows for flip_rows, _ in ORIENTATION_FLIPS]
-
-        def as_rows(t):  # (B, 4, X, H, W) -> (B, H, 4, X, W), W reversed where flipped
-            return _reversed_where(t.permute(0, 3, 1, 2, 4), flips_columns)
-
-        def as_columns(t):  # (B, 4, X, H, W) -> (B, W, 4, X, H), H reversed where flipped
-            return _reversed_where(t.permute(0, 4, 1, 2, 3), flips_rows)
-
-        # Stage 1: every row a sequence, (B * H, 4 * D, W); C is ones. All orientations read x.
-        x_proj = self.row_x_proj_weight.flatten(0, 1).to(x.dtype)
-        projected = torch.matmul(x_proj, x.flatten(2)).view(batch, NUM_ORIENTATIONS, -1, height,
-                                                              width)
-        delta, B = self.stage_inputs('row', projected, as_rows)
-        u = as_rows(x.unsqueeze(1).expand(batch, NUM_ORIENTATIONS, dim, height, width))
-        rows = batch * height
-        B = B.reshape(rows, NUM_ORIENTATIONS, self.state_size, width)
-        row_out = self.stage_scan('row', u.view(rows, -1, width), delta.reshape(rows, -1, width),
-                                  B, torch.ones_like(B))
-        # Back to pixel order, channels-last (B, H, W, 4, D): the layout the CPU conv reads.
-        row_out = row_out.to(x.dtype).view(batch, height, NUM_ORIENTATIONS, dim, width)
-        row_out = _reversed_where(row_out.permute(0, 1, 4, 2, 3), flips_columns, dim=3, axis=2)
-
-        # Stage 2: its own conv, then every column a sequence, (B * W, 4 * D, H); B is ones.
-        v = self.conv_and_act(row_out.view(batch, height, width, -1).permute(0, 3, 1, 2),
-                              *self.pixel_frame_column_conv())
-        # (B, 4 * D, H, W) -> (B, 4, D, H, W) views; in channels-last memory when the conv
-        # kept that layout. The projection reads it in place: (4, pixels, D) @ (4, D, rank + N).
-        v = v.unflatten(1, (NUM_ORIENTATIONS, dim))
-        pixels = v.permute(1, 0, 3, 4, 2).reshape(NUM_ORIENTATIONS, -1, dim)
-        projected = torch.matmul(pixels, self.column_x_proj_weight.to(x.dtype).transpose(1, 2))
-        projected = projected.view(NUM_ORIENTATIONS, batch, height, width, -1).permute(
-            1, 0, 4, 2, 3)
-        delta, C = self.stage_inputs('column', projected, as_columns)
-        columns = batch * width
-        C = C.reshape(columns, NUM_ORIENTATIONS, self.state_size, height)
-        u = as_columns(v)
-        column_out = self.stage_scan('column', u.view(columns, -1, height),
-                                     delta.reshape(columns, -1, height), torch.ones_like(C), C)
-        return self._merged(column_out.view(batch, width, NUM_ORIENTATIONS, dim, height),
-                            x.dtype)
-
-    def _merged(self, column_out, dtype):
-        """(B, W, 4, D, H) column-scan results -> pixel order, merged as the class docstring
-        says, ``(forward pair + backward pair) / 2`` = the four summed and halved, in this
-        module's layout and ``dtype``. Summed by column direction first, so that one reversal
-        turns back the two orientations that scan columns bottom-up."""
-        # ORIENTATION_FLIPS lists the two top-down starts first. Both sums are written
-        # straight into the output layout, so out_norm reads it contiguous.
-        top_down = column_out[:, :, 0] + column_out[:, :, 1]
-        bottom_up = (column_out[:, :, 2] + column_out[:, :, 3]).flip(-1)
-        to_layout = (0, 2, 3, 1) if self.channel_first else (0, 3, 1, 2)  # from (B, W, D, H)
-        top_down, bottom_up = top_down.permute(to_layout), bottom_up.permute(to_layout)
-        if torch.is_grad_enabled() and column_out.requires_grad:  # out= has no autograd
-            return ((top_down + bottom_up) * 0.5).to(dtype)
-        y = torch.add(top_down, bottom_up, out=torch.empty(top_down.shape,
-                                                            dtype=top_down.dtype,
-                                                            device=top_down.device))
-        return y.mul_(0.5).to(dtype)
+        row_out = self.scan_kernel(x.permute(0, 2, 3, 1), *self.stage_parameters('row'), 'row')
+        # (B, H, W, 4, D) -> (B, 4 * D, H, W) in channels-last memory: the layout the CPU conv
+        # reads and writes.
+        row_out = row_out.to(x.dtype).reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+        v = self.conv_and_act(row_out, *self.pixel_frame_column_conv())
+        v = v.permute(0, 2, 3, 1).unflatten(3, (NUM_ORIENTATIONS, dim))
+        y = self.scan_kernel(v, *self.stage_parameters('column'), 'column') * 0.5
+        return (y.permute(0, 3, 1, 2) if self.channel_first else y).to(x.dtype)
 
     def skip_term(self, x):
         """(B, D, H, W) -> the cascade's direct terms only, merged: stage 2's D times stage 1's
