@@ -4,8 +4,8 @@
 // token-by-token dependency that PyTorch has no single op for (used with autograd).
 //
 // selective_scan_forward: the whole scan of one (batch, channel) row in one pass, for inference.
-// route_scan_forward: SS2D's routes or V2M's lines (a table of pixels) of a channels-last 2D map, walked
-// in place a block of channels at a time.
+// route_scan_forward: SS2D's routes or V2M's lines (a table of pixels) of a channels-last 2D map,
+// walked in place a block of channels at a time.
 // Tokens are processed in tiles: first the independent per-token work (softplus, exp, products)
 // over a tile, vectorised (AVX2 softplus and exp from vector_math.h, or loops the compiler
 // vectorises), then the recurrence over the tile in L1.
@@ -429,6 +429,120 @@ void group_decays(const float* step, __m256 rate0, __m256 rate1, float* decay) {
   }
 }
 
+// For the backward's recomputed forward, 16 lanes at a time: the steps softplus(raw) and their
+// slopes sigmoid(raw) = e^(raw - softplus(raw)), and the decays e^(step * rate).
+inline void steps_and_slopes_avx2(const float* raw, float* st, float* sl) {
+  __m256 s[2] = {_mm256_loadu_ps(raw), _mm256_loadu_ps(raw + 8)};
+  softplus_avx2(s);
+  __m256 e[2] = {_mm256_sub_ps(_mm256_loadu_ps(raw), s[0]),
+                 _mm256_sub_ps(_mm256_loadu_ps(raw + 8), s[1])};
+  exp_avx2(e);
+  _mm256_storeu_ps(st, s[0]);
+  _mm256_storeu_ps(st + 8, s[1]);
+  _mm256_storeu_ps(sl, e[0]);
+  _mm256_storeu_ps(sl + 8, e[1]);
+}
+
+inline void decays_avx2(const float* st, const float* rate, float* dc) {
+  __m256 v[2] = {_mm256_mul_ps(_mm256_loadu_ps(st), _mm256_loadu_ps(rate)),
+                 _mm256_mul_ps(_mm256_loadu_ps(st + 8), _mm256_loadu_ps(rate + 8))};
+  exp_avx2(v);
+  _mm256_storeu_ps(dc, v[0]);
+  _mm256_storeu_ps(dc + 8, v[1]);
+}
+
+// The sum of the 16 lanes of two vectors.
+inline float lane_sum(__m256 a, __m256 b) {
+  const __m256 s = _mm256_add_ps(a, b);
+  __m128 v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+  v = _mm_add_ss(v, _mm_movehdup_ps(v));
+  return _mm_cvtss_f32(v);
+}
+
+// What the backward's reverse walk of one route and one full block of kLanes channels reads and
+// writes; pointers are at the block's first channel (x, dy, ddelta, dx) and at B (projections).
+struct ReverseWalk {
+  const int64_t* pixel;
+  int64_t length, segment, state, dim, x_stride, y_stride, pixel_stride;
+  const float *x, *dy, *projected, *step, *slope, *decay, *h, *rate, *skip;
+  float *dprojected, *ddelta, *dx, *g, *dA, *dD, *dbias;
+  bool writes_dx;
+};
+
+// The reverse walk of route_scan_backward (the adjoint recurrence and every gradient, the same
+// math as its plain loop) with the block's 16 lanes in two vectors each.
+void reverse_walk_avx2(const ReverseWalk& w) {
+  const int64_t N = w.state;
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 skip0 = _mm256_loadu_ps(w.skip), skip1 = _mm256_loadu_ps(w.skip + 8);
+  __m256 dD0 = zero, dD1 = zero, dbias0 = zero, dbias1 = zero;
+  for (int64_t t = w.length - 1; t >= 0; --t) {
+    if ((t + 1) % w.segment == 0) std::fill(w.g, w.g + N * kLanes, 0.f);  // a segment's end
+    const bool has_prev = t % w.segment > 0;
+    const int64_t p = w.pixel[t];
+    const float* xp = w.x + p * w.x_stride;
+    const float* dyp = w.dy + p * w.y_stride;
+    const __m256 u0 = _mm256_loadu_ps(xp), u1 = _mm256_loadu_ps(xp + 8);
+    const __m256 dy0 = _mm256_loadu_ps(dyp), dy1 = _mm256_loadu_ps(dyp + 8);
+    const float* bc = w.projected + p * w.pixel_stride;
+    float* dbc = w.dprojected + p * w.pixel_stride;
+    const float* st = w.step + t * kLanes;
+    const __m256 st0 = _mm256_loadu_ps(st), st1 = _mm256_loadu_ps(st + 8);
+    __m256 du0 = _mm256_mul_ps(skip0, dy0), du1 = _mm256_mul_ps(skip1, dy1);
+    __m256 dstep0 = zero, dstep1 = zero;
+    for (int64_t n = 0; n < N; ++n) {
+      float* gn = w.g + n * kLanes;
+      float* dAn = w.dA + n * kLanes;
+      const float* dc = w.decay + (t * N + n) * kLanes;
+      const float* hn = w.h + (t * N + n) * kLanes;
+      const float* rn = w.rate + n * kLanes;
+      const __m256 Bn = _mm256_set1_ps(bc[n]), Cn = _mm256_set1_ps(bc[N + n]);
+      const __m256 dc0 = _mm256_loadu_ps(dc), dc1 = _mm256_loadu_ps(dc + 8);
+      // dh_t, and a_t h_{t-1}
+      const __m256 g0 = _mm256_fmadd_ps(Cn, dy0, _mm256_loadu_ps(gn));
+      const __m256 g1 = _mm256_fmadd_ps(Cn, dy1, _mm256_loadu_ps(gn + 8));
+      __m256 prev0 = zero, prev1 = zero;
+      if (has_prev) {
+        const float* hp = hn - N * kLanes;
+        prev0 = _mm256_mul_ps(dc0, _mm256_loadu_ps(hp));
+        prev1 = _mm256_mul_ps(dc1, _mm256_loadu_ps(hp + 8));
+      }
+      const __m256 gs0 = _mm256_mul_ps(g0, st0), gs1 = _mm256_mul_ps(g1, st1);
+      _mm256_storeu_ps(dAn, _mm256_fmadd_ps(gs0, prev0, _mm256_loadu_ps(dAn)));
+      _mm256_storeu_ps(dAn + 8, _mm256_fmadd_ps(gs1, prev1, _mm256_loadu_ps(dAn + 8)));
+      dstep0 = _mm256_fmadd_ps(g0, _mm256_fmadd_ps(prev0, _mm256_loadu_ps(rn),
+                                                   _mm256_mul_ps(u0, Bn)), dstep0);
+      dstep1 = _mm256_fmadd_ps(g1, _mm256_fmadd_ps(prev1, _mm256_loadu_ps(rn + 8),
+                                                   _mm256_mul_ps(u1, Bn)), dstep1);
+      du0 = _mm256_fmadd_ps(gs0, Bn, du0);
+      du1 = _mm256_fmadd_ps(gs1, Bn, du1);
+      dbc[n] += lane_sum(_mm256_mul_ps(gs0, u0), _mm256_mul_ps(gs1, u1));
+      dbc[N + n] += lane_sum(_mm256_mul_ps(_mm256_loadu_ps(hn), dy0),
+                             _mm256_mul_ps(_mm256_loadu_ps(hn + 8), dy1));
+      _mm256_storeu_ps(gn, _mm256_mul_ps(dc0, g0));  // a_t dh_t, what token t - 1 receives
+      _mm256_storeu_ps(gn + 8, _mm256_mul_ps(dc1, g1));
+    }
+    const float* sl = w.slope + t * kLanes;
+    const __m256 draw0 = _mm256_mul_ps(dstep0, _mm256_loadu_ps(sl));
+    const __m256 draw1 = _mm256_mul_ps(dstep1, _mm256_loadu_ps(sl + 8));
+    float* ddp = w.ddelta + p * w.dim;
+    _mm256_storeu_ps(ddp, draw0);
+    _mm256_storeu_ps(ddp + 8, draw1);
+    dbias0 = _mm256_add_ps(dbias0, draw0);
+    dbias1 = _mm256_add_ps(dbias1, draw1);
+    dD0 = _mm256_fmadd_ps(dy0, u0, dD0);
+    dD1 = _mm256_fmadd_ps(dy1, u1, dD1);
+    float* dxp = w.dx + p * w.x_stride;
+    _mm256_storeu_ps(dxp, w.writes_dx ? du0 : _mm256_add_ps(_mm256_loadu_ps(dxp), du0));
+    _mm256_storeu_ps(dxp + 8, w.writes_dx ? du1 : _mm256_add_ps(_mm256_loadu_ps(dxp + 8), du1));
+  }
+  _mm256_storeu_ps(w.dD, dD0);
+  _mm256_storeu_ps(w.dD + 8, dD1);
+  _mm256_storeu_ps(w.dbias, dbias0);
+  _mm256_storeu_ps(w.dbias + 8, dbias1);
+}
+
 // A whole block of kLanes channels as two vectors, a tile of tokens at a time: first each
 // stage of the per-token work (softplus, then decays) over the whole tile, then the recurrence.
 // A stage's tokens are independent, so many of their polynomial chains are in flight together;
@@ -586,9 +700,10 @@ torch::Tensor route_scan_forward(const torch::Tensor& x, const torch::Tensor& de
 // into thread-local buffers (steps, softplus slopes, decays, states for every token of the route),
 // then walked in reverse with the adjoint dh_t = C_t dy_t + a_{t+1} dh_{t+1} (zero past a
 // segment's end). A shared map's gradient is summed over routes in place; nothing of shape
-// (routes, batch, dim, L) is made but ddelta (and dx with x_per_route),
-// which the delta projection's own backward needs. Plain loops over the lanes, which the compiler
-// vectorises (exp, log1p through libmvec under -ffast-math).
+// (routes, batch, dim, L) is made but ddelta (and dx with x_per_route), which the delta
+// projection's own backward needs. With AVX2 a full block's 16 lanes are two vectors (softplus
+// and exp from vector_math.h, the reverse walk in reverse_walk_avx2); a block at the end of an
+// odd width runs plain loops over its lanes.
 //   x, delta, projected, A, D, delta_bias, pixels, segment, x_per_route, y_per_route: as the
 //   forward; grad_y: y's shape. Returns dx (x's shape), ddelta (K, batch, L, dim) (of delta
 //   before its bias),
@@ -661,6 +776,12 @@ std::vector<torch::Tensor> route_scan_backward(
             float* sl = slope.data() + t * kLanes;
             float raw[kLanes] = {};
             for (int64_t j = 0; j < lanes; ++j) raw[j] = dt[j] + bias[j];
+#ifdef VMAMBA_AVX2
+            if (delta_softplus) {
+              steps_and_slopes_avx2(raw, st, sl);
+              continue;
+            }
+#endif
             for (int64_t j = 0; j < kLanes; ++j) {
               if (delta_softplus) {
                 st[j] = raw[j] > 20.f ? raw[j] : std::log1p(std::exp(raw[j]));
@@ -684,61 +805,77 @@ std::vector<torch::Tensor> route_scan_backward(
               const float* rn = rate.data() + n * kLanes;
               float su[kLanes] = {};
               for (int64_t j = 0; j < lanes; ++j) su[j] = st[j] * u[j];
-              for (int64_t j = 0; j < kLanes; ++j) {
-                dc[j] = std::exp(st[j] * rn[j]);
+#ifdef VMAMBA_AVX2
+              decays_avx2(st, rn, dc);
+#else
+              for (int64_t j = 0; j < kLanes; ++j) dc[j] = std::exp(st[j] * rn[j]);
+#endif
+              for (int64_t j = 0; j < kLanes; ++j)
                 hn[j] = (hp ? dc[j] * hp[j] : 0.f) + su[j] * bc[n];
-              }
             }
           }
           // reverse walk
           std::fill(g.begin(), g.end(), 0.f);
           std::fill(dA_acc.begin(), dA_acc.end(), 0.f);
           float dD_acc[kLanes] = {}, dbias_acc[kLanes] = {};
-          for (int64_t t = length - 1; t >= 0; --t) {
-            if ((t + 1) % segment == 0) std::fill(g.begin(), g.end(), 0.f);  // a segment's end
-            const int64_t p = pixel[t];
-            float u[kLanes] = {}, dy[kLanes] = {};
-            for (int64_t j = 0; j < lanes; ++j) {
-              u[j] = px[x_at + p * x_stride + j];
-              dy[j] = pdy[y_at + p * y_stride + j];
-            }
-            const float* bc = proj + p * pixel_stride + rank;
-            float* dbc = dproj + p * pixel_stride + rank;
-            const float* st = step.data() + t * kLanes;
-            float du[kLanes], dstep[kLanes] = {};
-            for (int64_t j = 0; j < kLanes; ++j) du[j] = skip[j] * dy[j];
-            for (int64_t n = 0; n < state; ++n) {
-              float* gn = g.data() + n * kLanes;
-              const float* dc = decay.data() + (t * state + n) * kLanes;
-              const float* hn = h.data() + (t * state + n) * kLanes;
-              const float* hp =
-                  t % segment > 0 ? h.data() + ((t - 1) * state + n) * kLanes : nullptr;
-              const float* rn = rate.data() + n * kLanes;
-              float* dAn = dA_acc.data() + n * kLanes;
-              const float Bn = bc[n], Cn = bc[state + n];
-              float dB = 0.f, dC = 0.f;
-              for (int64_t j = 0; j < kLanes; ++j) {
-                const float gj = gn[j] + Cn * dy[j];  // dh_t
-                const float decayed_prev = hp ? dc[j] * hp[j] : 0.f;  // a_t h_{t-1}
-                dAn[j] += gj * decayed_prev * st[j];
-                dstep[j] += gj * (decayed_prev * rn[j] + u[j] * Bn);
-                du[j] += gj * st[j] * Bn;
-                dB += gj * st[j] * u[j];
-                dC += hn[j] * dy[j];
-                gn[j] = dc[j] * gj;  // a_t dh_t, what token t - 1 receives
+          bool vectorised = false;
+#ifdef VMAMBA_AVX2
+          vectorised = lanes == kLanes;
+          if (vectorised) {
+            reverse_walk_avx2({pixel, length, segment, state, dim, x_stride, y_stride,
+                               pixel_stride, px + x_at, pdy + y_at, proj + rank, step.data(),
+                               slope.data(), decay.data(), h.data(), rate.data(), skip,
+                               dproj + rank, ddl, pdx + x_at, g.data(), dA_acc.data(), dD_acc,
+                               dbias_acc, writes_dx});
+          }
+#endif
+          if (!vectorised) {  // a block at the end of an odd width, or no AVX2
+            for (int64_t t = length - 1; t >= 0; --t) {
+              if ((t + 1) % segment == 0) std::fill(g.begin(), g.end(), 0.f);  // a segment's end
+              const int64_t p = pixel[t];
+              float u[kLanes] = {}, dy[kLanes] = {};
+              for (int64_t j = 0; j < lanes; ++j) {
+                u[j] = px[x_at + p * x_stride + j];
+                dy[j] = pdy[y_at + p * y_stride + j];
               }
-              dbc[n] += dB;
-              dbc[state + n] += dC;
-            }
-            float* dxp = pdx + x_at + p * x_stride;
-            float* ddp = ddl + p * dim;
-            const float* sl = slope.data() + t * kLanes;
-            for (int64_t j = 0; j < lanes; ++j) {
-              const float draw = dstep[j] * sl[j];
-              ddp[j] = draw;
-              dbias_acc[j] += draw;
-              dD_acc[j] += dy[j] * u[j];
-              dxp[j] = writes_dx ? du[j] : dxp[j] + du[j];
+              const float* bc = proj + p * pixel_stride + rank;
+              float* dbc = dproj + p * pixel_stride + rank;
+              const float* st = step.data() + t * kLanes;
+              float du[kLanes], dstep[kLanes] = {};
+              for (int64_t j = 0; j < kLanes; ++j) du[j] = skip[j] * dy[j];
+              for (int64_t n = 0; n < state; ++n) {
+                float* gn = g.data() + n * kLanes;
+                const float* dc = decay.data() + (t * state + n) * kLanes;
+                const float* hn = h.data() + (t * state + n) * kLanes;
+                const float* hp =
+                    t % segment > 0 ? h.data() + ((t - 1) * state + n) * kLanes : nullptr;
+                const float* rn = rate.data() + n * kLanes;
+                float* dAn = dA_acc.data() + n * kLanes;
+                const float Bn = bc[n], Cn = bc[state + n];
+                float dB = 0.f, dC = 0.f;
+                for (int64_t j = 0; j < kLanes; ++j) {
+                  const float gj = gn[j] + Cn * dy[j];  // dh_t
+                  const float decayed_prev = hp ? dc[j] * hp[j] : 0.f;  // a_t h_{t-1}
+                  dAn[j] += gj * decayed_prev * st[j];
+                  dstep[j] += gj * (decayed_prev * rn[j] + u[j] * Bn);
+                  du[j] += gj * st[j] * Bn;
+                  dB += gj * st[j] * u[j];
+                  dC += hn[j] * dy[j];
+                  gn[j] = dc[j] * gj;  // a_t dh_t, what token t - 1 receives
+                }
+                dbc[n] += dB;
+                dbc[state + n] += dC;
+              }
+              float* dxp = pdx + x_at + p * x_stride;
+              float* ddp = ddl + p * dim;
+              const float* sl = slope.data() + t * kLanes;
+              for (int64_t j = 0; j < lanes; ++j) {
+                const float draw = dstep[j] * sl[j];
+                ddp[j] = draw;
+                dbias_acc[j] += draw;
+                dD_acc[j] += dy[j] * u[j];
+                dxp[j] = writes_dx ? du[j] : dxp[j] + du[j];
+              }
             }
           }
           for (int64_t j = 0; j < lanes; ++j) {
