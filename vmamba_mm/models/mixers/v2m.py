@@ -18,6 +18,7 @@ from .base import MIXERS, TokenMixer, depthwise_conv
 
 NUM_ORIENTATIONS = len(ORIENTATION_FLIPS)
 
+
 def orient(x, orientation):
     """(..., H, W) in pixel order -> the grid as ``orientation``'s scan sees it (flips are their
     own inverse, so this also maps back)."""
