@@ -24,6 +24,22 @@ void convolve_pixel(const float* x, const float* taps, const float* bias, float*
   const int64_t j_first = std::max<int64_t>(0, pad - w), j_last = std::min(size, width + pad - w);
   int64_t c0 = 0;
 #ifdef VMAMBA_AVX2
+  // 32 channels in four registers: four independent chains of FMAs, where one chain of k * k
+  // dependent FMAs would leave the FMA units waiting on its latency
+  constexpr int kChains = 4;
+  for (; c0 + 8 * kChains <= channels; c0 += 8 * kChains) {
+    __m256 acc[kChains];
+    for (int v = 0; v < kChains; ++v) acc[v] = _mm256_loadu_ps(bias + c0 + 8 * v);
+    for (int64_t i = i_first; i < i_last; ++i) {
+      const float* in = x + ((b * height + h + i - pad) * width + w - pad) * channels + c0;
+      const float* tap = taps + i * size * channels + c0;
+      for (int64_t j = j_first; j < j_last; ++j)
+        for (int v = 0; v < kChains; ++v)
+          acc[v] = _mm256_fmadd_ps(_mm256_loadu_ps(in + j * channels + 8 * v),
+                                   _mm256_loadu_ps(tap + j * channels + 8 * v), acc[v]);
+    }
+    for (int v = 0; v < kChains; ++v) _mm256_storeu_ps(out + c0 + 8 * v, acc[v]);
+  }
   for (; c0 + 8 <= channels; c0 += 8) {  // eight channels summed in one register
     __m256 acc = _mm256_loadu_ps(bias + c0);
     for (int64_t i = i_first; i < i_last; ++i) {

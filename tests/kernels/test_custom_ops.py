@@ -132,10 +132,12 @@ def test_fused_cross_selective_scan_softplus_over_its_whole_range():
         # h = softplus(s) * u * B after one step from h = 0; y = C * h.
         torch.testing.assert_close(y.view(16).double(), softplus, rtol=4e-7, atol=1e-30)
 
-# 20 channels: two vectors of 8 and 4 in the plain C++ path; 1x1 and 2x3 maps: every tap of the
-# 3x3 and 5x5 kernels falls off an edge somewhere.
+# 20 channels: two vectors of 8 and 4 in the plain C++ path; 44: one block of 32 (four vectors),
+# one vector and 4 plain; 1x1 and 2x3 maps: every tap of the 3x3 and 5x5 kernels falls off an
+# edge somewhere.
 @pytest.mark.parametrize('channels, size, with_bias, height, width',
-                         [(20, 3, True, 4, 6), (20, 3, True, 1, 1), (5, 5, False, 2, 3)])
+                         [(20, 3, True, 4, 6), (20, 3, True, 1, 1), (5, 5, False, 2, 3),
+                          (44, 3, True, 5, 7), (44, 5, False, 2, 3)])
 def test_depthwise_conv_silu_op(channels, size, with_bias, height, width):
     from vmamba_kernels.depthwise_conv.cpp import depthwise_conv_silu_cpp
     from vmamba_kernels.depthwise_conv.reference import depthwise_conv_silu_reference
