@@ -706,8 +706,8 @@ torch::Tensor route_scan_forward(const torch::Tensor& x, const torch::Tensor& de
 // odd width runs plain loops over its lanes.
 //   x, delta, projected, A, D, delta_bias, pixels, segment, x_per_route, y_per_route: as the
 //   forward; grad_y: y's shape. Returns dx (x's shape), ddelta (K, batch, L, dim) (of delta
-//   before its bias),
-//   dprojected (batch, L, K, R + 2N) (zeros in the R low-rank columns: delta carries those),
+//   before its bias), dprojected (batch, L, K, R + 2N) (zeros in the R low-rank columns: delta
+//   carries those),
 //   dA (batch, K * dim, N), dD and ddelta_bias (batch, K * dim), per image (the caller sums).
 std::vector<torch::Tensor> route_scan_backward(
     const torch::Tensor& x, const torch::Tensor& delta, const torch::Tensor& projected,
