@@ -1,16 +1,16 @@
 """Example inputs of ``v2m_scan`` (see ``common/cases.py``); a shape is
-(stage, batch, channels, H, W, rank, N)."""
+(batch, channels, H, W, rank, N, stage)."""
 import torch
 
 from ..common.cases import Examples, register_examples
 from ..common.lines import NUM_ORIENTATIONS
 
-SHAPES = {'smoke': [('row', 1, 2, 3, 5, 1, 1), ('column', 1, 2, 3, 5, 1, 1)],
-          'check': [('row', 2, 32, 9, 13, 2, 1), ('column', 2, 16, 14, 7, 4, 4),
-                    ('column', 1, 20, 5, 6, 3, 2)]}
+SHAPES = {'smoke': [(1, 2, 3, 5, 1, 1, 'row'), (1, 2, 3, 5, 1, 1, 'column')],
+          'check': [(2, 32, 9, 13, 2, 1, 'row'), (2, 16, 14, 7, 4, 4, 'column'),
+                    (1, 20, 5, 6, 3, 2, 'column')]}
 
 
-def stage_tensors(stage, batch, channels, height, width, rank, state, dtype=torch.float32,
+def stage_tensors(batch, channels, height, width, rank, state, stage, dtype=torch.float32,
                   seed=0):
     """x, x_proj_weight, dt_projs_weight, A, D, delta_bias by name; x in ``dtype``."""
     gen = torch.Generator().manual_seed(seed)
@@ -28,12 +28,11 @@ def stage_tensors(stage, batch, channels, height, width, rank, state, dtype=torc
 
 
 def make(shape, dtype=torch.float32, seed=0):
-    stage, *sizes = shape
-    return stage_tensors(stage, *sizes, dtype=dtype, seed=seed), dict(stage=stage)
+    return stage_tensors(*shape, dtype=dtype, seed=seed), dict(stage=shape[-1])
 
 
 def label(shape):
-    stage, batch, channels, height, width, rank, state = shape
+    batch, channels, height, width, rank, state, stage = shape
     return f'{stage} b{batch} c{channels} {height}x{width} R{rank} N{state}'
 
 

@@ -15,10 +15,10 @@ from vmamba_kernels.common.cases import examples_of
 
 EXAMPLES = examples_of('v2m_scan')
 BACKENDS = [b for b in ('torch', 'cpp') if b in available_backends('v2m_scan')]
-# (stage, batch, channels, H, W, rank, N): 16-lane blocks with a scalar tail (20, 35), one
+# (batch, channels, H, W, rank, N, stage): 16-lane blocks with a scalar tail (20, 35), one
 # block (16), under one (3); odd and non-square maps; a one-pixel-long line.
-SHAPES = [('row', 2, 20, 5, 7, 3, 2), ('column', 2, 20, 5, 7, 3, 2), ('row', 1, 16, 4, 9, 2, 4),
-          ('column', 1, 35, 9, 4, 2, 1), ('column', 1, 3, 1, 6, 1, 3), ('row', 1, 3, 6, 1, 2, 1)]
+SHAPES = [(2, 20, 5, 7, 3, 2, 'row'), (2, 20, 5, 7, 3, 2, 'column'), (1, 16, 4, 9, 2, 4, 'row'),
+          (1, 35, 9, 4, 2, 1, 'column'), (1, 3, 1, 6, 1, 3, 'column'), (1, 3, 6, 1, 2, 1, 'row')]
 
 
 def leaves(tensors):
@@ -54,7 +54,7 @@ def test_every_backend_matches_the_reference_in_value_and_gradient(shape, withou
 @pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 def test_half_inputs_scan_in_float32(backend, dtype):
-    tensors, kwargs = EXAMPLES.make(('column', 1, 18, 5, 6, 2, 2), dtype=dtype)
+    tensors, kwargs = EXAMPLES.make((1, 18, 5, 6, 2, 2, 'column'), dtype=dtype)
     y = v2m_scan(*tensors.values(), backend=backend, **kwargs)
     # The reference of the same (rounded) map: the scan itself runs in float32.
     rounded = dict(tensors, x=tensors['x'].float())
@@ -97,7 +97,7 @@ def by_hand(stage, tensors):
 
 @pytest.mark.parametrize('stage', ['row', 'column'])
 def test_the_reference_is_the_recurrence_written_out_by_hand(stage):
-    shape = ('row', 1, 1, 1, 2, 1, 1) if stage == 'row' else ('column', 1, 1, 2, 1, 1, 1)
+    shape = (1, 1, 1, 2, 1, 1, 'row') if stage == 'row' else (1, 1, 2, 1, 1, 1, 'column')
     tensors, kwargs = EXAMPLES.make(shape, seed=3)
     expected = by_hand(stage, tensors)
     for backend in ['reference', *BACKENDS]:
@@ -131,7 +131,7 @@ def test_the_cpp_operators_pass_opcheck(stage):
 
 
 def test_errors_name_the_bad_input():
-    tensors, _ = EXAMPLES.make(('column', 1, 4, 3, 5, 2, 1))
+    tensors, _ = EXAMPLES.make((1, 4, 3, 5, 2, 1, 'column'))
     args = list(tensors.values())
     with pytest.raises(ValueError, match=r"Unknown V2M scan stage 'rows'; choose 'row'"):
         v2m_scan(*args, stage='rows')
