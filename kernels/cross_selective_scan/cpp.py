@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from ..common.composite import pixel_major_projections
-from ..common.cpu_extension import float32_contiguous, load_extension
+from ..common.route_kernel import (fake_gradients, gradients_for_autograd, route_scan,
+                                  route_scan_gradients)
 from ..common.routes import route_table
 
 
@@ -33,9 +34,7 @@ def cross_selective_scan_cpp(x: Tensor, delta: Tensor, projected: Tensor, A: Ten
                              pixels: Tensor) -> Tensor:
     """``pixel_major_scan_reference`` in one C++ pass: (B, H, W, C) float32, delta with
     softplus."""
-    args = [float32_contiguous(t, x) for t in (x, delta, projected, A, D, delta_bias)]
-    return load_extension().route_scan_forward(*args, True, pixels.contiguous(),
-                                               *whole_routes(pixels))
+    return route_scan(x, delta, projected, A, D, delta_bias, pixels, *whole_routes(pixels))
 
 
 @cross_selective_scan_cpp.register_fake
@@ -48,21 +47,15 @@ def cross_selective_scan_cpp_backward(x: Tensor, delta: Tensor, projected: Tenso
                                       D: Optional[Tensor], delta_bias: Optional[Tensor],
                                       pixels: Tensor, grad_y: Tensor
                                       ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(dx, ddelta, dprojected, dA, dD, ddelta_bias) of ``cross_selective_scan_cpp`` in one C++
-    pass per image, recomputing its forward: float32; dprojected is zero in the low-rank columns
-    (the kernel reads delta, not them); dD and ddelta_bias are zeros when absent."""
-    args = [float32_contiguous(t, x) for t in (x, delta, projected, A, D, delta_bias)]
-    dx, ddelta, dprojected, dA, dD, dbias = load_extension().route_scan_backward(
-        *args, True, pixels.contiguous(), *whole_routes(pixels), grad_y.float().contiguous())
-    return dx, ddelta, dprojected, dA.sum(0), dD.sum(0), dbias.sum(0)
+    """(dx, ddelta, dprojected, dA, dD, ddelta_bias) of ``cross_selective_scan_cpp``
+    (``route_scan_gradients``)."""
+    return route_scan_gradients(x, delta, projected, A, D, delta_bias, pixels,
+                                *whole_routes(pixels), grad_y)
 
 
 @cross_selective_scan_cpp_backward.register_fake
 def _(x, delta, projected, A, D, delta_bias, pixels, grad_y):
-    float32 = dict(dtype=torch.float32)
-    return (x.new_empty(x.shape, **float32), delta.new_empty(delta.shape, **float32),
-            projected.new_empty(projected.shape, **float32), A.new_empty(A.shape, **float32),
-            A.new_empty(A.shape[0], **float32), A.new_empty(A.shape[0], **float32))
+    return fake_gradients(x, delta, projected, A)
 
 
 def _setup(ctx, inputs, output):
@@ -71,10 +64,9 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_y):
     x, delta, projected, A, D, delta_bias, pixels = ctx.saved_tensors
-    dx, ddelta, dprojected, dA, dD, dbias = cross_selective_scan_cpp_backward(
-        x, delta, projected, A, D, delta_bias, pixels, grad_y)
-    return (dx.to(x.dtype), ddelta.to(delta.dtype), dprojected.to(projected.dtype), dA,
-            dD if D is not None else None, dbias if delta_bias is not None else None, None)
+    gradients = cross_selective_scan_cpp_backward(x, delta, projected, A, D, delta_bias, pixels,
+                                                  grad_y)
+    return (*gradients_for_autograd(gradients, x, delta, projected, D, delta_bias), None)
 
 
 cross_selective_scan_cpp.register_autograd(_backward, setup_context=_setup)

@@ -10,6 +10,7 @@ Every path gives the same count.
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
+from ..common.route_kernel import route_scan_flops
 from ..selective_scan.flops import selective_scan_macs
 from . import cpp, triton  # noqa: F401  (they define the operators)
 
@@ -28,12 +29,5 @@ def _low_rank_core_flops(x, projected, dt_weight, A, D, *rest, out_shape=None, *
                                          with_skip=D is not None)
 
 
-def _pixel_major_core_flops(x, delta, projected, A, D, *rest, out_shape=None, **kwargs):
-    # Its delta comes in computed (a bmm the counter counts itself): the scan alone.
-    batch, height, width, channels = x
-    return 2 * selective_scan_macs(batch, projected[2] * channels, height * width, A[1],
-                                   with_skip=D is not None)
-
-
 register_flop_formula(torch.ops.vmamba.cross_selective_scan_triton)(_low_rank_core_flops)
-register_flop_formula(torch.ops.vmamba.cross_selective_scan_cpp)(_pixel_major_core_flops)
+register_flop_formula(torch.ops.vmamba.cross_selective_scan_cpp)(route_scan_flops)

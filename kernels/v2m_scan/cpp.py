@@ -14,17 +14,9 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..common.cpu_extension import float32_contiguous, load_extension
 from ..common.lines import NUM_ORIENTATIONS, line_length, line_table
-
-
-def _kernel_args(x, delta, projected, A, D, delta_bias):
-    return [float32_contiguous(t, x) for t in (x, delta, projected, A, D, delta_bias)]
-
-
-def _output_shape(x, delta, orientation_outputs):
-    channels = delta.shape[-1] * (NUM_ORIENTATIONS if orientation_outputs else 1)
-    return (*x.shape[:3], channels)
+from ..common.route_kernel import (fake_gradients, gradients_for_autograd, route_scan,
+                                   route_scan_gradients)
 
 
 @torch.library.custom_op('vmamba::v2m_scan_cpp', mutates_args=())
@@ -35,15 +27,15 @@ def v2m_scan_cpp(x: Tensor, delta: Tensor, projected: Tensor, A: Tensor, D: Opti
     (B, H, W, 4 * C); delta (4, B, H * W, C) before its bias; projected (B, H * W, 4, R + 2N);
     ``line`` tokens per line. Returns float32 (B, H, W, C), the orientations summed, or
     (B, H, W, 4 * C) with ``orientation_outputs``."""
-    return load_extension().route_scan_forward(
-        *_kernel_args(x, delta, projected, A, D, delta_bias), True, pixels.contiguous(), line,
-        orientation_inputs, orientation_outputs)
+    return route_scan(x, delta, projected, A, D, delta_bias, pixels, line, orientation_inputs,
+                      orientation_outputs)
 
 
 @v2m_scan_cpp.register_fake
 def _(x, delta, projected, A, D, delta_bias, pixels, line, orientation_inputs,
       orientation_outputs):
-    return x.new_empty(_output_shape(x, delta, orientation_outputs), dtype=torch.float32)
+    channels = delta.shape[-1] * (NUM_ORIENTATIONS if orientation_outputs else 1)
+    return x.new_empty((*x.shape[:3], channels), dtype=torch.float32)
 
 
 @torch.library.custom_op('vmamba::v2m_scan_cpp_backward', mutates_args=())
@@ -52,22 +44,16 @@ def v2m_scan_cpp_backward(x: Tensor, delta: Tensor, projected: Tensor, A: Tensor
                           line: int, orientation_inputs: bool, orientation_outputs: bool,
                           grad_y: Tensor
                           ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(dx, ddelta, dprojected, dA, dD, ddelta_bias) of ``v2m_scan_cpp``, float32, recomputing
-    its forward; dprojected is zero in the low-rank columns (the kernel reads delta, not them);
-    dD and ddelta_bias are zeros when absent."""
-    dx, ddelta, dprojected, dA, dD, dbias = load_extension().route_scan_backward(
-        *_kernel_args(x, delta, projected, A, D, delta_bias), True, pixels.contiguous(), line,
-        orientation_inputs, orientation_outputs, grad_y.float().contiguous())
-    return dx, ddelta, dprojected, dA.sum(0), dD.sum(0), dbias.sum(0)
+    """(dx, ddelta, dprojected, dA, dD, ddelta_bias) of ``v2m_scan_cpp``
+    (``route_scan_gradients``)."""
+    return route_scan_gradients(x, delta, projected, A, D, delta_bias, pixels, line,
+                                orientation_inputs, orientation_outputs, grad_y)
 
 
 @v2m_scan_cpp_backward.register_fake
 def _(x, delta, projected, A, D, delta_bias, pixels, line, orientation_inputs,
       orientation_outputs, grad_y):
-    float32 = dict(dtype=torch.float32)
-    return (x.new_empty(x.shape, **float32), delta.new_empty(delta.shape, **float32),
-            projected.new_empty(projected.shape, **float32), A.new_empty(A.shape, **float32),
-            A.new_empty(A.shape[0], **float32), A.new_empty(A.shape[0], **float32))
+    return fake_gradients(x, delta, projected, A)
 
 
 def _setup(ctx, inputs, output):
@@ -77,12 +63,10 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_y):
     x, delta, projected, A, D, delta_bias, pixels = ctx.saved_tensors
-    dx, ddelta, dprojected, dA, dD, dbias = v2m_scan_cpp_backward(
-        x, delta, projected, A, D, delta_bias, pixels, ctx.line, ctx.orientation_inputs,
-        ctx.orientation_outputs, grad_y)
-    return (dx.to(x.dtype), ddelta.to(delta.dtype), dprojected.to(projected.dtype), dA,
-            dD if D is not None else None, dbias if delta_bias is not None else None, None,
-            None, None, None)
+    gradients = v2m_scan_cpp_backward(x, delta, projected, A, D, delta_bias, pixels, ctx.line,
+                                      ctx.orientation_inputs, ctx.orientation_outputs, grad_y)
+    return (*gradients_for_autograd(gradients, x, delta, projected, D, delta_bias), None, None,
+            None, None)
 
 
 v2m_scan_cpp.register_autograd(_backward, setup_context=_setup)
