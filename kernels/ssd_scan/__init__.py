@@ -41,7 +41,7 @@ register(OPERATION, 'cpp', cpp.ssd_scan_compiled, devices=('cpu', ), priority=1,
          description='C++ kernel, the recurrence token by token')
 register(OPERATION, 'triton', triton.ssd_scan_triton, devices=triton_common.triton_devices(),
          priority=2, auto_devices=('cuda', ), unavailable_reason=triton_common.unavailable_reason,
-         description='Triton forward kernel; backward by the torch form')
+         description='Triton kernels, forward and backward')
 
 
 def _shape_error(name, tensor, expected):
