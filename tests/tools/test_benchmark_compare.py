@@ -20,6 +20,8 @@ def test_compare_rows_give_ratio_memory_and_gemm_share(capsys):
                        '32', '--device', 'cpu', '--threads', '1', '--warmup', '1', '--iters',
                        '1', '--rounds', '1']) == 0
     out = capsys.readouterr().out
+    # every model of the run on the same allocator settings, said in the header
+    assert re.search(r'^inference; .*; freed host memory (kept|not kept)', out, re.MULTILINE), out
     rate = re.search(r'^fp32 GEMM rate: ([\d.]+) GFLOP/s \(2048x2048 matmul', out, re.MULTILINE)
     assert rate is not None, out
     rate = float(rate.group(1)) * 1e9

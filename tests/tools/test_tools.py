@@ -3,6 +3,7 @@ import functools
 import multiprocessing
 import os
 import pickle
+import platform
 import random
 import re
 import subprocess
@@ -36,12 +37,15 @@ def test_train_then_test_the_saved_checkpoint(tiny_data, tmp_path):
                      'default_hooks.checkpoint.interval=1')
     assert train.returncode == 0, train.stderr[-3000:]
     assert (work / 'epoch_1.pth').is_file()
+    assert 'freed host memory kept: glibc malloc' in train.stdout + train.stderr or (
+        platform.libc_ver()[0] != 'glibc')
     out = tmp_path / 'predictions.pkl'
     shown = tmp_path / 'shown'
     test = run_tool('tools/test.py', DEMO, str(work / 'epoch_1.pth'), '--work-dir', str(work),
-                    '--out', str(out), '--show-dir', str(shown), '--cfg-options',
-                    *data_options(tiny_data))
+                    '--out', str(out), '--show-dir', str(shown), '--release-freed-memory',
+                    '--cfg-options', *data_options(tiny_data))
     assert test.returncode == 0, test.stderr[-3000:]
+    assert 'freed host memory: glibc defaults (--release-freed-memory)' in test.stdout + test.stderr
     assert len(list(shown.glob('*.png'))) == 16  # every test image drawn with its prediction
     assert re.search(r'accuracy/top1: \d', test.stdout + test.stderr)
     with open(out, 'rb') as f:

@@ -46,6 +46,11 @@ everything except the scan. The gap to the real model is what its scan costs;
 the row bounds from below what any scan implementation can reach (e.g. under
 ``--runtime onnxruntime``).
 
+The run keeps freed host memory in the process (``vmamba_mm.models.retain_freed_memory``, said in
+the header line), for every model alike: without it glibc hands large freed blocks back to the OS
+and the next tensor of that size page-faults in again. ``--release-freed-memory`` leaves glibc's
+defaults.
+
 Example::
 
     python tools/analysis_tools/benchmark.py \\
@@ -184,6 +189,12 @@ def parse_args(argv=None):
         action='store_true',
         help='turn off the oneDNN weight copies of the CPU inference path '
         '(vmamba_mm.models.layers.use_onednn_weight_copies(False)): less memory, more time')
+    parser.add_argument(
+        '--release-freed-memory',
+        action='store_true',
+        help="leave glibc's malloc as it is: large freed blocks go back to the OS and the next "
+        'tensor of that size page-faults in again (by default the run keeps them: '
+        'vmamba_mm.models.retain_freed_memory)')
     parser.add_argument(
         '--profile',
         action='store_true',
@@ -638,6 +649,12 @@ def main(argv=None):
         use_onednn_weight_copies(False)
     if args.memory_probe:
         return memory_probe(args)
+    # After the probe's branch: its child keeps its own thresholds (PROBE_MALLOC_ENV).
+    if args.release_freed_memory:
+        host_memory = 'freed host memory: glibc defaults (--release-freed-memory)'
+    else:
+        from vmamba_mm.models import retain_freed_memory
+        host_memory = retain_freed_memory()
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if device == 'cuda' and not torch.cuda.is_available():
@@ -674,7 +691,7 @@ def main(argv=None):
           + f', threads {threads}, batch {args.batch_size}, '
           f'shape{"s" if len(args.sizes) > 1 else ""} {shapes}, '
           f'warmup {args.warmup}, {args.rounds} rounds x {args.iters} iters '
-          '(round-robin, median round)', flush=True)
+          f'(round-robin, median round); {host_memory}', flush=True)
 
     models = []  # one per entry, in order; a --scan-floor row right after its model
     for entry in entries:

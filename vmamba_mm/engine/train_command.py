@@ -19,7 +19,8 @@ from .dist import SlurmEnvironmentError
 from .hooks import NonFiniteLossError, require_checkpoint_fit
 from .output_paths import work_dir_problem
 from .resume import ResumeError, set_up_resume
-from .runner import build_runner, load_config, require_gpu_for_amp, run_reporting_data_errors
+from .runner import (add_host_memory_argument, build_runner, load_config, require_gpu_for_amp,
+                     run_reporting_data_errors, set_host_memory)
 
 
 def parse_train_args(argv=None):
@@ -37,6 +38,7 @@ def parse_train_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config settings, e.g. train_cfg.max_epochs=2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    add_host_memory_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -76,7 +78,8 @@ def run_train_command(argv=None):
     try:
         runner, notes = build_runner(cfg, args.launcher)
         notes += [resume_note] if resume_note else []
-        return run_reporting_data_errors(runner, 'train', notes)
+        return run_reporting_data_errors(runner, 'train', notes,
+                                         [set_host_memory(args.release_freed_memory)])
     except (CheckpointContentError, CheckpointMismatchError, NonFiniteLossError,
             SlurmEnvironmentError) as exc:
         print(f'error: {exc}', file=sys.stderr)

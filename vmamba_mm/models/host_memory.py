@@ -1,0 +1,59 @@
+"""Keeping freed host memory in the process, so large CPU tensors do not page-fault every step.
+
+torch's CPU tensors come from the C library's ``malloc``. glibc's returns a large freed block to
+the kernel: a block above the mmap threshold (which adapts up to the largest freed block, at most
+32 MiB) is unmapped, and free space at the top of the heap beyond the trim threshold (twice the
+mmap threshold) is trimmed. The next tensor of that size then takes a page fault on each of its
+4 KiB pages when first written. In a forward that allocates a few tensors of several MB at a time
+(V2M's and SSD's first stage at 224^2) this happens on every call: about 7,000 page faults per
+image for v2m-tiny and ssd-tiny, none for VMamba-T, ConvNeXt-T or Swin-T (docs/speed.md).
+
+``retain_freed_memory()`` fixes both thresholds (mmap at glibc's largest, 32 MiB; trim at 1 GiB),
+so freed blocks stay mapped and the next tensor reuses their pages: the process keeps its peak
+heap instead of returning it (as allocators built for speed do: jemalloc, tcmalloc, CUDA's caching
+allocator). Blocks above 32 MiB are still mapped fresh each time. The tools call it unless given
+``--release-freed-memory``; in your own code, call it once before the model runs.
+"""
+import ctypes
+import ctypes.util
+import platform
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 << 20  # glibc's largest accepted value on 64-bit systems
+TRIM_THRESHOLD = 1 << 30
+
+_applied = {'done': False}
+
+
+def _glibc():
+    """The process's C library when it is glibc, else the reason it is not usable here."""
+    if platform.system() != 'Linux':
+        return None, f'{platform.system()} does not use glibc'
+    name = platform.libc_ver()[0]
+    if name != 'glibc':
+        return None, f'the C library is {name or "not glibc"} (not glibc)'
+    return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6'), None
+
+
+def retain_freed_memory():
+    """Keep freed host memory in the process (module docstring) for the rest of its life.
+
+    Returns a one-line description of what was set, for the caller to log, or of why nothing was
+    (a C library other than glibc). Calling it again does nothing more.
+    """
+    if _applied['done']:
+        return 'freed host memory kept (set earlier in this process)'
+    libc, reason = _glibc()
+    if libc is None:
+        return f'freed host memory not kept: {reason}; malloc left as it is'
+    for parameter, value, name in ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD, 'M_MMAP_THRESHOLD'),
+                                   (_M_TRIM_THRESHOLD, TRIM_THRESHOLD, 'M_TRIM_THRESHOLD')):
+        if libc.mallopt(parameter, value) != 1:
+            raise RuntimeError(f'glibc mallopt({name}, {value}) refused the value; run with '
+                               '--release-freed-memory (or do not call retain_freed_memory).')
+    _applied['done'] = True
+    return (f'freed host memory kept: glibc malloc thresholds fixed (mmap {MMAP_THRESHOLD >> 20} '
+            f'MiB, trim {TRIM_THRESHOLD >> 30} GiB), so large tensors reuse mapped pages '
+            '(--release-freed-memory: glibc defaults)')
