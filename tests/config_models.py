@@ -7,12 +7,14 @@ import torch
 
 def build_model(cfg):
     """``cfg.model`` (a loaded mmengine Config) built by the MODELS registry of its default scope
-    (mmseg or mmpretrain), with the config's data_preprocessor and without the backbone's
+    (mmseg, mmdet or mmpretrain), with the config's data_preprocessor and without the backbone's
     init_cfg: the tests have no trained checkpoint to load."""
     from mmengine.registry import init_default_scope
     init_default_scope(cfg.default_scope)
     if cfg.default_scope == 'mmseg':
         from mmseg.registry import MODELS
+    elif cfg.default_scope == 'mmdet':
+        from mmdet.registry import MODELS
     else:
         from mmpretrain.registry import MODELS
     model_cfg = copy.deepcopy(cfg.model)

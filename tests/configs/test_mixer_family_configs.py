@@ -1,5 +1,6 @@
 """configs/v2m and configs/ssd: each scan family on VMamba-T's and VMamba-S's layouts for
-ImageNet and UperNet on ADE20K, and the classification demo with each mixer.
+ImageNet and UperNet on ADE20K, the classification demo with each mixer, and each family's arch
+in the Mask R-CNN config.
 
 Every config is its VMamba counterpart key for key with the family's arch (and, for UperNet, the
 backbone checkpoint the family's ImageNet run gives); the segmentors build on the real mm stack
@@ -75,6 +76,27 @@ def test_the_upernet_config_builds_a_segmentor_of_the_family(family):
         logits = segmentor(torch.randn(1, 3, 64, 96), mode='tensor')
     assert logits.shape == (1, 150, 16, 24)  # ADE20K's classes at a quarter of the input
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_the_mask_rcnn_config_takes_the_family_arch(family):
+    import vmamba_mm  # noqa: F401  (registers VSSM)
+    from vmamba_mm.models import ARCH_SETTINGS
+    cfg = load('mask_rcnn/mask-rcnn_vmamba-tiny-s1l8_fpn_1x_coco.py')
+    cfg.model.backbone.arch = dict(ARCH_SETTINGS[f'{family}-tiny'], depths=[1, 1, 1, 1])
+    detector = build_model(cfg).train()
+    mixers = [type(block.op).__name__ for block in detector.backbone.modules()
+              if type(block).__name__ == 'VSSBlock']
+    assert mixers == [FAMILIES[family]] * 4
+    features = detector.extract_feat(torch.randn(1, 3, 64, 96))
+    # FPN's five levels, strides 4 to 64 (the last pooled from the 2x3 map), 256 channels each
+    assert [tuple(f.shape) for f in features] == [(1, 256, -(-64 // s), -(-96 // s))
+                                                  for s in (4, 8, 16, 32, 64)]
+    sum(f.square().mean() for f in features).backward()
+    for block in detector.backbone.modules():
+        if type(block).__name__ == 'VSSBlock':
+            grads = [p.grad for p in block.op.parameters()]
+            assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
 @pytest.mark.parametrize('family', FAMILIES)
