@@ -177,3 +177,25 @@ def test_triton_scan_core_and_add_norm_compile_to_h100_machine_code(activation, 
         for kernel in (add_norm._add_layer_norm_fwd, add_norm._add_layer_norm_bwd):
             _compile_for_h100(kernel, dict(BLOCK_R=block_r, BLOCK_C=padded), maps,
                               dict(eps='fp32'), tmp_path, num_warps=add_norm.NUM_WARPS)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='Triton is not installed')
+def test_triton_ssd_kernels_compile_to_h100_machine_code(tmp_path):
+    # The interpreter runs the kernels' Python; this compiles the forward (also as the backward's
+    # state saver) and the backward as a GPU would, with bfloat16 x, B and C, at ssd-tiny's
+    # settings (headdim 16, N 64) with the kernel's largest chunk: the forward without register
+    # spills, the backward with under 1 KB (64-step chunks spilled 16.5 KB).
+    from vmamba_kernels.ssd_scan import triton as ssd
+
+    halves = {name: '*bf16' for name in ('x_ptr', 'B_ptr', 'C_ptr')}
+    tiles = dict(HAS_D=True, D_PER_CHANNEL=False, CHUNK=ssd.kernel_chunk(64), BLOCK_P=16,
+                 BLOCK_N=64)
+    assert tiles['CHUNK'] == ssd.MAX_KERNEL_CHUNK
+    for kernel, constants, most_spilled in (
+            (ssd._ssd_scan_fwd, dict(tiles, HAS_INIT=True, SAVE_STATES=False), 0),
+            (ssd._ssd_scan_fwd, dict(tiles, HAS_INIT=True, SAVE_STATES=True), 0),
+            (ssd._ssd_scan_bwd, tiles, 1024)):
+        report = _compile_for_h100(kernel, constants, halves, {}, tmp_path,
+                                   num_warps=ssd.NUM_WARPS)
+        spilled = int(re.search(r'(\d+) bytes spill stores', report).group(1))
+        assert spilled <= most_spilled, report
