@@ -2,16 +2,18 @@
 
 torch's CPU tensors come from the C library's ``malloc``. glibc's returns a large freed block to
 the kernel: a block above the mmap threshold (which adapts up to the largest freed block, at most
-32 MiB) is unmapped, and free space at the top of the heap beyond the trim threshold (twice the
-mmap threshold) is trimmed. The next tensor of that size then takes a page fault on each of its
-4 KiB pages when first written. In a forward that allocates a few tensors of several MB at a time
-(V2M's and SSD's first stage at 224^2) this happens on every call: about 7,000 page faults per
-image for v2m-tiny and ssd-tiny, none for VMamba-T, ConvNeXt-T or Swin-T (docs/speed.md).
+32 MiB) is mapped on its own and unmapped when freed, and free space at the top of the heap
+beyond the trim threshold (twice the mmap threshold) is trimmed. The next tensor of that size
+then takes a page fault on each of its 4 KiB pages when first written. At 224^2 this hits the
+V2M and SSD mixers, whose first stage holds a few tensors of several MB at a time: about 7,000
+page faults per image for v2m-tiny and ssd-tiny, none for VMamba-T, ConvNeXt-T or Swin-T. At
+896^2 it hits every model: about 219,000 per image for VMamba-T and 310,000 for ConvNeXt-T
+(docs/speed.md).
 
-``retain_freed_memory()`` fixes both thresholds (mmap at glibc's largest, 32 MiB; trim at 1 GiB),
-so freed blocks stay mapped and the next tensor reuses their pages: the process keeps its peak
-heap instead of returning it (as allocators built for speed do: jemalloc, tcmalloc, CUDA's caching
-allocator). Blocks above 32 MiB are still mapped fresh each time. The tools call it unless given
+``retain_freed_memory()`` serves every block from the heap (no block mapped on its own) and lets
+the heap keep up to 1 GiB of free space at its top, so freed blocks stay mapped and the next
+tensor reuses their pages: the process keeps its peak heap instead of returning it, as allocators
+built for speed do (jemalloc, tcmalloc, CUDA's caching allocator). The tools call it unless given
 ``--release-freed-memory``; in your own code, call it once before the model runs.
 """
 import ctypes
@@ -20,8 +22,7 @@ import platform
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 32 << 20  # glibc's largest accepted value on 64-bit systems
+_M_MMAP_MAX = -4
 TRIM_THRESHOLD = 1 << 30
 
 _applied = {'done': False}
@@ -48,12 +49,14 @@ def retain_freed_memory():
     libc, reason = _glibc()
     if libc is None:
         return f'freed host memory not kept: {reason}; malloc left as it is'
-    for parameter, value, name in ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD, 'M_MMAP_THRESHOLD'),
+    # Blocks the heap cannot hold (its growth blocked, or a thread's arena full) are still mapped:
+    # glibc falls back to mmap there whatever M_MMAP_MAX says.
+    for parameter, value, name in ((_M_MMAP_MAX, 0, 'M_MMAP_MAX'),
                                    (_M_TRIM_THRESHOLD, TRIM_THRESHOLD, 'M_TRIM_THRESHOLD')):
         if libc.mallopt(parameter, value) != 1:
             raise RuntimeError(f'glibc mallopt({name}, {value}) refused the value; run with '
                                '--release-freed-memory (or do not call retain_freed_memory).')
     _applied['done'] = True
-    return (f'freed host memory kept: glibc malloc thresholds fixed (mmap {MMAP_THRESHOLD >> 20} '
-            f'MiB, trim {TRIM_THRESHOLD >> 30} GiB), so large tensors reuse mapped pages '
+    return (f'freed host memory kept: glibc malloc serves every block from the heap and trims '
+            f'it only beyond {TRIM_THRESHOLD >> 30} GiB free, so large tensors reuse mapped pages '
             '(--release-freed-memory: glibc defaults)')
