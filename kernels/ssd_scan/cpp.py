@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..common.cpu_extension import compile_flags, float32_contiguous
 from ..common.lazy_extension import LazyExtension
+from .reference import gradient_placeholders
 
 _EXTENSION = LazyExtension('vmamba_cpu_ssd_scan', 'ssd_scan_cpu.cpp', headers=['vector_math.h'],
                            extra_cflags=compile_flags(), extra_ldflags=['-fopenmp'])
@@ -77,16 +78,7 @@ def ssd_scan_cpp_backward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor
 
 @ssd_scan_cpp_backward.register_fake
 def _(x, dt, A, B, C, D, dt_bias, initial_states, grad_y, grad_final_states, dt_softplus):
-    batch, _, heads, headdim = x.shape
-    float32 = dict(dtype=torch.float32)
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
-            torch.empty_like(dt, memory_format=torch.contiguous_format),
-            A.new_empty(heads, **float32),
-            torch.empty_like(B, memory_format=torch.contiguous_format),
-            torch.empty_like(C, memory_format=torch.contiguous_format),
-            x.new_empty(D.shape if D is not None else (0, ), **float32),
-            x.new_empty(heads, **float32),
-            x.new_empty(batch, heads, headdim, B.shape[-1], **float32))
+    return gradient_placeholders(x, dt, A, B, C, D)
 
 
 def _scan_setup(ctx, inputs, output):

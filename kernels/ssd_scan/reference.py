@@ -24,6 +24,22 @@ def skip_term(x, D):
     return x.float() * (D[:, None] if D.dim() == 1 else D)
 
 
+def gradient_placeholders(x, dt, A, B, C, D):
+    """Empty (dx, ddt, dA, dB, dC, dD, ddt_bias, dinitial_states) as the compiled backends'
+    backward operators return them (their fake implementations): dx, ddt, dB, dC like their
+    inputs, the rest float32; dD of D's shape, or (0,) without D."""
+    batch, _, heads, headdim = x.shape
+    float32 = dict(dtype=torch.float32)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(dt, memory_format=torch.contiguous_format),
+            A.new_empty(heads, **float32),
+            torch.empty_like(B, memory_format=torch.contiguous_format),
+            torch.empty_like(C, memory_format=torch.contiguous_format),
+            x.new_empty(D.shape if D is not None else (0, ), **float32),
+            x.new_empty(heads, **float32),
+            x.new_empty(batch, heads, headdim, B.shape[-1], **float32))
+
+
 def ssd_scan_reference(x, dt, A, B, C, chunk_size=64, D=None, dt_bias=None, dt_softplus=False,
                        initial_states=None, return_final_states=False, out_dtype=torch.float32):
     batch, length, heads, headdim = x.shape

@@ -41,9 +41,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..common.triton_common import tl, triton
-from .reference import prepare_dt
+from .reference import gradient_placeholders, prepare_dt
 
 if triton is not None:
+
+    @triton.jit
+    def _program_tile(batch_head, block, heads, per_group, headdim, state, BLOCK_P: tl.constexpr,
+                      BLOCK_N: tl.constexpr):
+        """A program's (batch, head, group), its headdim block p and states n with their masks,
+        and the offsets of its (p, n) tile of a (batch, heads, headdim, N) state."""
+        b = batch_head // heads
+        h = batch_head % heads
+        p = block * BLOCK_P + tl.arange(0, BLOCK_P)
+        n = tl.arange(0, BLOCK_N)
+        p_ok = p < headdim
+        n_ok = n < state
+        state_offsets = ((b * heads + h) * headdim + p[:, None]) * state + n[None, :]
+        return b, h, h // per_group, p, p_ok, n, n_ok, state_offsets, p_ok[:, None] & n_ok[None, :]
 
     @triton.jit
     def _ssd_scan_fwd(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, init_ptr, y_ptr, final_ptr,
@@ -52,18 +66,11 @@ if triton is not None:
                       HAS_INIT: tl.constexpr, SAVE_STATES: tl.constexpr, CHUNK: tl.constexpr,
                       BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
         batch_head = tl.program_id(0)
-        b = batch_head // heads
-        h = batch_head % heads
-        g = h // per_group
-        p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-        p_ok = p < headdim
-        n = tl.arange(0, BLOCK_N)
-        n_ok = n < state
+        b, h, g, p, p_ok, n, n_ok, state_offsets, state_ok = _program_tile(
+            batch_head, tl.program_id(1), heads, per_group, headdim, state, BLOCK_P, BLOCK_N)
         q = tl.arange(0, CHUNK)
         causal = q[:, None] >= q[None, :]
         A = tl.load(A_ptr + h)
-        state_offsets = ((b * heads + h) * headdim + p[:, None]) * state + n[None, :]
-        state_ok = p_ok[:, None] & n_ok[None, :]
         if HAS_INIT:
             S = tl.load(init_ptr + state_offsets, mask=state_ok, other=0.0).to(tl.float32)
         else:
@@ -114,18 +121,11 @@ if triton is not None:
                       BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
         batch_head = tl.program_id(0)
         block = tl.program_id(1)
-        b = batch_head // heads
-        h = batch_head % heads
-        g = h // per_group
-        p = block * BLOCK_P + tl.arange(0, BLOCK_P)
-        p_ok = p < headdim
-        n = tl.arange(0, BLOCK_N)
-        n_ok = n < state
+        b, h, g, p, p_ok, n, n_ok, state_offsets, state_ok = _program_tile(
+            batch_head, block, heads, per_group, headdim, state, BLOCK_P, BLOCK_N)
         q = tl.arange(0, CHUNK)
         causal = q[:, None] >= q[None, :]
         A = tl.load(A_ptr + h)
-        state_offsets = ((b * heads + h) * headdim + p[:, None]) * state + n[None, :]
-        state_ok = p_ok[:, None] & n_ok[None, :]
         # G: the loss's gradient by the state leaving the chunk, walked back from the last one.
         G = tl.load(grad_final_ptr + state_offsets, mask=state_ok, other=0.0)
         if HAS_D:
@@ -324,16 +324,7 @@ def ssd_scan_triton_backward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Ten
 @ssd_scan_triton_backward.register_fake
 def _(x, dt, A, B, C, D, dt_bias, initial_states, grad_y, grad_final_states, chunk_size,
       dt_softplus):
-    batch, _, heads, headdim = x.shape
-    float32 = dict(dtype=torch.float32)
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
-            torch.empty_like(dt, memory_format=torch.contiguous_format),
-            A.new_empty(heads, **float32),
-            torch.empty_like(B, memory_format=torch.contiguous_format),
-            torch.empty_like(C, memory_format=torch.contiguous_format),
-            x.new_empty(D.shape if D is not None else (0, ), **float32),
-            x.new_empty(heads, **float32),
-            x.new_empty(batch, heads, headdim, B.shape[-1], **float32))
+    return gradient_placeholders(x, dt, A, B, C, D)
 
 
 def _setup(ctx, inputs, output):
