@@ -6,7 +6,7 @@ the kernel: a block above the mmap threshold (which adapts up to the largest fre
 beyond the trim threshold (twice the mmap threshold) is trimmed. The next tensor of that size
 then takes a page fault on each of its 4 KiB pages when first written. At 224^2 this hits the
 V2M and SSD mixers, whose first stage holds a few tensors of several MB at a time: about 7,000
-page faults per image for v2m-tiny and ssd-tiny, none for VMamba-T, ConvNeXt-T or Swin-T. At
+page faults per image for v2m-tiny and ssd-tiny, next to none for VMamba-T and ConvNeXt-T. At
 896^2 it hits every model: about 219,000 per image for VMamba-T and 310,000 for ConvNeXt-T
 (docs/speed.md).
 
