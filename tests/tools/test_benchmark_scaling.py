@@ -1,4 +1,5 @@
-"""benchmark.py --shapes/--plot: throughput and peak memory against the input size."""
+"""benchmark.py --shapes/--plot: throughput and peak memory against the input size; --page-faults:
+the page faults per iteration."""
 import json
 import os
 import re
@@ -96,3 +97,30 @@ def test_shapes_that_are_not_positive_or_too_small_are_named(capsys):
     assert captured.err.strip().splitlines() == [
         'error: --shapes: classification takes images of at least 4x4, not 2x2; give --shapes '
         'S [S ...] with each size at least 4.'] and 'ms' not in captured.out
+
+
+FIRST_TOUCH = f"""
+import importlib.util, torch
+spec = importlib.util.spec_from_file_location('bench', {str(Path(ROOT) / TOOL)!r})
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+before = bench.minor_page_faults()
+torch.ones(16 * 2**20)  # 64 MiB written for the first time: one fault per 4 KiB page
+print(bench.minor_page_faults() - before)
+"""
+
+
+def test_page_fault_counter_sees_a_first_touch():
+    child = subprocess.run([sys.executable, '-c', FIRST_TOUCH], capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert int(child.stdout.strip()) >= 0.9 * 64 * MIB // 4096
+
+
+def test_page_faults_column(capsys):
+    bench = _load_tool()
+    assert bench.main([DEMO_CLASSIFICATION, '--shape', '32', '32', '--device', 'cpu',
+                       '--threads', '1', '--warmup', '1', '--iters', '2', '--rounds', '1',
+                       '--page-faults']) == 0
+    out = capsys.readouterr().out
+    assert re.search(r'^classification .* ms/iter\s+\d+ page faults/iter$', out, re.MULTILINE), out

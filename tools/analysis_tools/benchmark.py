@@ -196,6 +196,11 @@ def parse_args(argv=None):
         'tensor of that size page-faults in again (by default the run keeps them: '
         'vmamba_mm.models.retain_freed_memory)')
     parser.add_argument(
+        '--page-faults',
+        action='store_true',
+        help='also print each model\'s minor page faults per iteration on the CPU (getrusage, '
+        'the last round): pages the allocator handed back and the model touched again')
+    parser.add_argument(
         '--profile',
         action='store_true',
         help='after the timing, run each model --iters times under the profiler and print where '
@@ -370,23 +375,38 @@ def random_inputs(batch_size, size, device):
     return torch.randn(batch_size, 3, *size, generator=gen).to(device)
 
 
+def minor_page_faults():
+    """The process's minor page faults so far (getrusage), or None where it cannot tell."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def time_round_robin(models, inputs, args, device):
     """Warm every model up on ``inputs``, then time them interleaved; returns, per model, the
-    median round's ms/iter and (CUDA) the peak allocated bytes."""
+    median round's ms/iter, (CUDA) the peak allocated bytes and (with --page-faults, on the CPU)
+    the minor page faults per iteration of the last round."""
     for m in models:
         if args.warmup:
             run_iters(m['step'], inputs, args.warmup, device)
     times = [[] for _ in models]
     peaks = [None] * len(models)
+    faults = [None] * len(models)
+    count_faults = args.page_faults and device == 'cpu'
     for _ in range(args.rounds):
         for i, m in enumerate(models):
             if device == 'cuda':
                 torch.cuda.reset_peak_memory_stats()
+            before = minor_page_faults() if count_faults else None
             elapsed = run_iters(m['step'], inputs, args.iters, device)
             times[i].append(elapsed / args.iters)
+            if before is not None:
+                faults[i] = (minor_page_faults() - before) / args.iters
             if device == 'cuda':
                 peaks[i] = max(peaks[i] or 0, torch.cuda.max_memory_allocated())
-    return [statistics.median(t) * 1000 for t in times], peaks
+    return [statistics.median(t) * 1000 for t in times], peaks, faults
 
 
 def _proc_status_kib(field):
@@ -738,7 +758,7 @@ def main(argv=None):
         if rate is not None:
             print(f'fp32 GEMM rate: {rate / 1e9:.1f} GFLOP/s ({GEMM_SIDE}x{GEMM_SIDE} matmul, '
                   f'best of 5)', flush=True)
-        ms, peaks = time_round_robin(models, inputs, args, device)
+        ms, peaks, faults = time_round_robin(models, inputs, args, device)
         residents = [None] * len(models)
         if measure_memory and device == 'cpu' and onnx_dir is None:
             peaks, residents = zip(*[probe_cpu_memory(m, size, args) for m in models])
@@ -747,11 +767,13 @@ def main(argv=None):
                            params=m['params'], macs=macs.get((m['name'], size)),
                            first_ms=ms[0])
                       for m, t, peak, resident in zip(models, ms, peaks, residents)]
-        for m, row in zip(models, shape_rows):
+        for m, row, fault_count in zip(models, shape_rows, faults):
             line = (f'{m["name"]:<{width}}  params {m["params"]:>12,}  '
                     f'batch {args.batch_size}  shape {h}x{w}  device {device}  '
                     f'threads {threads}  {row["ips"]:9.2f} img/s  '
                     f'{row["ms"]:9.2f} ms/iter')
+            if fault_count is not None:
+                line += f'  {fault_count:9.0f} page faults/iter'
             if row['peak'] is not None:
                 line += f'  peak {row["peak"] / 2**20:9.1f} MiB'
             if row['resident'] is not None:
