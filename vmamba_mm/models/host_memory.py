@@ -7,7 +7,7 @@ beyond the trim threshold (twice the mmap threshold) is trimmed. The next tensor
 then takes a page fault on each of its 4 KiB pages when first written. At 224^2 this hits the
 V2M and SSD mixers, whose first stage holds a few tensors of several MB at a time: about 7,000
 page faults per image for v2m-tiny and ssd-tiny, next to none for VMamba-T and ConvNeXt-T. At
-896^2 it hits every model: about 219,000 per image for VMamba-T and 310,000 for ConvNeXt-T
+896^2 it hits every model: about 220,000 per image for VMamba-T and 305,000 for ConvNeXt-T
 (docs/speed.md).
 
 ``retain_freed_memory()`` serves every block from the heap (no block mapped on its own) and lets
