@@ -96,7 +96,7 @@ def test_shapes_that_are_not_positive_or_too_small_are_named(capsys):
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines() == [
         'error: --shapes: classification takes images of at least 4x4, not 2x2; give --shapes '
-        'S [S ...] with each size at least 4.'] and 'ms' not in captured.out
+        'S [S ...] with each size at least 4.'] and 'ms/iter' not in captured.out
 
 
 FIRST_TOUCH = f"""
