@@ -60,6 +60,44 @@ if triton is not None:
         return b, h, h // per_group, p, p_ok, n, n_ok, state_offsets, p_ok[:, None] & n_ok[None, :]
 
     @triton.jit
+    def _load_chunk(x_ptr, dt_ptr, B_ptr, C_ptr, A, c, b, h, g, p, p_ok, n, n_ok, length, heads,
+                    headdim, groups, state, CHUNK: tl.constexpr):
+        """Chunk ``c``'s steps t (and mask), dt', the running and total sums of a = dt' A, the
+        tokens' row offsets, x (CHUNK x headdim block) with its mask, and B, C (CHUNK x N) with
+        theirs, all float32; steps past L load zeros."""
+        t = c * CHUNK + tl.arange(0, CHUNK)
+        t_ok = t < length
+        step = tl.load(dt_ptr + (b * length + t) * heads + h, mask=t_ok, other=0.0)
+        a_cum = tl.cumsum(step * A, 0)
+        a_total = tl.sum(step * A, 0)
+        token = (b * length + t[:, None]) * heads + h
+        x_ok = t_ok[:, None] & p_ok[None, :]
+        x = tl.load(x_ptr + token * headdim + p[None, :], mask=x_ok, other=0.0).to(tl.float32)
+        group_row = ((b * length + t[:, None]) * groups + g) * state + n[None, :]
+        bc_ok = t_ok[:, None] & n_ok[None, :]
+        Bc = tl.load(B_ptr + group_row, mask=bc_ok, other=0.0).to(tl.float32)
+        Cc = tl.load(C_ptr + group_row, mask=bc_ok, other=0.0).to(tl.float32)
+        return t, t_ok, step, a_cum, a_total, token, x_ok, x, bc_ok, Bc, Cc
+
+    @triton.jit
+    def _load_D(D_ptr, h, p, p_ok, headdim, D_PER_CHANNEL: tl.constexpr):
+        """The skip weight D of head h: per channel of the headdim block, or one scalar."""
+        if D_PER_CHANNEL:
+            D = tl.load(D_ptr + h * headdim + p, mask=p_ok, other=0.0)
+        else:
+            D = tl.load(D_ptr + h)
+        return D
+
+    @triton.jit
+    def _times_D(v, D, D_PER_CHANNEL: tl.constexpr):
+        """v (CHUNK x headdim block) times D along the channels."""
+        if D_PER_CHANNEL:
+            out = v * D[None, :]
+        else:
+            out = v * D
+        return out
+
+    @triton.jit
     def _ssd_scan_fwd(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, init_ptr, y_ptr, final_ptr,
                       chunk_states_ptr, length, heads, headdim, groups, state, per_group,
                       num_chunks, HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr,
@@ -76,37 +114,21 @@ if triton is not None:
         else:
             S = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
         if HAS_D:
-            if D_PER_CHANNEL:
-                D = tl.load(D_ptr + h * headdim + p, mask=p_ok, other=0.0)
-            else:
-                D = tl.load(D_ptr + h)
+            D = _load_D(D_ptr, h, p, p_ok, headdim, D_PER_CHANNEL)
         for c in range(num_chunks):
             if SAVE_STATES:
                 chunk_offsets = ((batch_head * num_chunks + c) * headdim + p[:, None]) * state
                 tl.store(chunk_states_ptr + chunk_offsets + n[None, :], S, mask=state_ok)
-            t = c * CHUNK + q
-            t_ok = t < length
-            step = tl.load(dt_ptr + (b * length + t) * heads + h, mask=t_ok, other=0.0)
-            a = step * A
-            a_cum = tl.cumsum(a, 0)
-            a_total = tl.sum(a, 0)
-            token = (b * length + t[:, None]) * heads + h
-            x_ok = t_ok[:, None] & p_ok[None, :]
-            x = tl.load(x_ptr + token * headdim + p[None, :], mask=x_ok, other=0.0).to(tl.float32)
-            group_row = ((b * length + t[:, None]) * groups + g) * state + n[None, :]
-            bc_ok = t_ok[:, None] & n_ok[None, :]
-            Bc = tl.load(B_ptr + group_row, mask=bc_ok, other=0.0).to(tl.float32)
-            Cc = tl.load(C_ptr + group_row, mask=bc_ok, other=0.0).to(tl.float32)
+            t, t_ok, step, a_cum, a_total, token, x_ok, x, bc_ok, Bc, Cc = _load_chunk(
+                x_ptr, dt_ptr, B_ptr, C_ptr, A, c, b, h, g, p, p_ok, n, n_ok, length, heads,
+                headdim, groups, state, CHUNK)
             dtx = x * step[:, None]
             scores = tl.dot(Cc, tl.trans(Bc), input_precision='ieee')
             decay = tl.exp(tl.where(causal, a_cum[:, None] - a_cum[None, :], float('-inf')))
             y = tl.dot(scores * decay, dtx, input_precision='ieee')
             y += tl.exp(a_cum)[:, None] * tl.dot(Cc, tl.trans(S), input_precision='ieee')
             if HAS_D:
-                if D_PER_CHANNEL:
-                    y += x * D[None, :]
-                else:
-                    y += x * D
+                y += _times_D(x, D, D_PER_CHANNEL)
             tl.store(y_ptr + token * headdim + p[None, :], y, mask=x_ok)
             to_end = tl.exp(a_total - a_cum)
             S = tl.exp(a_total) * S + tl.dot(tl.trans(dtx * to_end[:, None]), Bc,
@@ -129,27 +151,15 @@ if triton is not None:
         # G: the loss's gradient by the state leaving the chunk, walked back from the last one.
         G = tl.load(grad_final_ptr + state_offsets, mask=state_ok, other=0.0)
         if HAS_D:
-            if D_PER_CHANNEL:
-                D = tl.load(D_ptr + h * headdim + p, mask=p_ok, other=0.0)
-            else:
-                D = tl.load(D_ptr + h)
+            D = _load_D(D_ptr, h, p, p_ok, headdim, D_PER_CHANNEL)
         # A float32 scalar tensor from the start: a loop-carried value keeps its first type.
         dA = tl.sum(tl.zeros((CHUNK, ), dtype=tl.float32), 0)
         for k in range(num_chunks):
             c = num_chunks - 1 - k
-            t = c * CHUNK + q
-            t_ok = t < length
-            step = tl.load(dt_ptr + (b * length + t) * heads + h, mask=t_ok, other=0.0)
-            a_cum = tl.cumsum(step * A, 0)
-            a_total = tl.sum(step * A, 0)
-            token = (b * length + t[:, None]) * heads + h
-            x_ok = t_ok[:, None] & p_ok[None, :]
-            x = tl.load(x_ptr + token * headdim + p[None, :], mask=x_ok, other=0.0).to(tl.float32)
+            t, t_ok, step, a_cum, a_total, token, x_ok, x, bc_ok, Bc, Cc = _load_chunk(
+                x_ptr, dt_ptr, B_ptr, C_ptr, A, c, b, h, g, p, p_ok, n, n_ok, length, heads,
+                headdim, groups, state, CHUNK)
             dy = tl.load(grad_y_ptr + token * headdim + p[None, :], mask=x_ok, other=0.0)
-            group_row = ((b * length + t[:, None]) * groups + g) * state + n[None, :]
-            bc_ok = t_ok[:, None] & n_ok[None, :]
-            Bc = tl.load(B_ptr + group_row, mask=bc_ok, other=0.0).to(tl.float32)
-            Cc = tl.load(C_ptr + group_row, mask=bc_ok, other=0.0).to(tl.float32)
             chunk_offsets = ((batch_head * num_chunks + c) * headdim + p[:, None]) * state
             S_in = tl.load(chunk_states_ptr + chunk_offsets + n[None, :], mask=state_ok,
                            other=0.0)
@@ -178,10 +188,7 @@ if triton is not None:
             d_a = tl.sum(d_cum, 0) - tl.cumsum(d_cum, 0) + d_cum
             dx = d_dtx * step[:, None]
             if HAS_D:
-                if D_PER_CHANNEL:
-                    dx += dy * D[None, :]
-                else:
-                    dx += dy * D
+                dx += _times_D(dy, D, D_PER_CHANNEL)
             tl.store(dx_ptr + token * headdim + p[None, :], dx, mask=x_ok)
             part = block * batch + b
             ddt = tl.sum(x * d_dtx, 1) + A * d_a

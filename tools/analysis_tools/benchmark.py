@@ -189,12 +189,8 @@ def parse_args(argv=None):
         action='store_true',
         help='turn off the oneDNN weight copies of the CPU inference path '
         '(vmamba_mm.models.layers.use_onednn_weight_copies(False)): less memory, more time')
-    parser.add_argument(
-        '--release-freed-memory',
-        action='store_true',
-        help="leave glibc's malloc as it is: large freed blocks go back to the OS and the next "
-        'tensor of that size page-faults in again (by default the run keeps them: '
-        'vmamba_mm.models.retain_freed_memory)')
+    from vmamba_mm.models.host_memory import add_release_flag
+    add_release_flag(parser)
     parser.add_argument(
         '--page-faults',
         action='store_true',
@@ -670,11 +666,8 @@ def main(argv=None):
     if args.memory_probe:
         return memory_probe(args)
     # After the probe's branch: its child keeps its own thresholds (PROBE_MALLOC_ENV).
-    if args.release_freed_memory:
-        host_memory = 'freed host memory: glibc defaults (--release-freed-memory)'
-    else:
-        from vmamba_mm.models import retain_freed_memory
-        host_memory = retain_freed_memory()
+    from vmamba_mm.models.host_memory import keep_unless_released
+    host_memory = keep_unless_released(args.release_freed_memory)
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if device == 'cuda' and not torch.cuda.is_available():

@@ -98,22 +98,6 @@ def build_runner(cfg, launcher):
     return runner, notes
 
 
-def add_host_memory_argument(parser):
-    """The train and test commands' ``--release-freed-memory`` flag."""
-    parser.add_argument('--release-freed-memory', action='store_true',
-                        help="leave glibc's malloc as it is: large freed host blocks go back to "
-                        'the OS and are page-faulted in again (by default the run keeps them: '
-                        'vmamba_mm.models.retain_freed_memory)')
-
-
-def set_host_memory(release):
-    """Keep freed host memory in the process unless ``release``; the line to log."""
-    if release:
-        return 'freed host memory: glibc defaults (--release-freed-memory)'
-    from ..models import retain_freed_memory
-    return retain_freed_memory()
-
-
 def run_reporting_data_errors(runner, action, notes=(), infos=()):
     """runner.train() or runner.test(), with a bad file met mid-run said in one line (``notes``
     are logged as warnings first, ``infos`` as information).

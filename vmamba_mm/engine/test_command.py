@@ -16,12 +16,12 @@ from ..checkpoint import CheckpointContentError
 from ..checkpoint.fit import CheckpointMismatchError
 from ..config import ConfigError
 from ..datasets import DataError, check_datasets
+from ..models.host_memory import add_release_flag, keep_unless_released
 from .dist import SlurmEnvironmentError
 from .hooks import require_checkpoint_fit
 from .output_paths import output_folder_problem, work_dir_problem
 from .resume import checkpoint_file_problem
-from .runner import (add_host_memory_argument, build_runner, load_config,
-                     run_reporting_data_errors, set_host_memory)
+from .runner import build_runner, load_config, run_reporting_data_errors
 
 # Each task's visualisation hook, and how it is told to draw every test image into a folder.
 SHOW_DIR_SETTINGS = {
@@ -42,7 +42,7 @@ def parse_test_args(argv=None):
                         help="test-time augmentation with the config's tta_model/tta_pipeline")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
-    add_host_memory_argument(parser)
+    add_release_flag(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -77,7 +77,7 @@ def run_test_command(argv=None):
             runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
         notes += [tta_note] if tta_note else []
         return run_reporting_data_errors(runner, 'test', notes,
-                                         [set_host_memory(args.release_freed_memory)])
+                                         [keep_unless_released(args.release_freed_memory)])
     except (CheckpointContentError, CheckpointMismatchError, SlurmEnvironmentError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2

@@ -15,12 +15,12 @@ from ..checkpoint import CheckpointContentError
 from ..checkpoint.fit import CheckpointMismatchError
 from ..config import ConfigError
 from ..datasets import DataError, check_datasets
+from ..models.host_memory import add_release_flag, keep_unless_released
 from .dist import SlurmEnvironmentError
 from .hooks import NonFiniteLossError, require_checkpoint_fit
 from .output_paths import work_dir_problem
 from .resume import ResumeError, set_up_resume
-from .runner import (add_host_memory_argument, build_runner, load_config, require_gpu_for_amp,
-                     run_reporting_data_errors, set_host_memory)
+from .runner import build_runner, load_config, require_gpu_for_amp, run_reporting_data_errors
 
 
 def parse_train_args(argv=None):
@@ -38,7 +38,7 @@ def parse_train_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config settings, e.g. train_cfg.max_epochs=2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
-    add_host_memory_argument(parser)
+    add_release_flag(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -79,7 +79,7 @@ def run_train_command(argv=None):
         runner, notes = build_runner(cfg, args.launcher)
         notes += [resume_note] if resume_note else []
         return run_reporting_data_errors(runner, 'train', notes,
-                                         [set_host_memory(args.release_freed_memory)])
+                                         [keep_unless_released(args.release_freed_memory)])
     except (CheckpointContentError, CheckpointMismatchError, NonFiniteLossError,
             SlurmEnvironmentError) as exc:
         print(f'error: {exc}', file=sys.stderr)

@@ -60,3 +60,19 @@ def retain_freed_memory():
     return (f'freed host memory kept: glibc malloc serves every block from the heap and trims '
             f'it only beyond {TRIM_THRESHOLD >> 30} GiB free, so large tensors reuse mapped pages '
             '(--release-freed-memory: glibc defaults)')
+
+
+def add_release_flag(parser):
+    """The tools' ``--release-freed-memory`` flag (benchmark.py, tools/train.py, tools/test.py)."""
+    parser.add_argument('--release-freed-memory', action='store_true',
+                        help="leave glibc's malloc as it is: large freed host blocks go back to "
+                        'the OS and are page-faulted in again (by default the run keeps them: '
+                        'vmamba_mm.models.retain_freed_memory)')
+
+
+def keep_unless_released(release):
+    """``retain_freed_memory()`` unless the tool was given ``--release-freed-memory``; the line
+    to log either way."""
+    if release:
+        return 'freed host memory: glibc defaults (--release-freed-memory)'
+    return retain_freed_memory()
