@@ -31,7 +31,8 @@ during that step less the process's resident set before the model was built, wit
 libraries loaded for every model: weights, oneDNN weight copies, activations and all;
 ``--no-onednn-copies`` turns the copies off) and the share of the machine's fp32 GEMM rate it
 reaches: 2 x multiply-adds per image x img/s over the rate
-of a 2048x2048 matmul timed in the same run, just before each size's rounds. ``make bench``
+of a 2048x2048 matmul timed in the same run, just before each size's rounds (with ``--train``,
+three times the forward's: the backward does two products per layer). ``make bench``
 compares VMamba-T with all three.
 
 ``--flops`` adds a summary after the timed rows: per model and size its parameters, its FLOPs
@@ -92,6 +93,11 @@ PEERS = {
     'tv-convnext_tiny': ('convnext_tiny (torchvision)', TORCHVISION_PREFIX + 'convnext_tiny'),
 }
 GEMM_SIDE = 2048  # the matmul whose fp32 rate is the machine's ceiling in --compare rows
+# A training step's multiply-adds as a multiple of the forward's: each layer's backward does two
+# products of the forward's size (the input's gradient and the weight's).
+TRAIN_FLOPS_FACTOR = 3
+TRAIN_FLOPS_NOTE = ("; a training step's FLOPs taken as 3x the forward's (each layer's backward: "
+                    "two products of the forward's size)")
 # Freed blocks above this size go back to the OS at once, so the resident set follows the live
 # tensors; a fixed value also stops glibc from raising the threshold as blocks are freed.
 PROBE_MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': '4096', 'MALLOC_TRIM_THRESHOLD_': '4096'}
@@ -750,7 +756,7 @@ def main(argv=None):
         rate = gemm_rate(device) if args.compare else None
         if rate is not None:
             print(f'fp32 GEMM rate: {rate / 1e9:.1f} GFLOP/s ({GEMM_SIDE}x{GEMM_SIDE} matmul, '
-                  f'best of 5)', flush=True)
+                  f'best of 5)' + (TRAIN_FLOPS_NOTE if args.train else ''), flush=True)
         ms, peaks, faults = time_round_robin(models, inputs, args, device)
         residents = [None] * len(models)
         if measure_memory and device == 'cpu' and onnx_dir is None:
@@ -774,7 +780,8 @@ def main(argv=None):
             if rate is not None:
                 line += f'  x{row["ips"] / shape_rows[0]["ips"]:.2f} of {first["name"]} img/s'
                 if row['macs'] is not None:
-                    line += f'  {2 * row["macs"] * row["ips"] / rate:.0%} of the GEMM rate'
+                    flops = 2 * row['macs'] * (TRAIN_FLOPS_FACTOR if args.train else 1)
+                    line += f'  {flops * row["ips"] / rate:.0%} of the GEMM rate'
             if m['without_scans']:
                 real_ms = shape_rows[models.index(m['real'])]['ms']
                 line += (f'  x{row["ms"] / real_ms:.2f} the time of {m["real"]["name"]} '
