@@ -96,8 +96,8 @@ GEMM_SIDE = 2048  # the matmul whose fp32 rate is the machine's ceiling in --com
 # A training step's multiply-adds as a multiple of the forward's: each layer's backward does two
 # products of the forward's size (the input's gradient and the weight's).
 TRAIN_FLOPS_FACTOR = 3
-TRAIN_FLOPS_NOTE = ("; a training step's FLOPs taken as 3x the forward's (each layer's backward: "
-                    "two products of the forward's size)")
+TRAIN_FLOPS_NOTE = (f"; a training step's FLOPs taken as {TRAIN_FLOPS_FACTOR}x the forward's "
+                    "(each layer's backward: two products of the forward's size)")
 # Freed blocks above this size go back to the OS at once, so the resident set follows the live
 # tensors; a fixed value also stops glibc from raising the threshold as blocks are freed.
 PROBE_MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': '4096', 'MALLOC_TRIM_THRESHOLD_': '4096'}
